@@ -1,0 +1,323 @@
+//! The egress proxy: check, inject, forward, decode, redact.
+
+use crate::secrets::{SecretError, resolve_secret};
+use bytes::Bytes;
+use edgeward_core::codec::{self, DecodeError};
+use edgeward_core::config::{Config, Limits};
+use edgeward_core::egress::{Egress, EgressCall, EgressFuture};
+use edgeward_core::grant::{CredentialKind, GrantName, GrantRules, inject_credential};
+use edgeward_core::headers::{sanitize_request, sanitize_response};
+use edgeward_core::problem::Refusal;
+use edgeward_core::redact::Redactor;
+use edgeward_core::secret::Secret;
+use http::{HeaderValue, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// Building the backend failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BackendError {
+    /// A grant's secret could not be read.
+    #[error("grant {grant}: {source}")]
+    Secret {
+        /// The grant.
+        grant: String,
+        /// Why.
+        source: SecretError,
+    },
+    /// A secret is too short to be redacted safely.
+    #[error("grant {grant}: the secret is shorter than {min} bytes, too short to redact reliably")]
+    SecretTooShort {
+        /// The grant.
+        grant: String,
+        /// The minimum.
+        min: usize,
+    },
+    /// TLS could not be set up.
+    #[error("cannot set up TLS for upstream connections: {0}")]
+    Tls(String),
+}
+
+/// A grant with its secret loaded.
+struct LiveGrant {
+    rules: GrantRules,
+    credential: CredentialKind,
+    secret: Secret,
+    timeout: Duration,
+    /// One pool per grant: the connect timeout is the grant's, and idle
+    /// connections to one upstream are reused across calls and tasks.
+    client: HttpsClient,
+}
+
+struct AgentEntry {
+    grants: Vec<GrantName>,
+    limits: Limits,
+}
+
+struct Inner {
+    grants: HashMap<GrantName, LiveGrant>,
+    agents: HashMap<String, AgentEntry>,
+    /// Every credential this backend holds, so no response carries any of
+    /// them back, whichever grant the call used.
+    redactor: Redactor,
+}
+
+/// The backend's egress proxy. Cheap to clone.
+#[derive(Clone)]
+pub struct Backend {
+    inner: Arc<Inner>,
+}
+
+impl Backend {
+    /// Load every grant's secret and build the connection pools.
+    pub fn from_config(config: &Config) -> Result<Backend, BackendError> {
+        Backend::with_secrets(config, resolve_secret)
+    }
+
+    /// As [`Backend::from_config`], with the secret reader injected (tests).
+    pub fn with_secrets(
+        config: &Config,
+        mut read: impl FnMut(&edgeward_core::secret::SecretSource) -> Result<Secret, SecretError>,
+    ) -> Result<Backend, BackendError> {
+        let tls = tls_config()?;
+        let mut grants = HashMap::new();
+        for g in &config.grants {
+            let secret = read(&g.secret).map_err(|source| BackendError::Secret {
+                grant: g.rules.name.to_string(),
+                source,
+            })?;
+            if secret.len() < edgeward_core::redact::MIN_SECRET_LEN {
+                return Err(BackendError::SecretTooShort {
+                    grant: g.rules.name.to_string(),
+                    min: edgeward_core::redact::MIN_SECRET_LEN,
+                });
+            }
+            let mut http = HttpConnector::new();
+            http.set_connect_timeout(Some(g.connect_timeout));
+            http.set_nodelay(true);
+            http.enforce_http(false);
+            let https = hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config(tls.clone())
+                // http is only reachable for loopback origins: the config
+                // refuses plain http anywhere else.
+                .https_or_http()
+                .enable_http1()
+                .wrap_connector(http);
+            let client = Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(90))
+                .pool_max_idle_per_host(32)
+                .build(https);
+            grants.insert(
+                g.rules.name.clone(),
+                LiveGrant {
+                    rules: g.rules.clone(),
+                    credential: g.credential.clone(),
+                    secret,
+                    timeout: g.timeout,
+                    client,
+                },
+            );
+        }
+        let redactor = Redactor::new(grants.values().map(|g| g.secret.expose()))
+            .map_err(|e| BackendError::Tls(format!("redactor: {e}")))?;
+        let agents = config
+            .agents
+            .iter()
+            .map(|a| {
+                (
+                    a.name.clone(),
+                    AgentEntry {
+                        grants: a.grants.clone(),
+                        limits: a.limits,
+                    },
+                )
+            })
+            .collect();
+        Ok(Backend {
+            inner: Arc::new(Inner {
+                grants,
+                agents,
+                redactor,
+            }),
+        })
+    }
+
+    /// The redactor over every credential held (for callers that must scan
+    /// other output, e.g. the CLI's own messages).
+    pub fn redactor(&self) -> &Redactor {
+        &self.inner.redactor
+    }
+}
+
+fn tls_config() -> Result<rustls::ClientConfig, BackendError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| BackendError::Tls(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+impl Egress for Backend {
+    fn forward(&self, call: EgressCall) -> EgressFuture {
+        let inner = Arc::clone(&self.inner);
+        Box::pin(async move {
+            let agent = call.caller.agent.clone();
+            let instance = call.caller.instance.clone();
+            let grant = call.grant.clone();
+            let method = call.request.method().clone();
+            // Captured before injection: a query credential must never be logged.
+            let path = call.request.uri().path().to_owned();
+            let result = inner.forward(call).await;
+            match &result {
+                Ok(resp) => tracing::info!(%agent, %instance, %grant, %method, %path, status = resp.status().as_u16(), "egress forwarded"),
+                Err(r) => tracing::warn!(%agent, %instance, %grant, %method, %path, class = %r.class, detail = %r.detail, "egress refused"),
+            }
+            // Defence in depth: whatever produced a refusal's detail, it
+            // leaves without any credential in it.
+            result.map_err(|mut r| {
+                r.detail = inner.redactor.redact_str(&r.detail).0;
+                r
+            })
+        })
+    }
+}
+
+impl Inner {
+    async fn forward(&self, call: EgressCall) -> Result<http::Response<Bytes>, Refusal> {
+        let agent = self
+            .agents
+            .get(&call.caller.agent)
+            .ok_or_else(|| Refusal::denied(format!("agent {} is not registered", call.caller.agent)))?;
+        if !agent.grants.contains(&call.grant) {
+            return Err(Refusal::denied(format!(
+                "agent {} does not hold grant {}",
+                call.caller.agent, call.grant
+            )));
+        }
+        let grant = self
+            .grants
+            .get(&call.grant)
+            .ok_or_else(|| Refusal::denied(format!("grant {} does not exist", call.grant)))?;
+        let max_response = agent.limits.max_response_bytes;
+
+        let (mut parts, body) = call.request.into_parts();
+        grant.rules.check(&parts.uri, &parts.method)?;
+        let own_header = match &grant.credential {
+            CredentialKind::Header { name, .. } => Some(name),
+            _ => None,
+        };
+        sanitize_request(&mut parts.headers, own_header)?;
+        inject_credential(&mut parts, &grant.credential, &grant.secret)?;
+        parts.headers.insert(
+            http::header::ACCEPT_ENCODING,
+            HeaderValue::from_static(codec::SUPPORTED_CODINGS),
+        );
+        parts.version = http::Version::HTTP_11;
+        let request = http::Request::from_parts(parts, Full::new(body));
+
+        let timeout = grant.timeout;
+        let exchange = async {
+            let response = grant.client.request(request).await.map_err(|e| {
+                // hyper's errors are summarised, never printed: some embed the
+                // URI, which may carry a query credential.
+                if e.is_connect() {
+                    Refusal::upstream("could not connect to the upstream")
+                } else {
+                    Refusal::upstream("the upstream connection failed")
+                }
+            })?;
+            let (parts, body) = response.into_parts();
+            let body = Limited::new(body, max_response)
+                .collect()
+                .await
+                .map_err(|e| {
+                    if e.is::<http_body_util::LengthLimitError>() {
+                        response_too_large(max_response)
+                    } else {
+                        Refusal::upstream("the upstream response body could not be read")
+                    }
+                })?
+                .to_bytes();
+            Ok::<_, Refusal>((parts, body))
+        };
+        let (mut parts, raw) = tokio::time::timeout(timeout, exchange)
+            .await
+            .map_err(|_| {
+                Refusal::upstream(format!(
+                    "the upstream did not answer within {} ms",
+                    timeout.as_millis()
+                ))
+                .with_status(StatusCode::GATEWAY_TIMEOUT)
+            })??;
+
+        let decoded = codec::decode_body(
+            parts.headers.get_all(http::header::CONTENT_ENCODING).iter(),
+            &raw,
+            max_response,
+        )
+        .map_err(|e| match e {
+            DecodeError::TooLarge { .. } => response_too_large(max_response),
+            other => Refusal::upstream(format!("the upstream response cannot be scanned: {other}")),
+        })?;
+
+        sanitize_response(&mut parts.headers);
+        self.redact_headers(&mut parts.headers);
+        let redacted = self.redactor.redact(&decoded);
+        if redacted.hits > 0 {
+            tracing::warn!(
+                grant = %grant.rules.name,
+                hits = redacted.hits,
+                "credential material redacted from an upstream response"
+            );
+        }
+        let body = Bytes::from(redacted.into_bytes());
+        parts
+            .headers
+            .insert(http::header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+        parts.version = http::Version::HTTP_11;
+        Ok(http::Response::from_parts(parts, body))
+    }
+
+    fn redact_headers(&self, headers: &mut http::HeaderMap) {
+        let mut replaced = Vec::new();
+        for (name, value) in headers.iter() {
+            let r = self.redactor.redact(value.as_bytes());
+            if r.hits > 0 {
+                replaced.push((name.clone(), HeaderValue::from_bytes(&r.bytes).ok()));
+            }
+        }
+        for (name, value) in replaced {
+            // All values of a header are rebuilt if any one held a secret.
+            let all: Vec<HeaderValue> = headers
+                .get_all(&name)
+                .iter()
+                .filter_map(|v| HeaderValue::from_bytes(&self.redactor.redact(v.as_bytes()).bytes).ok())
+                .collect();
+            headers.remove(&name);
+            if value.is_some() {
+                for v in all {
+                    headers.append(name.clone(), v);
+                }
+            }
+        }
+    }
+}
+
+fn response_too_large(limit: usize) -> Refusal {
+    Refusal::limit(format!(
+        "the upstream response is over this agent's limit of {limit} bytes"
+    ))
+    .with_status(StatusCode::BAD_GATEWAY)
+}

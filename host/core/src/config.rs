@@ -1,0 +1,623 @@
+//! The TOML configuration: agents and grants.
+//!
+//! Parsing goes from untrusted text to a verified [`Config`] in one step;
+//! every error names the field and what is wrong, and never echoes a value
+//! (a misplaced secret must not end up in a terminal or a log). Secrets are
+//! never inline: a grant names where its secret lives
+//! ([`SecretSource`]), and only the backend reads it.
+//!
+//! ```toml
+//! [[grant]]
+//! name = "weather"
+//! origin = "https://api.weather.example"
+//! methods = ["GET"]
+//! path_prefixes = ["/v1/"]
+//! credential = { kind = "header", name = "x-api-key" }
+//! secret = { env = "WEATHER_API_KEY" }
+//!
+//! [[agent]]
+//! name = "weather-bot"
+//! owner = "alice@example.com"
+//! digests = ["sha256:…"]
+//! grants = ["weather"]
+//! limits = { memory_mib = 64, task_timeout_ms = 10000 }
+//! ```
+
+use crate::digest::ComponentDigest;
+use crate::grant::{CredentialKind, GrantName, GrantRules, Origin, validate_name};
+use crate::secret::SecretSource;
+use http::{HeaderName, Method};
+use serde::Deserialize;
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+/// Why a config file was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// TOML syntax or shape error.
+    #[error("config line {line}, column {column}: {message}")]
+    Parse {
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// What is wrong (never the offending value).
+        message: String,
+    },
+    /// A field has a value that parses but is not acceptable.
+    #[error("config field {field}: {reason}")]
+    Invalid {
+        /// Path of the field, e.g. `grant "weather".origin`.
+        field: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field: field.into(),
+        reason: reason.into(),
+    }
+}
+
+/// A verified configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Agents, in file order.
+    pub agents: Vec<AgentConfig>,
+    /// Grants, in file order.
+    pub grants: Vec<GrantConfig>,
+    /// Runtime settings.
+    pub runtime: RuntimeSettings,
+}
+
+/// A verified agent entry.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// Unique agent name.
+    pub name: String,
+    /// The human who answers for it.
+    pub owner: String,
+    /// Component digests allowed to run as this agent.
+    pub digests: Vec<ComponentDigest>,
+    /// Grants it may use.
+    pub grants: Vec<GrantName>,
+    /// Sandbox and egress limits.
+    pub limits: Limits,
+}
+
+/// A verified grant entry.
+#[derive(Debug, Clone)]
+pub struct GrantConfig {
+    /// The public rules (origin, methods, paths).
+    pub rules: GrantRules,
+    /// How the credential is attached.
+    pub credential: CredentialKind,
+    /// Where the backend reads the secret.
+    pub secret: SecretSource,
+    /// Time allowed to connect to the upstream.
+    pub connect_timeout: Duration,
+    /// Time allowed for the whole upstream exchange.
+    pub timeout: Duration,
+}
+
+/// Per-agent limits. Defaults are safe for a small device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Linear memory per task, bytes.
+    pub memory_bytes: u64,
+    /// Wall-clock time per task (CPU included; host calls included).
+    pub task_timeout: Duration,
+    /// Largest request body a guest may send.
+    pub max_request_bytes: usize,
+    /// Largest (decoded) response body a guest may receive.
+    pub max_response_bytes: usize,
+    /// Largest stdout (and, separately, stderr) a task may write.
+    pub max_output_bytes: usize,
+    /// Most log records per task.
+    pub max_log_records: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            memory_bytes: 64 << 20,
+            task_timeout: Duration::from_secs(30),
+            max_request_bytes: 1 << 20,
+            max_response_bytes: 8 << 20,
+            max_output_bytes: 64 << 10,
+            max_log_records: 1000,
+        }
+    }
+}
+
+/// Engine-wide settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RuntimeSettings {
+    /// Use wasmtime's pooling allocator (fast instantiation; reserves
+    /// virtual memory up front). Turn off on small devices.
+    pub pooling: bool,
+    /// Most tasks running at once (sizes the pool).
+    pub max_concurrent_tasks: u32,
+}
+
+impl Default for RuntimeSettings {
+    fn default() -> Self {
+        RuntimeSettings {
+            pooling: true,
+            max_concurrent_tasks: 16,
+        }
+    }
+}
+
+impl Config {
+    /// Parse and verify a config file's text.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| parse_error(text, &e))?;
+        raw.verify()
+    }
+
+    /// The agent with this name.
+    pub fn agent(&self, name: &str) -> Option<&AgentConfig> {
+        self.agents.iter().find(|a| a.name == name)
+    }
+
+    /// The grant with this name.
+    pub fn grant(&self, name: &GrantName) -> Option<&GrantConfig> {
+        self.grants.iter().find(|g| &g.rules.name == name)
+    }
+
+    /// The public grant rules an agent holds.
+    pub fn rules_for(&self, agent: &AgentConfig) -> Vec<GrantRules> {
+        agent
+            .grants
+            .iter()
+            .filter_map(|n| self.grant(n).map(|g| g.rules.clone()))
+            .collect()
+    }
+}
+
+fn parse_error(text: &str, e: &toml::de::Error) -> ConfigError {
+    let (line, column) = match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            (line, column)
+        }
+        None => (0, 0),
+    };
+    // `message()` is the bare reason without the source excerpt that the
+    // `Display` impl adds: the excerpt could contain a secret someone pasted.
+    ConfigError::Parse {
+        line,
+        column,
+        message: scrub_values(e.message()),
+    }
+}
+
+/// serde's type errors quote the offending value (`invalid type: string
+/// "..."`). Drop quoted parts so a misplaced secret is never echoed.
+fn scrub_values(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut in_quotes = false;
+    for ch in message.chars() {
+        if ch == '"' {
+            if !in_quotes {
+                out.push_str("<value>");
+            }
+            in_quotes = !in_quotes;
+            continue;
+        }
+        if !in_quotes {
+            out.push(ch);
+        }
+    }
+    out
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default, rename = "agent")]
+    agents: Vec<RawAgent>,
+    #[serde(default, rename = "grant")]
+    grants: Vec<RawGrant>,
+    #[serde(default)]
+    runtime: RawRuntime,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawRuntime {
+    pooling: Option<bool>,
+    max_concurrent_tasks: Option<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAgent {
+    name: String,
+    owner: String,
+    digests: Vec<String>,
+    #[serde(default)]
+    grants: Vec<String>,
+    #[serde(default)]
+    limits: RawLimits,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    memory_mib: Option<u64>,
+    task_timeout_ms: Option<u64>,
+    max_request_bytes: Option<usize>,
+    max_response_bytes: Option<usize>,
+    max_output_bytes: Option<usize>,
+    max_log_records: Option<usize>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGrant {
+    name: String,
+    origin: String,
+    methods: Vec<String>,
+    path_prefixes: Vec<String>,
+    credential: RawCredential,
+    secret: RawSecret,
+    connect_timeout_ms: Option<u64>,
+    timeout_ms: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, tag = "kind", rename_all = "snake_case")]
+enum RawCredential {
+    Header {
+        name: String,
+        #[serde(default)]
+        prefix: String,
+    },
+    Bearer,
+    Query {
+        param: String,
+    },
+    Basic {
+        username: String,
+    },
+}
+
+/// `{ env = "VAR" }` or `{ file = "path" }`. A plain string is refused with a
+/// message that does not repeat it: that is where someone would paste a key.
+struct RawSecret(SecretSource);
+
+impl<'de> Deserialize<'de> for RawSecret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = RawSecret;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("{ env = VAR } or { file = PATH }")
+            }
+            fn visit_str<E: serde::de::Error>(self, _v: &str) -> Result<RawSecret, E> {
+                Err(E::custom(
+                    "secrets are never written in the config: use secret = { env = VAR } or { file = PATH }",
+                ))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<RawSecret, A::Error> {
+                let mut found: Option<SecretSource> = None;
+                while let Some(key) = map.next_key::<String>()? {
+                    let source = match key.as_str() {
+                        "env" => SecretSource::Env(map.next_value()?),
+                        "file" => SecretSource::File(map.next_value::<String>()?.into()),
+                        _ => {
+                            return Err(serde::de::Error::custom(
+                                "secret takes exactly one of `env` or `file`",
+                            ));
+                        }
+                    };
+                    if found.replace(source).is_some() {
+                        return Err(serde::de::Error::custom(
+                            "secret takes exactly one of `env` or `file`, not both",
+                        ));
+                    }
+                }
+                found
+                    .map(RawSecret)
+                    .ok_or_else(|| serde::de::Error::custom("secret needs `env` or `file`"))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl RawConfig {
+    fn verify(self) -> Result<Config, ConfigError> {
+        let mut grants: Vec<GrantConfig> = Vec::new();
+        for (i, g) in self.grants.into_iter().enumerate() {
+            let grant = g.verify(i)?;
+            if grants.iter().any(|x| x.rules.name == grant.rules.name) {
+                return Err(invalid(
+                    format!("grant[{i}].name"),
+                    format!("grant {} is defined twice", grant.rules.name),
+                ));
+            }
+            grants.push(grant);
+        }
+        let mut agents: Vec<AgentConfig> = Vec::new();
+        for (i, a) in self.agents.into_iter().enumerate() {
+            let agent = a.verify(i, &grants)?;
+            if agents.iter().any(|x| x.name == agent.name) {
+                return Err(invalid(
+                    format!("agent[{i}].name"),
+                    format!("agent {} is defined twice", agent.name),
+                ));
+            }
+            agents.push(agent);
+        }
+        let defaults = RuntimeSettings::default();
+        let runtime = RuntimeSettings {
+            pooling: self.runtime.pooling.unwrap_or(defaults.pooling),
+            max_concurrent_tasks: in_range(
+                "runtime.max_concurrent_tasks",
+                self.runtime.max_concurrent_tasks,
+                defaults.max_concurrent_tasks,
+                1,
+                10_000,
+            )?,
+        };
+        Ok(Config { agents, grants, runtime })
+    }
+}
+
+fn in_range<T: PartialOrd + Copy + std::fmt::Display>(
+    field: &str,
+    value: Option<T>,
+    default: T,
+    min: T,
+    max: T,
+) -> Result<T, ConfigError> {
+    let v = value.unwrap_or(default);
+    if v < min || v > max {
+        return Err(invalid(field, format!("must be between {min} and {max}")));
+    }
+    Ok(v)
+}
+
+impl RawGrant {
+    fn verify(self, i: usize) -> Result<GrantConfig, ConfigError> {
+        let name = GrantName::new(&self.name)
+            .map_err(|e| invalid(format!("grant[{i}].name"), e.to_string()))?;
+        let at = |field: &str| format!("grant \"{name}\".{field}");
+        let origin = Origin::parse(&self.origin).map_err(|e| invalid(at("origin"), e.to_string()))?;
+        if self.methods.is_empty() {
+            return Err(invalid(at("methods"), "list at least one method, e.g. [\"GET\"]"));
+        }
+        let mut methods = Vec::new();
+        for m in &self.methods {
+            let ok = !m.is_empty() && m.bytes().all(|b| b.is_ascii_uppercase());
+            let method = Method::from_bytes(m.as_bytes()).ok().filter(|_| ok).ok_or_else(|| {
+                invalid(at("methods"), "methods are upper-case tokens such as GET or POST")
+            })?;
+            if !methods.contains(&method) {
+                methods.push(method);
+            }
+        }
+        if self.path_prefixes.is_empty() {
+            return Err(invalid(at("path_prefixes"), "list at least one prefix; \"/\" allows every path"));
+        }
+        for p in &self.path_prefixes {
+            if !p.starts_with('/') || crate::grant::check_path_is_canonical(p).is_err() || p.contains('?') {
+                return Err(invalid(
+                    at("path_prefixes"),
+                    "each prefix must start with '/' and hold no query, dot segment, backslash or encoded slash",
+                ));
+            }
+        }
+        let credential = match self.credential {
+            RawCredential::Header { name: h, prefix } => {
+                let header = HeaderName::from_bytes(h.as_bytes())
+                    .map_err(|_| invalid(at("credential.name"), "not a valid header name"))?;
+                if header == http::header::HOST
+                    || crate::headers::is_hop_by_hop(&header)
+                    || header == http::header::COOKIE
+                {
+                    return Err(invalid(at("credential.name"), "this header cannot carry a credential"));
+                }
+                if http::HeaderValue::from_str(&prefix).is_err() {
+                    return Err(invalid(at("credential.prefix"), "not valid in a header value"));
+                }
+                CredentialKind::Header { name: header, prefix }
+            }
+            RawCredential::Bearer => CredentialKind::Header {
+                name: http::header::AUTHORIZATION,
+                prefix: "Bearer ".into(),
+            },
+            RawCredential::Query { param } => {
+                if param.is_empty() || param.len() > 64 || param.chars().any(|c| c.is_control() || c == '&' || c == '=') {
+                    return Err(invalid(at("credential.param"), "1 to 64 characters without '&', '=' or control characters"));
+                }
+                CredentialKind::Query { param }
+            }
+            RawCredential::Basic { username } => {
+                if username.contains(':') || username.chars().any(char::is_control) {
+                    return Err(invalid(at("credential.username"), "a basic-auth user name cannot contain ':' or control characters"));
+                }
+                CredentialKind::Basic { username }
+            }
+        };
+        match &self.secret.0 {
+            SecretSource::Env(var) if var.is_empty() || var.contains('=') || var.contains('\0') => {
+                return Err(invalid(at("secret.env"), "not a valid environment variable name"));
+            }
+            SecretSource::File(p) if p.as_os_str().is_empty() => {
+                return Err(invalid(at("secret.file"), "the path is empty"));
+            }
+            _ => {}
+        }
+        let connect_timeout = Duration::from_millis(in_range(&at("connect_timeout_ms"), self.connect_timeout_ms, 5_000, 1, 120_000)?);
+        let timeout = Duration::from_millis(in_range(&at("timeout_ms"), self.timeout_ms, 30_000, 1, 600_000)?);
+        Ok(GrantConfig {
+            rules: GrantRules {
+                name,
+                origin,
+                methods,
+                path_prefixes: self.path_prefixes,
+            },
+            credential,
+            secret: self.secret.0,
+            connect_timeout,
+            timeout,
+        })
+    }
+}
+
+impl RawAgent {
+    fn verify(self, i: usize, grants: &[GrantConfig]) -> Result<AgentConfig, ConfigError> {
+        validate_name(&self.name, "agent").map_err(|e| invalid(format!("agent[{i}].name"), e.to_string()))?;
+        let at = |field: &str| format!("agent \"{}\".{field}", self.name);
+        if self.owner.trim().is_empty() {
+            return Err(invalid(at("owner"), "every agent needs a named human owner"));
+        }
+        if self.digests.is_empty() {
+            return Err(invalid(at("digests"), "list the component digests allowed to run as this agent (see `edgeward digest`)"));
+        }
+        let mut digests = Vec::new();
+        for d in &self.digests {
+            digests.push(d.parse::<ComponentDigest>().map_err(|e| invalid(at("digests"), e.to_string()))?);
+        }
+        let mut names = BTreeSet::new();
+        let mut agent_grants = Vec::new();
+        for g in &self.grants {
+            let name = GrantName::new(g).map_err(|e| invalid(at("grants"), e.to_string()))?;
+            if !grants.iter().any(|x| x.rules.name == name) {
+                return Err(invalid(at("grants"), format!("no grant named {name} is defined")));
+            }
+            if names.insert(name.clone()) {
+                agent_grants.push(name);
+            }
+        }
+        let d = Limits::default();
+        let l = self.limits;
+        let limits = Limits {
+            memory_bytes: in_range(&at("limits.memory_mib"), l.memory_mib, d.memory_bytes >> 20, 1, 4096)? << 20,
+            task_timeout: Duration::from_millis(in_range(&at("limits.task_timeout_ms"), l.task_timeout_ms, d.task_timeout.as_millis() as u64, 10, 3_600_000)?),
+            max_request_bytes: in_range(&at("limits.max_request_bytes"), l.max_request_bytes, d.max_request_bytes, 0, 256 << 20)?,
+            max_response_bytes: in_range(&at("limits.max_response_bytes"), l.max_response_bytes, d.max_response_bytes, 0, 256 << 20)?,
+            max_output_bytes: in_range(&at("limits.max_output_bytes"), l.max_output_bytes, d.max_output_bytes, 0, 64 << 20)?,
+            max_log_records: in_range(&at("limits.max_log_records"), l.max_log_records, d.max_log_records, 0, 1_000_000)?,
+        };
+        Ok(AgentConfig {
+            name: self.name,
+            owner: self.owner,
+            digests,
+            grants: agent_grants,
+            limits,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DIGEST: &str = "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+
+    fn sample(extra_grant: &str, extra_agent: &str) -> String {
+        format!(
+            r#"
+[[grant]]
+name = "weather"
+origin = "https://api.weather.example"
+methods = ["GET"]
+path_prefixes = ["/v1/"]
+credential = {{ kind = "header", name = "x-api-key" }}
+secret = {{ env = "WEATHER_KEY" }}
+{extra_grant}
+
+[[agent]]
+name = "weather-bot"
+owner = "alice@example.com"
+digests = ["{DIGEST}"]
+grants = ["weather"]
+{extra_agent}
+"#
+        )
+    }
+
+    #[test]
+    fn parses_a_good_file_with_defaults() {
+        let c = Config::parse(&sample("", "")).unwrap();
+        assert_eq!(c.agents[0].limits, Limits::default());
+        assert_eq!(c.grants[0].rules.methods, vec![Method::GET]);
+        assert_eq!(c.grants[0].secret, SecretSource::Env("WEATHER_KEY".into()));
+        assert!(c.runtime.pooling);
+        assert_eq!(c.rules_for(&c.agents[0]).len(), 1);
+    }
+
+    #[test]
+    fn unknown_fields_are_named() {
+        let err = Config::parse(&sample("colour = \"blue\"", "")).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("colour"), "{text}");
+        assert!(matches!(err, ConfigError::Parse { line: 9, .. }), "{err:?}");
+    }
+
+    #[test]
+    fn inline_secret_is_refused_without_echoing_it() {
+        let text = sample("", "").replace(
+            "secret = { env = \"WEATHER_KEY\" }",
+            "secret = \"sk_live_pasted_by_mistake_123\"",
+        );
+        let err = Config::parse(&text).unwrap_err().to_string();
+        assert!(err.contains("never written in the config"), "{err}");
+        assert!(!err.contains("sk_live"), "{err}");
+    }
+
+    #[test]
+    fn type_errors_do_not_echo_values() {
+        let text = sample("", "").replace("owner = \"alice@example.com\"", "owner = 12");
+        let err = Config::parse(&text).unwrap_err().to_string();
+        assert!(err.contains("line 15"), "{err}");
+        let text = sample("", "").replace("\"GET\"", "\"sk_live_oops_value\", 3");
+        let err = Config::parse(&text).unwrap_err().to_string();
+        assert!(!err.contains("sk_live"), "{err}");
+    }
+
+    #[test]
+    fn semantic_errors_name_the_field() {
+        let cases = [
+            (sample("", "").replace("https://api.weather.example", "http://api.weather.example"), "grant \"weather\".origin"),
+            (sample("", "").replace("[\"/v1/\"]", "[\"v1\"]"), "grant \"weather\".path_prefixes"),
+            (sample("", "").replace("grants = [\"weather\"]", "grants = [\"nope\"]"), "agent \"weather-bot\".grants"),
+            (sample("", "").replace(DIGEST, "sha256:00"), "agent \"weather-bot\".digests"),
+            (sample("", "limits = { memory_mib = 0 }"), "agent \"weather-bot\".limits.memory_mib"),
+            (sample("", "").replace("alice@example.com", " "), "agent \"weather-bot\".owner"),
+            (sample("", "").replace("x-api-key", "connection"), "grant \"weather\".credential.name"),
+        ];
+        for (text, field) in cases {
+            match Config::parse(&text) {
+                Err(ConfigError::Invalid { field: f, .. }) => assert_eq!(f, field),
+                other => panic!("expected error on {field}, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn credential_kinds() {
+        let c = Config::parse(&sample("", "").replace(
+            "{ kind = \"header\", name = \"x-api-key\" }",
+            "{ kind = \"bearer\" }",
+        ))
+        .unwrap();
+        assert!(matches!(&c.grants[0].credential, CredentialKind::Header { prefix, .. } if prefix == "Bearer "));
+        let c = Config::parse(&sample("", "").replace(
+            "{ kind = \"header\", name = \"x-api-key\" }",
+            "{ kind = \"query\", param = \"key\" }",
+        ))
+        .unwrap();
+        assert!(matches!(&c.grants[0].credential, CredentialKind::Query { .. }));
+    }
+}

@@ -1,0 +1,22 @@
+//! edgeward-core: the pure logic of edgeward.
+//!
+//! Everything here is deterministic and free of I/O, so the same decisions are
+//! made natively, inside the runtime, inside the backend, and on
+//! `wasm32-wasip2` (the Spin backend). Time and randomness, where needed, are
+//! passed in by the caller.
+//!
+//! Goals: one place for every rule that decides whether a guest request may
+//! leave the sandbox and what comes back to it. Non-goals: networking,
+//! storage, wasmtime: those live in `edgeward-runtime` and `edgeward-backend`.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod codec;
+pub mod config;
+pub mod digest;
+pub mod egress;
+pub mod grant;
+pub mod headers;
+pub mod problem;
+pub mod redact;
+pub mod secret;

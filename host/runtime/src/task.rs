@@ -1,0 +1,204 @@
+//! One task: a fresh `Store`, one call of the guest's `run`, and the report.
+
+use crate::bindings::{identity, log};
+use crate::egress_hook::EgressHooks;
+use crate::limits::TaskLimiter;
+use std::sync::Arc;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+/// Longest single log message kept; longer ones are truncated.
+const MAX_LOG_MESSAGE_BYTES: usize = 4096;
+
+/// The public identity a guest may read through the `identity` interface.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceIdentity {
+    /// Registered agent name.
+    pub agent: String,
+    /// Instance id.
+    pub instance_id: String,
+    /// User the instance acts for, if any.
+    pub user: Option<String>,
+    /// Names of the grants the instance holds.
+    pub grants: Vec<String>,
+    /// Token expiry, seconds since the Unix epoch, if the instance has a token.
+    pub token_expires_at: Option<u64>,
+}
+
+/// Severity of an agent log record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    /// Trace.
+    Trace,
+    /// Debug.
+    Debug,
+    /// Info.
+    Info,
+    /// Warn.
+    Warn,
+    /// Error.
+    Error,
+}
+
+/// Where an agent log record came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogSource {
+    /// The `log` interface.
+    Log,
+    /// A line the guest wrote to stdout.
+    Stdout,
+    /// A line the guest wrote to stderr.
+    Stderr,
+}
+
+/// One record of the agent log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogRecord {
+    /// Severity (stdout is `Info`, stderr is `Warn`).
+    pub level: LogLevel,
+    /// Origin of the record.
+    pub source: LogSource,
+    /// The text.
+    pub message: String,
+}
+
+/// Store data for one task.
+pub(crate) struct TaskState {
+    pub(crate) table: ResourceTable,
+    pub(crate) wasi: WasiCtx,
+    pub(crate) http: WasiHttpCtx,
+    pub(crate) hooks: EgressHooks,
+    pub(crate) identity: Arc<InstanceIdentity>,
+    pub(crate) logs: Vec<LogRecord>,
+    pub(crate) logs_dropped: usize,
+    pub(crate) max_log_records: usize,
+    pub(crate) limiter: TaskLimiter,
+}
+
+/// The captured stdout and stderr of a task.
+pub(crate) struct Captured {
+    pub(crate) stdout: MemoryOutputPipe,
+    pub(crate) stderr: MemoryOutputPipe,
+    pub(crate) capacity: usize,
+}
+
+impl Captured {
+    pub(crate) fn new(capacity: usize) -> Captured {
+        Captured {
+            stdout: MemoryOutputPipe::new(capacity),
+            stderr: MemoryOutputPipe::new(capacity),
+            capacity,
+        }
+    }
+
+    /// Which stream, if any, is full: a full pipe refuses writes, which a
+    /// Rust guest turns into a panic, so a trap with a full pipe is the
+    /// output bound.
+    pub(crate) fn full_stream(&self) -> Option<&'static str> {
+        if self.stdout.contents().len() >= self.capacity {
+            Some("stdout")
+        } else if self.stderr.contents().len() >= self.capacity {
+            Some("stderr")
+        } else {
+            None
+        }
+    }
+
+    /// Split the captured bytes into log records.
+    pub(crate) fn into_records(self) -> Vec<LogRecord> {
+        let mut out = Vec::new();
+        for (pipe, source, level) in [
+            (&self.stdout, LogSource::Stdout, LogLevel::Info),
+            (&self.stderr, LogSource::Stderr, LogLevel::Warn),
+        ] {
+            let bytes = pipe.contents();
+            for line in String::from_utf8_lossy(&bytes).lines() {
+                out.push(LogRecord {
+                    level,
+                    source,
+                    message: line.to_owned(),
+                });
+            }
+        }
+        out
+    }
+}
+
+impl WasiView for TaskState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for TaskState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.hooks,
+        }
+    }
+}
+
+impl identity::Host for TaskState {
+    fn agent_name(&mut self) -> String {
+        self.identity.agent.clone()
+    }
+
+    fn instance_id(&mut self) -> String {
+        self.identity.instance_id.clone()
+    }
+
+    fn on_behalf_of(&mut self) -> Option<String> {
+        self.identity.user.clone()
+    }
+
+    fn grants(&mut self) -> Vec<String> {
+        self.identity.grants.clone()
+    }
+
+    fn token_expires_at(&mut self) -> Option<u64> {
+        self.identity.token_expires_at
+    }
+}
+
+impl log::Host for TaskState {
+    fn log(&mut self, level: log::Level, mut message: String) {
+        if self.logs.len() >= self.max_log_records {
+            self.logs_dropped += 1;
+            return;
+        }
+        if message.len() > MAX_LOG_MESSAGE_BYTES {
+            let mut cut = MAX_LOG_MESSAGE_BYTES;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+            message.push_str(" [truncated]");
+        }
+        let level = match level {
+            log::Level::Trace => LogLevel::Trace,
+            log::Level::Debug => LogLevel::Debug,
+            log::Level::Info => LogLevel::Info,
+            log::Level::Warn => LogLevel::Warn,
+            log::Level::Error => LogLevel::Error,
+        };
+        tracing::debug!(
+            target: "edgeward::agent",
+            agent = %self.identity.agent,
+            instance = %self.identity.instance_id,
+            ?level,
+            "{message}"
+        );
+        self.logs.push(LogRecord {
+            level,
+            source: LogSource::Log,
+            message,
+        });
+    }
+}
