@@ -1,0 +1,61 @@
+//! Builds the guest components from source (the `guest/` workspace) for the
+//! end-to-end tests, in a target directory of its own so that guest and host
+//! builds never share features or locks. The paths reach the tests as
+//! `HELLO_WASM` and `HOSTILE_WASM`.
+
+use anyhow::{Context as _, bail};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const GUESTS: [&str; 2] = ["hello", "hostile"];
+
+fn main() -> anyhow::Result<()> {
+    let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?);
+    let root = manifest_dir
+        .parent()
+        .context("the tests crate lives in the workspace root")?;
+    let guest = root.join("guest");
+    for dir in ["sdk", "hello", "hostile"] {
+        rerun_if_changed(&guest.join(dir));
+    }
+    rerun_if_changed(&guest.join("Cargo.toml"));
+    rerun_if_changed(&guest.join("Cargo.lock"));
+    rerun_if_changed(&root.join("wit"));
+
+    let out = PathBuf::from(std::env::var("OUT_DIR")?);
+    let target_dir = out.join("guest-target");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "--release", "--locked", "--target", "wasm32-wasip2"])
+        .arg("--manifest-path")
+        .arg(guest.join("Cargo.toml"));
+    for g in GUESTS {
+        cmd.args(["-p", g]);
+    }
+    // The host build's flags (coverage, sanitizers, target-cpu) must not leak
+    // into the wasm build.
+    cmd.env("CARGO_TARGET_DIR", &target_dir)
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_BUILD_RUSTFLAGS")
+        .env_remove("CARGO_MAKEFLAGS");
+    let status = cmd.status().context("cannot run cargo to build the guests")?;
+    if !status.success() {
+        bail!(
+            "building the guest components failed (is the wasm32-wasip2 target installed? \
+             `rustup target add wasm32-wasip2`)"
+        );
+    }
+    for g in GUESTS {
+        let path = target_dir.join("wasm32-wasip2/release").join(format!("{g}.wasm"));
+        if !path.exists() {
+            bail!("the guest build did not produce {}", path.display());
+        }
+        println!("cargo:rustc-env={}_WASM={}", g.to_uppercase(), path.display());
+    }
+    Ok(())
+}
+
+fn rerun_if_changed(path: &Path) {
+    println!("cargo:rerun-if-changed={}", path.display());
+}

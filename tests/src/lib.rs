@@ -1,0 +1,264 @@
+//! Shared parts of the end-to-end tests: the guest components built from
+//! source by `build.rs`, a real upstream on loopback, and a harness that joins
+//! the runtime and the backend in embedded mode.
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use edgeward_backend::{Backend, SecretError};
+use edgeward_core::config::Config;
+use edgeward_core::digest::ComponentDigest;
+use edgeward_core::secret::{Secret, SecretSource};
+use edgeward_runtime::{AgentInstance, AgentSpec, Runtime, RuntimeConfig, TaskReport};
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// Path of the example agent built from `guest/hello`.
+pub const HELLO_WASM: &str = env!("HELLO_WASM");
+/// Path of the hostile test agent built from `guest/hostile`.
+pub const HOSTILE_WASM: &str = env!("HOSTILE_WASM");
+
+/// The bytes of a built guest (read once).
+pub fn component(path: &'static str) -> &'static [u8] {
+    static CACHE: OnceLock<Mutex<HashMap<&'static str, &'static [u8]>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    let mut cache = cache.lock().expect("component cache lock");
+    cache.entry(path).or_insert_with(|| {
+        let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("read {path}: {e}"));
+        Box::leak(bytes.into_boxed_slice())
+    })
+}
+
+/// The sha256 of a built guest.
+pub fn digest(path: &'static str) -> ComponentDigest {
+    ComponentDigest::of(component(path))
+}
+
+/// One runtime for the whole test process: the engine and compiled
+/// components are shared, as they would be on a device.
+pub fn runtime() -> &'static Runtime {
+    static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        Runtime::new(RuntimeConfig {
+            pooling: true,
+            max_concurrent_tasks: 32,
+            max_memory_bytes: 64 << 20,
+        })
+        .expect("runtime")
+    })
+}
+
+/// A request the upstream received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// Method.
+    pub method: http::Method,
+    /// Path and query.
+    pub uri: String,
+    /// Headers as sent on the wire.
+    pub headers: http::HeaderMap,
+    /// Body.
+    pub body: Bytes,
+}
+
+type Handler = dyn Fn(&Received) -> http::Response<Bytes> + Send + Sync;
+
+/// A real HTTP/1.1 server on 127.0.0.1 with a programmable answer.
+pub struct Upstream {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    received: Arc<Mutex<Vec<Received>>>,
+    connections: Arc<AtomicUsize>,
+}
+
+impl Upstream {
+    /// Start serving `handler` on a fresh loopback port.
+    pub async fn start(
+        handler: impl Fn(&Received) -> http::Response<Bytes> + Send + Sync + 'static,
+    ) -> Upstream {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind loopback");
+        let addr = listener.local_addr().expect("local addr");
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let connections = Arc::new(AtomicUsize::new(0));
+        let handler: Arc<Handler> = Arc::new(handler);
+        let (rec, conns) = (Arc::clone(&received), Arc::clone(&connections));
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                conns.fetch_add(1, Ordering::SeqCst);
+                let handler = Arc::clone(&handler);
+                let rec = Arc::clone(&rec);
+                tokio::spawn(async move {
+                    let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                        let handler = Arc::clone(&handler);
+                        let rec = Arc::clone(&rec);
+                        async move {
+                            let (parts, body) = req.into_parts();
+                            let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                            let r = Received {
+                                method: parts.method,
+                                uri: parts.uri.to_string(),
+                                headers: parts.headers,
+                                body,
+                            };
+                            let response = handler(&r);
+                            rec.lock().expect("lock").push(r);
+                            Ok::<_, std::convert::Infallible>(response.map(Full::new))
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Upstream {
+            addr,
+            received,
+            connections,
+        }
+    }
+
+    /// `http://127.0.0.1:port`.
+    pub fn origin(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Every request received so far.
+    pub fn received(&self) -> Vec<Received> {
+        self.received.lock().expect("lock").clone()
+    }
+
+    /// TCP connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+}
+
+/// A plain response.
+pub fn respond(status: u16, headers: &[(&str, &str)], body: impl Into<Bytes>) -> http::Response<Bytes> {
+    let mut r = http::Response::new(body.into());
+    *r.status_mut() = http::StatusCode::from_u16(status).expect("status");
+    for (k, v) in headers {
+        r.headers_mut().append(
+            http::HeaderName::from_bytes(k.as_bytes()).expect("header name"),
+            http::HeaderValue::from_str(v).expect("header value"),
+        );
+    }
+    r
+}
+
+/// Embedded mode for one agent: a backend with test secrets, and an instance.
+pub struct Harness {
+    /// The running instance.
+    pub instance: AgentInstance,
+    /// The backend (for direct calls).
+    pub backend: Backend,
+}
+
+impl Harness {
+    /// Build from config text; `secrets` maps env-var names in the config to values.
+    pub fn new(
+        config_text: &str,
+        agent: &str,
+        component_path: &'static str,
+        secrets: &[(&str, &str)],
+    ) -> anyhow::Result<Harness> {
+        let config = Config::parse(config_text).context("config")?;
+        let secrets: HashMap<String, String> = secrets
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let backend = Backend::with_secrets(&config, |source| match source {
+            SecretSource::Env(var) => secrets
+                .get(var)
+                .map(|v| Secret::new(v.as_bytes().to_vec()))
+                .ok_or_else(|| SecretError::Missing {
+                    source_name: source.to_string(),
+                }),
+            SecretSource::File(_) => Err(SecretError::Missing {
+                source_name: source.to_string(),
+            }),
+        })?;
+        let a = config.agent(agent).context("agent in config")?;
+        let spec = AgentSpec {
+            name: a.name.clone(),
+            allowed_digests: a.digests.clone(),
+            grants: config.rules_for(a),
+            limits: a.limits,
+        };
+        let loaded = runtime().load(component(component_path), spec)?;
+        let instance = loaded.instance("i-test".into(), None, None, Arc::new(backend.clone()));
+        Ok(Harness { instance, backend })
+    }
+
+    /// Run a task.
+    pub async fn run(&self, task: &str) -> TaskReport {
+        self.instance.run(task).await
+    }
+
+    /// Run a task that must return `Ok`, and parse its result as JSON.
+    pub async fn run_json(&self, task: &str) -> serde_json::Value {
+        let report = self.run(task).await;
+        match report.outcome {
+            Ok(Ok(text)) => serde_json::from_str(&text)
+                .unwrap_or_else(|e| panic!("task {task:?} result is not JSON ({e}): {text}")),
+            other => panic!("task {task:?} did not succeed: {other:?}\nlogs: {:?}", report.logs),
+        }
+    }
+}
+
+/// Every guest-visible byte of a report: result or error text, and logs.
+pub fn guest_visible(report: &TaskReport) -> String {
+    let mut out = String::new();
+    match &report.outcome {
+        Ok(Ok(s)) | Ok(Err(s)) => out.push_str(s),
+        Err(e) => out.push_str(&e.to_string()),
+    }
+    for r in &report.logs {
+        out.push('\n');
+        out.push_str(&r.message);
+    }
+    out
+}
+
+/// The encodings of a secret that the tests look for, computed independently
+/// of the core redactor.
+pub fn encodings(secret: &str) -> Vec<(&'static str, String)> {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+    let b = secret.as_bytes();
+    let pct = percent_encoding::percent_encode(b, percent_encoding::NON_ALPHANUMERIC).to_string();
+    let json = serde_json::to_string(secret).expect("json");
+    vec![
+        ("raw", secret.to_owned()),
+        ("base64", STANDARD.encode(b)),
+        ("base64-nopad", STANDARD_NO_PAD.encode(b)),
+        ("base64url", URL_SAFE.encode(b)),
+        ("base64url-nopad", URL_SAFE_NO_PAD.encode(b)),
+        ("hex", hex_lower(b)),
+        ("percent", pct.clone()),
+        ("percent-lower", pct.to_lowercase()),
+        ("json", json.trim_matches('"').to_owned()),
+        ("json-slash", json.trim_matches('"').replace('/', "\\/")),
+    ]
+}
+
+fn hex_lower(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Panic if any encoding of `secret` appears in `haystack`.
+pub fn assert_no_secret(haystack: &str, secret: &str, context: &str) {
+    for (name, enc) in encodings(secret) {
+        assert!(
+            !haystack.contains(&enc),
+            "{context}: the credential appears {name}-encoded in guest-visible output"
+        );
+    }
+}
