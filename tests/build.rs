@@ -26,9 +26,15 @@ fn main() -> anyhow::Result<()> {
     let target_dir = out.join("guest-target");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.args(["build", "--release", "--locked", "--target", "wasm32-wasip2"])
-        .arg("--manifest-path")
-        .arg(guest.join("Cargo.toml"));
+    cmd.args([
+        "build",
+        "--release",
+        "--locked",
+        "--target",
+        "wasm32-wasip2",
+    ])
+    .arg("--manifest-path")
+    .arg(guest.join("Cargo.toml"));
     for g in GUESTS {
         cmd.args(["-p", g]);
     }
@@ -39,7 +45,9 @@ fn main() -> anyhow::Result<()> {
         .env_remove("RUSTFLAGS")
         .env_remove("CARGO_BUILD_RUSTFLAGS")
         .env_remove("CARGO_MAKEFLAGS");
-    let status = cmd.status().context("cannot run cargo to build the guests")?;
+    let status = cmd
+        .status()
+        .context("cannot run cargo to build the guests")?;
     if !status.success() {
         bail!(
             "building the guest components failed (is the wasm32-wasip2 target installed? \
@@ -47,11 +55,17 @@ fn main() -> anyhow::Result<()> {
         );
     }
     for g in GUESTS {
-        let path = target_dir.join("wasm32-wasip2/release").join(format!("{g}.wasm"));
+        let path = target_dir
+            .join("wasm32-wasip2/release")
+            .join(format!("{g}.wasm"));
         if !path.exists() {
             bail!("the guest build did not produce {}", path.display());
         }
-        println!("cargo:rustc-env={}_WASM={}", g.to_uppercase(), path.display());
+        println!(
+            "cargo:rustc-env={}_WASM={}",
+            g.to_uppercase(),
+            path.display()
+        );
     }
     Ok(())
 }

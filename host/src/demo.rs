@@ -82,9 +82,18 @@ async fn run_tasks(
     println!();
 
     let tasks = [
-        ("an allowed call", format!("{origin}/v1/forecast?city=Paris")),
-        ("a path the grant does not cover", format!("{origin}/admin/keys")),
-        ("an origin with no grant", "http://127.0.0.2:9/v1/forecast".to_owned()),
+        (
+            "an allowed call",
+            format!("{origin}/v1/forecast?city=Paris"),
+        ),
+        (
+            "a path the grant does not cover",
+            format!("{origin}/admin/keys"),
+        ),
+        (
+            "an origin with no grant",
+            "http://127.0.0.2:9/v1/forecast".to_owned(),
+        ),
     ];
     let guard = Redactor::new([key.as_bytes()])?;
     let mut leaked = false;
@@ -96,12 +105,16 @@ async fn run_tasks(
     }
     let seen = upstream.authenticated.load(Ordering::Relaxed);
     println!("proof:");
-    println!("  the upstream accepted the key on {seen} request(s): the agent's call was authenticated");
+    println!(
+        "  the upstream accepted the key on {seen} request(s): the agent's call was authenticated"
+    );
     println!(
         "  the key, raw or base64/hex/percent/JSON-encoded, in anything the agent saw (results, logs): {}",
         if leaked { "FOUND (bug!)" } else { "nowhere" }
     );
-    println!("  the agent's component never held it: it was attached by the backend, outside the sandbox");
+    println!(
+        "  the agent's component never held it: it was attached by the backend, outside the sandbox"
+    );
     Ok(if leaked || seen == 0 {
         ExitCode::from(1)
     } else {
@@ -187,7 +200,10 @@ fn answer(
 ) -> hyper::Response<Full<Bytes>> {
     let presented = req.headers().get("x-api-key").map(|v| v.as_bytes());
     let (status, body) = if presented != Some(key.as_bytes()) {
-        (401, serde_json::json!({ "error": "missing or wrong API key" }))
+        (
+            401,
+            serde_json::json!({ "error": "missing or wrong API key" }),
+        )
     } else {
         counter.fetch_add(1, Ordering::Relaxed);
         let city = req
@@ -207,8 +223,9 @@ fn answer(
     };
     let mut response = hyper::Response::new(Full::new(Bytes::from(body.to_string())));
     *response.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or_default();
-    response
-        .headers_mut()
-        .insert("content-type", http::HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(
+        "content-type",
+        http::HeaderValue::from_static("application/json"),
+    );
     response
 }

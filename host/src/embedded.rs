@@ -27,7 +27,9 @@ pub fn pick_agent<'c>(
         .collect();
     match matching.as_slice() {
         [one] => Ok(one),
-        [] => bail!("no agent in the config allows component {digest}; add it to an agent's digests"),
+        [] => {
+            bail!("no agent in the config allows component {digest}; add it to an agent's digests")
+        }
         _ => bail!("several agents allow component {digest}; choose one with --agent"),
     }
 }
@@ -87,7 +89,10 @@ pub fn print_report(report: &TaskReport) -> ExitCode {
         eprintln!("[agent {source} {:?}] {}", record.level, record.message);
     }
     if report.logs_dropped > 0 {
-        eprintln!("[agent] {} log records dropped (limit reached)", report.logs_dropped);
+        eprintln!(
+            "[agent] {} log records dropped (limit reached)",
+            report.logs_dropped
+        );
     }
     match &report.outcome {
         Ok(Ok(result)) => {

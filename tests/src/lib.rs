@@ -99,7 +99,11 @@ impl Upstream {
                         let rec = Arc::clone(&rec);
                         async move {
                             let (parts, body) = req.into_parts();
-                            let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                            let body = body
+                                .collect()
+                                .await
+                                .map(|b| b.to_bytes())
+                                .unwrap_or_default();
                             let r = Received {
                                 method: parts.method,
                                 uri: parts.uri.to_string(),
@@ -141,7 +145,11 @@ impl Upstream {
 }
 
 /// A plain response.
-pub fn respond(status: u16, headers: &[(&str, &str)], body: impl Into<Bytes>) -> http::Response<Bytes> {
+pub fn respond(
+    status: u16,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> http::Response<Bytes> {
     let mut r = http::Response::new(body.into());
     *r.status_mut() = http::StatusCode::from_u16(status).expect("status");
     for (k, v) in headers {
@@ -208,7 +216,10 @@ impl Harness {
         match report.outcome {
             Ok(Ok(text)) => serde_json::from_str(&text)
                 .unwrap_or_else(|e| panic!("task {task:?} result is not JSON ({e}): {text}")),
-            other => panic!("task {task:?} did not succeed: {other:?}\nlogs: {:?}", report.logs),
+            other => panic!(
+                "task {task:?} did not succeed: {other:?}\nlogs: {:?}",
+                report.logs
+            ),
         }
     }
 }

@@ -3,8 +3,8 @@
 
 use bytes::Bytes;
 use edgeward_tests::{
-    HELLO_WASM, HOSTILE_WASM, Harness, Received, Upstream, assert_no_secret, digest,
-    guest_visible, respond,
+    HELLO_WASM, HOSTILE_WASM, Harness, Received, Upstream, assert_no_secret, digest, guest_visible,
+    respond,
 };
 use serde_json::Value;
 use std::io::Write as _;
@@ -78,10 +78,20 @@ async fn happy_path_the_guest_calls_an_authenticated_api_without_the_key() {
         &[("API_KEY", KEY)],
     )
     .expect("harness");
-    let report = h.run(&format!("{}/v1/forecast?city=Paris", upstream.origin())).await;
-    assert_eq!(report.outcome, Ok(Ok("forecast: sunny".to_owned())), "logs: {:?}", report.logs);
+    let report = h
+        .run(&format!("{}/v1/forecast?city=Paris", upstream.origin()))
+        .await;
+    assert_eq!(
+        report.outcome,
+        Ok(Ok("forecast: sunny".to_owned())),
+        "logs: {:?}",
+        report.logs
+    );
     assert!(
-        report.logs.iter().any(|l| l.message.contains("hello") && l.message.contains("api")),
+        report
+            .logs
+            .iter()
+            .any(|l| l.message.contains("hello") && l.message.contains("api")),
         "the guest logs its identity through the SDK: {:?}",
         report.logs
     );
@@ -119,8 +129,14 @@ fn reflect(r: &Received) -> http::Response<Bytes> {
         }
     }
     let location = format!("https://elsewhere.example/next?{}", pct);
-    h.insert("location", http::HeaderValue::from_str(&location).expect("location"));
-    h.insert("set-cookie", http::HeaderValue::from_str(&format!("session={KEY}")).expect("cookie"));
+    h.insert(
+        "location",
+        http::HeaderValue::from_str(&location).expect("location"),
+    );
+    h.insert(
+        "set-cookie",
+        http::HeaderValue::from_str(&format!("session={KEY}")).expect("cookie"),
+    );
     resp
 }
 
@@ -135,27 +151,43 @@ async fn an_echoing_upstream_never_gets_the_credential_to_the_guest() {
     for kind in kinds {
         let upstream = Upstream::start(reflect).await;
         let h = hostile(&upstream, kind);
-        let report = h.run(&format!("fetch GET {}/v1/echo?x=1", upstream.origin())).await;
+        let report = h
+            .run(&format!("fetch GET {}/v1/echo?x=1", upstream.origin()))
+            .await;
         let visible = guest_visible(&report);
-        let doc: Value = serde_json::from_str(report.outcome.clone().expect("ran").expect("ok").as_str())
-            .expect("json");
+        let doc: Value =
+            serde_json::from_str(report.outcome.clone().expect("ran").expect("ok").as_str())
+                .expect("json");
         assert_eq!(doc["status"], 302, "{kind}: {doc}");
         assert_no_secret(&visible, KEY, kind);
         // The basic-auth header value as sent, too.
         use base64::Engine as _;
         let basic = base64::engine::general_purpose::STANDARD.encode(format!("svc-account:{KEY}"));
         assert!(!visible.contains(&basic), "{kind}: basic credential echoed");
-        assert!(visible.contains("[REDACTED]"), "{kind}: something was redacted");
+        assert!(
+            visible.contains("[REDACTED]"),
+            "{kind}: something was redacted"
+        );
         // Redirects are not followed, cookies are dropped, framing matches.
-        assert_eq!(upstream.received().len(), 1, "{kind}: redirect not followed");
+        assert_eq!(
+            upstream.received().len(),
+            1,
+            "{kind}: redirect not followed"
+        );
         assert_eq!(header_value(&doc, "set-cookie"), None, "{kind}");
         let body_len = doc["body"].as_str().expect("body").len();
-        assert_eq!(header_value(&doc, "content-length"), Some(body_len.to_string()), "{kind}");
+        assert_eq!(
+            header_value(&doc, "content-length"),
+            Some(body_len.to_string()),
+            "{kind}"
+        );
         // The upstream did get the credential, in the requested form.
         let got = &upstream.received()[0];
         let seen = format!("{:?} {}", got.headers, got.uri);
         assert!(
-            seen.contains(KEY) || seen.contains(&basic) || seen.contains("sk_test_51HqLyjWDarjtT1zdp7dc%2F%2B%3DZx9"),
+            seen.contains(KEY)
+                || seen.contains(&basic)
+                || seen.contains("sk_test_51HqLyjWDarjtT1zdp7dc%2F%2B%3DZx9"),
             "{kind}: the upstream should receive the credential"
         );
         assert!(got.headers.get("edgeward-grant").is_none());
@@ -171,30 +203,49 @@ fn gzip(data: &[u8]) -> Vec<u8> {
 #[tokio::test]
 async fn compressed_bodies_are_decoded_scanned_and_reframed() {
     let upstream = Upstream::start(|r| {
-        let echoed = format!("token={}", String::from_utf8_lossy(r.headers["x-api-key"].as_bytes()));
-        let mut resp = respond(200, &[("content-encoding", "gzip")], gzip(echoed.as_bytes()));
+        let echoed = format!(
+            "token={}",
+            String::from_utf8_lossy(r.headers["x-api-key"].as_bytes())
+        );
+        let mut resp = respond(
+            200,
+            &[("content-encoding", "gzip")],
+            gzip(echoed.as_bytes()),
+        );
         let len = resp.body().len();
         resp.headers_mut().insert("content-length", len.into());
         resp
     })
     .await;
     let h = hostile(&upstream, HEADER_KEY);
-    let doc = h.run_json(&format!("fetch GET {}/v1/z", upstream.origin())).await;
+    let doc = h
+        .run_json(&format!("fetch GET {}/v1/z", upstream.origin()))
+        .await;
     assert_eq!(doc["body"], "token=[REDACTED]");
     assert_eq!(header_value(&doc, "content-encoding"), None);
     assert_eq!(header_value(&doc, "content-length"), Some("16".into()));
     let accept = upstream.received()[0].headers["accept-encoding"].clone();
-    assert_eq!(accept, "gzip, deflate", "edgeward only asks for codings it can scan");
+    assert_eq!(
+        accept, "gzip, deflate",
+        "edgeward only asks for codings it can scan"
+    );
 }
 
 #[tokio::test]
 async fn a_body_edgeward_cannot_decode_is_refused_not_passed_through() {
-    let upstream = Upstream::start(|_| respond(200, &[("content-encoding", "br")], vec![0x8b, 0x02, 0x80])).await;
+    let upstream =
+        Upstream::start(|_| respond(200, &[("content-encoding", "br")], vec![0x8b, 0x02, 0x80]))
+            .await;
     let h = hostile(&upstream, HEADER_KEY);
-    let doc = h.run_json(&format!("fetch GET {}/v1/br", upstream.origin())).await;
+    let doc = h
+        .run_json(&format!("fetch GET {}/v1/br", upstream.origin()))
+        .await;
     assert_eq!(doc["problem"], "upstream-failed", "{doc}");
     assert_eq!(doc["status"], 502);
-    assert!(doc["detail"].as_str().unwrap_or_default().contains("br"), "{doc}");
+    assert!(
+        doc["detail"].as_str().unwrap_or_default().contains("br"),
+        "{doc}"
+    );
 }
 
 #[tokio::test]
@@ -202,13 +253,18 @@ async fn an_upstream_cannot_forge_an_edgeward_refusal() {
     let upstream = Upstream::start(|_| {
         respond(
             403,
-            &[("edgeward-refusal", "denied"), ("content-type", "application/problem+json")],
+            &[
+                ("edgeward-refusal", "denied"),
+                ("content-type", "application/problem+json"),
+            ],
             r#"{"type":"urn:edgeward:problem:denied","title":"fake","status":403}"#,
         )
     })
     .await;
     let h = hostile(&upstream, HEADER_KEY);
-    let doc = h.run_json(&format!("fetch GET {}/v1/x", upstream.origin())).await;
+    let doc = h
+        .run_json(&format!("fetch GET {}/v1/x", upstream.origin()))
+        .await;
     // An ordinary upstream 403, not a typed edgeward refusal.
     assert_eq!(doc["status"], 403, "{doc}");
     assert!(doc.get("problem").is_none(), "{doc}");
@@ -259,8 +315,17 @@ async fn invalid_request_credential_headers_shadowing_and_traversal() {
 async fn credential_headers_are_forbidden_inside_the_sandbox() {
     let upstream = Upstream::start(|_| respond(200, &[], "ok")).await;
     let h = hostile(&upstream, HEADER_KEY);
-    for name in ["authorization", "Authorization", "cookie", "proxy-authorization", "host", "connection"] {
-        let doc = h.run_json(&format!("set-header {name} {}/v1/x", upstream.origin())).await;
+    for name in [
+        "authorization",
+        "Authorization",
+        "cookie",
+        "proxy-authorization",
+        "host",
+        "connection",
+    ] {
+        let doc = h
+            .run_json(&format!("set-header {name} {}/v1/x", upstream.origin()))
+            .await;
         assert_eq!(doc["kind"], "header", "{name}: {doc}");
     }
     assert!(upstream.received().is_empty());
@@ -269,7 +334,13 @@ async fn credential_headers_are_forbidden_inside_the_sandbox() {
 #[tokio::test]
 async fn the_grant_header_picks_between_grants_on_one_origin_and_is_stripped() {
     let upstream = Upstream::start(|r| {
-        let key = String::from_utf8_lossy(r.headers.get("x-api-key").map(|v| v.as_bytes()).unwrap_or_default()).to_string();
+        let key = String::from_utf8_lossy(
+            r.headers
+                .get("x-api-key")
+                .map(|v| v.as_bytes())
+                .unwrap_or_default(),
+        )
+        .to_string();
         respond(200, &[], if key == KEY { "first" } else { "second" })
     })
     .await;
@@ -286,24 +357,53 @@ secret = {{ env = "ADMIN_KEY" }}
         upstream.origin()
     );
     let text = config(&upstream.origin(), HEADER_KEY, &second, "").replacen(
-        &format!("digests = [\"{}\"]\ngrants = [\"api\"]", digest(HOSTILE_WASM)),
-        &format!("digests = [\"{}\"]\ngrants = [\"api\", \"api-admin\"]", digest(HOSTILE_WASM)),
+        &format!(
+            "digests = [\"{}\"]\ngrants = [\"api\"]",
+            digest(HOSTILE_WASM)
+        ),
+        &format!(
+            "digests = [\"{}\"]\ngrants = [\"api\", \"api-admin\"]",
+            digest(HOSTILE_WASM)
+        ),
         1,
     );
-    let h = Harness::new(&text, "hostile", HOSTILE_WASM, &[("API_KEY", KEY), ("ADMIN_KEY", "admin-key-0123456789")])
-        .expect("harness");
+    let h = Harness::new(
+        &text,
+        "hostile",
+        HOSTILE_WASM,
+        &[("API_KEY", KEY), ("ADMIN_KEY", "admin-key-0123456789")],
+    )
+    .expect("harness");
     let o = upstream.origin();
     let doc = h.run_json(&format!("fetch GET {o}/v1/x")).await;
-    assert_eq!(doc["problem"], "invalid-request", "ambiguous without the header: {doc}");
-    assert!(doc["detail"].as_str().unwrap_or_default().contains("api, api-admin"), "{doc}");
-    let doc = h.run_json(&format!("fetch GET {o}/v1/x edgeward-grant:api-admin")).await;
+    assert_eq!(
+        doc["problem"], "invalid-request",
+        "ambiguous without the header: {doc}"
+    );
+    assert!(
+        doc["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("api, api-admin"),
+        "{doc}"
+    );
+    let doc = h
+        .run_json(&format!("fetch GET {o}/v1/x edgeward-grant:api-admin"))
+        .await;
     assert_eq!(doc["body"], "second", "{doc}");
-    let doc = h.run_json(&format!("fetch GET {o}/v1/x edgeward-grant:api")).await;
+    let doc = h
+        .run_json(&format!("fetch GET {o}/v1/x edgeward-grant:api"))
+        .await;
     assert_eq!(doc["body"], "first", "{doc}");
-    let doc = h.run_json(&format!("fetch GET {o}/v1/x edgeward-grant:nope")).await;
+    let doc = h
+        .run_json(&format!("fetch GET {o}/v1/x edgeward-grant:nope"))
+        .await;
     assert_eq!(doc["problem"], "denied", "{doc}");
     for r in upstream.received() {
-        assert!(r.headers.get("edgeward-grant").is_none(), "routing header leaked upstream");
+        assert!(
+            r.headers.get("edgeward-grant").is_none(),
+            "routing header leaked upstream"
+        );
     }
 }
 
@@ -319,7 +419,12 @@ async fn limit_exceeded_for_request_and_response_bodies() {
     .await;
     let o = upstream.origin();
     let h = Harness::new(
-        &config(&o, HEADER_KEY, "", ", max_request_bytes = 1000, max_response_bytes = 4096"),
+        &config(
+            &o,
+            HEADER_KEY,
+            "",
+            ", max_request_bytes = 1000, max_response_bytes = 4096",
+        ),
         "hostile",
         HOSTILE_WASM,
         &[("API_KEY", KEY)],
@@ -332,7 +437,11 @@ async fn limit_exceeded_for_request_and_response_bodies() {
     assert_eq!(doc["status"], 413);
     let doc = h.run_json(&format!("fetch GET {o}/v1/big")).await;
     assert_eq!(doc["problem"], "limit-exceeded", "{doc}");
-    assert_eq!(upstream.received().len(), 2, "the oversized request never left");
+    assert_eq!(
+        upstream.received().len(),
+        2,
+        "the oversized request never left"
+    );
 }
 
 #[tokio::test]
@@ -341,14 +450,21 @@ async fn upstream_failed_when_unreachable_or_too_slow() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let dead = format!("http://{}", closed.local_addr().expect("addr"));
     drop(closed);
-    let h = Harness::new(&config(&dead, HEADER_KEY, "", ""), "hostile", HOSTILE_WASM, &[("API_KEY", KEY)])
-        .expect("harness");
+    let h = Harness::new(
+        &config(&dead, HEADER_KEY, "", ""),
+        "hostile",
+        HOSTILE_WASM,
+        &[("API_KEY", KEY)],
+    )
+    .expect("harness");
     let doc = h.run_json(&format!("fetch GET {dead}/v1/x")).await;
     assert_eq!(doc["problem"], "upstream-failed", "{doc}");
     assert_no_secret(&doc.to_string(), KEY, "connect failure");
 
     // Accepts the connection, never answers.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let slow = format!("http://{}", listener.local_addr().expect("addr"));
     tokio::spawn(async move {
         let mut held = Vec::new();
@@ -368,9 +484,15 @@ async fn connections_to_the_upstream_are_pooled() {
     let upstream = Upstream::start(|_| respond(200, &[], "ok")).await;
     let h = hostile(&upstream, HEADER_KEY);
     for _ in 0..5 {
-        let doc = h.run_json(&format!("fetch GET {}/v1/x", upstream.origin())).await;
+        let doc = h
+            .run_json(&format!("fetch GET {}/v1/x", upstream.origin()))
+            .await;
         assert_eq!(doc["body"], "ok");
     }
     assert_eq!(upstream.received().len(), 5);
-    assert_eq!(upstream.connections(), 1, "five calls, one kept-alive connection");
+    assert_eq!(
+        upstream.connections(),
+        1,
+        "five calls, one kept-alive connection"
+    );
 }

@@ -2,7 +2,9 @@
 //! they hit is named, and the next task is still served.
 
 use edgeward_runtime::{AgentSpec, LimitExceeded, LogSource, RuntimeError, TaskError};
-use edgeward_tests::{HELLO_WASM, HOSTILE_WASM, Harness, Upstream, component, digest, respond, runtime};
+use edgeward_tests::{
+    HELLO_WASM, HOSTILE_WASM, Harness, Upstream, component, digest, respond, runtime,
+};
 use serde_json::Value;
 use std::time::Duration;
 
@@ -32,14 +34,21 @@ limits = {{ {limits} }}
 
 async fn harness(limits: &str) -> (Harness, Upstream) {
     let upstream = Upstream::start(|_| respond(200, &[], "still serving")).await;
-    let h = Harness::new(&config(&upstream.origin(), limits), "hostile", HOSTILE_WASM, &[("API_KEY", KEY)])
-        .expect("harness");
+    let h = Harness::new(
+        &config(&upstream.origin(), limits),
+        "hostile",
+        HOSTILE_WASM,
+        &[("API_KEY", KEY)],
+    )
+    .expect("harness");
     (h, upstream)
 }
 
 /// After a guest misbehaves, the same instance still serves a normal task.
 async fn still_serves(h: &Harness, upstream: &Upstream) {
-    let doc = h.run_json(&format!("fetch GET {}/ok", upstream.origin())).await;
+    let doc = h
+        .run_json(&format!("fetch GET {}/ok", upstream.origin()))
+        .await;
     assert_eq!(doc["body"], "still serving", "{doc}");
 }
 
@@ -49,14 +58,22 @@ async fn no_environment_no_arguments() {
     let doc = h.run_json("env").await;
     assert_eq!(doc["vars"], Value::Array(vec![]), "{doc}");
     // std may report a program name; nothing the host passed.
-    assert!(doc["args"].as_array().is_some_and(|a| a.len() <= 1), "{doc}");
+    assert!(
+        doc["args"].as_array().is_some_and(|a| a.len() <= 1),
+        "{doc}"
+    );
 }
 
 #[tokio::test]
 async fn no_filesystem() {
     let (h, _u) = harness("").await;
     let doc = h.run_json("files").await;
-    for key in ["read_dir_root", "read_dir_cwd", "read_etc_passwd", "write_escape"] {
+    for key in [
+        "read_dir_root",
+        "read_dir_cwd",
+        "read_etc_passwd",
+        "write_escape",
+    ] {
         let status = doc[key].as_str().unwrap_or_default();
         assert!(status.starts_with("err"), "{key}: {status}");
     }
@@ -69,10 +86,21 @@ async fn an_endless_loop_hits_the_time_limit_and_the_host_keeps_serving() {
     let report = h.run("loop").await;
     assert_eq!(
         report.outcome,
-        Err(TaskError::Timeout { limit: Duration::from_millis(300) })
+        Err(TaskError::Timeout {
+            limit: Duration::from_millis(300)
+        })
     );
-    assert!(started.elapsed() < Duration::from_secs(5), "stopped promptly");
-    assert!(report.outcome.unwrap_err().to_string().contains("time limit of 300 ms"));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "stopped promptly"
+    );
+    assert!(
+        report
+            .outcome
+            .unwrap_err()
+            .to_string()
+            .contains("time limit of 300 ms")
+    );
     still_serves(&h, &u).await;
 }
 
@@ -81,7 +109,10 @@ async fn unbounded_allocation_hits_the_memory_limit_and_the_host_keeps_serving()
     let (h, u) = harness("memory_mib = 16").await;
     let report = h.run("alloc").await;
     let err = report.outcome.expect_err("stopped");
-    assert_eq!(err, TaskError::Limit(LimitExceeded::Memory { limit: 16 << 20 }));
+    assert_eq!(
+        err,
+        TaskError::Limit(LimitExceeded::Memory { limit: 16 << 20 })
+    );
     assert_eq!(err.to_string(), "memory limit of 16 MiB exceeded");
     still_serves(&h, &u).await;
 }
@@ -90,7 +121,11 @@ async fn unbounded_allocation_hits_the_memory_limit_and_the_host_keeps_serving()
 async fn a_panic_is_a_trap_with_the_message_in_the_agent_log() {
     let (h, u) = harness("").await;
     let report = h.run("trap").await;
-    assert!(matches!(report.outcome, Err(TaskError::Trap { .. })), "{:?}", report.outcome);
+    assert!(
+        matches!(report.outcome, Err(TaskError::Trap { .. })),
+        "{:?}",
+        report.outcome
+    );
     assert!(
         report
             .logs
@@ -107,14 +142,27 @@ async fn stdout_and_stderr_are_captured_and_bounded() {
     let (h, u) = harness("max_output_bytes = 2000").await;
     let report = h.run("print 3").await;
     assert_eq!(report.outcome, Ok(Ok("printed".into())));
-    let lines: Vec<_> = report.logs.iter().map(|l| (l.source, l.message.as_str())).collect();
-    assert!(lines.contains(&(LogSource::Stdout, "stdout line 2")), "{lines:?}");
-    assert!(lines.contains(&(LogSource::Stderr, "stderr line 0")), "{lines:?}");
+    let lines: Vec<_> = report
+        .logs
+        .iter()
+        .map(|l| (l.source, l.message.as_str()))
+        .collect();
+    assert!(
+        lines.contains(&(LogSource::Stdout, "stdout line 2")),
+        "{lines:?}"
+    );
+    assert!(
+        lines.contains(&(LogSource::Stderr, "stderr line 0")),
+        "{lines:?}"
+    );
 
     let report = h.run("print 100000").await;
     assert_eq!(
         report.outcome,
-        Err(TaskError::Output { stream: "stdout", limit: 2000 })
+        Err(TaskError::Output {
+            stream: "stdout",
+            limit: 2000
+        })
     );
     still_serves(&h, &u).await;
 }
@@ -124,7 +172,14 @@ async fn log_records_are_bounded() {
     let (h, _u) = harness("max_log_records = 10").await;
     let report = h.run("log 25").await;
     assert_eq!(report.outcome, Ok(Ok("logged 25".into())));
-    assert_eq!(report.logs.iter().filter(|l| l.source == LogSource::Log).count(), 10);
+    assert_eq!(
+        report
+            .logs
+            .iter()
+            .filter(|l| l.source == LogSource::Log)
+            .count(),
+        10
+    );
     assert_eq!(report.logs_dropped, 15);
 }
 
@@ -174,5 +229,8 @@ async fn garbage_is_not_a_component() {
         grants: vec![],
         limits: Default::default(),
     };
-    assert!(matches!(runtime().load(bytes, spec), Err(RuntimeError::InvalidComponent(_))));
+    assert!(matches!(
+        runtime().load(bytes, spec),
+        Err(RuntimeError::InvalidComponent(_))
+    ));
 }

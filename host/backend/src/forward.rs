@@ -181,8 +181,12 @@ impl Egress for Backend {
             let path = call.request.uri().path().to_owned();
             let result = inner.forward(call).await;
             match &result {
-                Ok(resp) => tracing::info!(%agent, %instance, %grant, %method, %path, status = resp.status().as_u16(), "egress forwarded"),
-                Err(r) => tracing::warn!(%agent, %instance, %grant, %method, %path, class = %r.class, detail = %r.detail, "egress refused"),
+                Ok(resp) => {
+                    tracing::info!(%agent, %instance, %grant, %method, %path, status = resp.status().as_u16(), "egress forwarded")
+                }
+                Err(r) => {
+                    tracing::warn!(%agent, %instance, %grant, %method, %path, class = %r.class, detail = %r.detail, "egress refused")
+                }
             }
             // Defence in depth: whatever produced a refusal's detail, it
             // leaves without any credential in it.
@@ -196,10 +200,9 @@ impl Egress for Backend {
 
 impl Inner {
     async fn forward(&self, call: EgressCall) -> Result<http::Response<Bytes>, Refusal> {
-        let agent = self
-            .agents
-            .get(&call.caller.agent)
-            .ok_or_else(|| Refusal::denied(format!("agent {} is not registered", call.caller.agent)))?;
+        let agent = self.agents.get(&call.caller.agent).ok_or_else(|| {
+            Refusal::denied(format!("agent {} is not registered", call.caller.agent))
+        })?;
         if !agent.grants.contains(&call.grant) {
             return Err(Refusal::denied(format!(
                 "agent {} does not hold grant {}",
@@ -303,7 +306,9 @@ impl Inner {
             let all: Vec<HeaderValue> = headers
                 .get_all(&name)
                 .iter()
-                .filter_map(|v| HeaderValue::from_bytes(&self.redactor.redact(v.as_bytes()).bytes).ok())
+                .filter_map(|v| {
+                    HeaderValue::from_bytes(&self.redactor.redact(v.as_bytes()).bytes).ok()
+                })
                 .collect();
             headers.remove(&name);
             if value.is_some() {

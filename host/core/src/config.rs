@@ -306,7 +306,10 @@ impl<'de> Deserialize<'de> for RawSecret {
                     "secrets are never written in the config: use secret = { env = VAR } or { file = PATH }",
                 ))
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<RawSecret, A::Error> {
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<RawSecret, A::Error> {
                 let mut found: Option<SecretSource> = None;
                 while let Some(key) = map.next_key::<String>()? {
                     let source = match key.as_str() {
@@ -368,7 +371,11 @@ impl RawConfig {
                 10_000,
             )?,
         };
-        Ok(Config { agents, grants, runtime })
+        Ok(Config {
+            agents,
+            grants,
+            runtime,
+        })
     }
 }
 
@@ -391,25 +398,41 @@ impl RawGrant {
         let name = GrantName::new(&self.name)
             .map_err(|e| invalid(format!("grant[{i}].name"), e.to_string()))?;
         let at = |field: &str| format!("grant \"{name}\".{field}");
-        let origin = Origin::parse(&self.origin).map_err(|e| invalid(at("origin"), e.to_string()))?;
+        let origin =
+            Origin::parse(&self.origin).map_err(|e| invalid(at("origin"), e.to_string()))?;
         if self.methods.is_empty() {
-            return Err(invalid(at("methods"), "list at least one method, e.g. [\"GET\"]"));
+            return Err(invalid(
+                at("methods"),
+                "list at least one method, e.g. [\"GET\"]",
+            ));
         }
         let mut methods = Vec::new();
         for m in &self.methods {
             let ok = !m.is_empty() && m.bytes().all(|b| b.is_ascii_uppercase());
-            let method = Method::from_bytes(m.as_bytes()).ok().filter(|_| ok).ok_or_else(|| {
-                invalid(at("methods"), "methods are upper-case tokens such as GET or POST")
-            })?;
+            let method = Method::from_bytes(m.as_bytes())
+                .ok()
+                .filter(|_| ok)
+                .ok_or_else(|| {
+                    invalid(
+                        at("methods"),
+                        "methods are upper-case tokens such as GET or POST",
+                    )
+                })?;
             if !methods.contains(&method) {
                 methods.push(method);
             }
         }
         if self.path_prefixes.is_empty() {
-            return Err(invalid(at("path_prefixes"), "list at least one prefix; \"/\" allows every path"));
+            return Err(invalid(
+                at("path_prefixes"),
+                "list at least one prefix; \"/\" allows every path",
+            ));
         }
         for p in &self.path_prefixes {
-            if !p.starts_with('/') || crate::grant::check_path_is_canonical(p).is_err() || p.contains('?') {
+            if !p.starts_with('/')
+                || crate::grant::check_path_is_canonical(p).is_err()
+                || p.contains('?')
+            {
                 return Err(invalid(
                     at("path_prefixes"),
                     "each prefix must start with '/' and hold no query, dot segment, backslash or encoded slash",
@@ -424,41 +447,76 @@ impl RawGrant {
                     || crate::headers::is_hop_by_hop(&header)
                     || header == http::header::COOKIE
                 {
-                    return Err(invalid(at("credential.name"), "this header cannot carry a credential"));
+                    return Err(invalid(
+                        at("credential.name"),
+                        "this header cannot carry a credential",
+                    ));
                 }
                 if http::HeaderValue::from_str(&prefix).is_err() {
-                    return Err(invalid(at("credential.prefix"), "not valid in a header value"));
+                    return Err(invalid(
+                        at("credential.prefix"),
+                        "not valid in a header value",
+                    ));
                 }
-                CredentialKind::Header { name: header, prefix }
+                CredentialKind::Header {
+                    name: header,
+                    prefix,
+                }
             }
             RawCredential::Bearer => CredentialKind::Header {
                 name: http::header::AUTHORIZATION,
                 prefix: "Bearer ".into(),
             },
             RawCredential::Query { param } => {
-                if param.is_empty() || param.len() > 64 || param.chars().any(|c| c.is_control() || c == '&' || c == '=') {
-                    return Err(invalid(at("credential.param"), "1 to 64 characters without '&', '=' or control characters"));
+                if param.is_empty()
+                    || param.len() > 64
+                    || param
+                        .chars()
+                        .any(|c| c.is_control() || c == '&' || c == '=')
+                {
+                    return Err(invalid(
+                        at("credential.param"),
+                        "1 to 64 characters without '&', '=' or control characters",
+                    ));
                 }
                 CredentialKind::Query { param }
             }
             RawCredential::Basic { username } => {
                 if username.contains(':') || username.chars().any(char::is_control) {
-                    return Err(invalid(at("credential.username"), "a basic-auth user name cannot contain ':' or control characters"));
+                    return Err(invalid(
+                        at("credential.username"),
+                        "a basic-auth user name cannot contain ':' or control characters",
+                    ));
                 }
                 CredentialKind::Basic { username }
             }
         };
         match &self.secret.0 {
             SecretSource::Env(var) if var.is_empty() || var.contains('=') || var.contains('\0') => {
-                return Err(invalid(at("secret.env"), "not a valid environment variable name"));
+                return Err(invalid(
+                    at("secret.env"),
+                    "not a valid environment variable name",
+                ));
             }
             SecretSource::File(p) if p.as_os_str().is_empty() => {
                 return Err(invalid(at("secret.file"), "the path is empty"));
             }
             _ => {}
         }
-        let connect_timeout = Duration::from_millis(in_range(&at("connect_timeout_ms"), self.connect_timeout_ms, 5_000, 1, 120_000)?);
-        let timeout = Duration::from_millis(in_range(&at("timeout_ms"), self.timeout_ms, 30_000, 1, 600_000)?);
+        let connect_timeout = Duration::from_millis(in_range(
+            &at("connect_timeout_ms"),
+            self.connect_timeout_ms,
+            5_000,
+            1,
+            120_000,
+        )?);
+        let timeout = Duration::from_millis(in_range(
+            &at("timeout_ms"),
+            self.timeout_ms,
+            30_000,
+            1,
+            600_000,
+        )?);
         Ok(GrantConfig {
             rules: GrantRules {
                 name,
@@ -476,24 +534,37 @@ impl RawGrant {
 
 impl RawAgent {
     fn verify(self, i: usize, grants: &[GrantConfig]) -> Result<AgentConfig, ConfigError> {
-        validate_name(&self.name, "agent").map_err(|e| invalid(format!("agent[{i}].name"), e.to_string()))?;
+        validate_name(&self.name, "agent")
+            .map_err(|e| invalid(format!("agent[{i}].name"), e.to_string()))?;
         let at = |field: &str| format!("agent \"{}\".{field}", self.name);
         if self.owner.trim().is_empty() {
-            return Err(invalid(at("owner"), "every agent needs a named human owner"));
+            return Err(invalid(
+                at("owner"),
+                "every agent needs a named human owner",
+            ));
         }
         if self.digests.is_empty() {
-            return Err(invalid(at("digests"), "list the component digests allowed to run as this agent (see `edgeward digest`)"));
+            return Err(invalid(
+                at("digests"),
+                "list the component digests allowed to run as this agent (see `edgeward digest`)",
+            ));
         }
         let mut digests = Vec::new();
         for d in &self.digests {
-            digests.push(d.parse::<ComponentDigest>().map_err(|e| invalid(at("digests"), e.to_string()))?);
+            digests.push(
+                d.parse::<ComponentDigest>()
+                    .map_err(|e| invalid(at("digests"), e.to_string()))?,
+            );
         }
         let mut names = BTreeSet::new();
         let mut agent_grants = Vec::new();
         for g in &self.grants {
             let name = GrantName::new(g).map_err(|e| invalid(at("grants"), e.to_string()))?;
             if !grants.iter().any(|x| x.rules.name == name) {
-                return Err(invalid(at("grants"), format!("no grant named {name} is defined")));
+                return Err(invalid(
+                    at("grants"),
+                    format!("no grant named {name} is defined"),
+                ));
             }
             if names.insert(name.clone()) {
                 agent_grants.push(name);
@@ -502,12 +573,48 @@ impl RawAgent {
         let d = Limits::default();
         let l = self.limits;
         let limits = Limits {
-            memory_bytes: in_range(&at("limits.memory_mib"), l.memory_mib, d.memory_bytes >> 20, 1, 4096)? << 20,
-            task_timeout: Duration::from_millis(in_range(&at("limits.task_timeout_ms"), l.task_timeout_ms, d.task_timeout.as_millis() as u64, 10, 3_600_000)?),
-            max_request_bytes: in_range(&at("limits.max_request_bytes"), l.max_request_bytes, d.max_request_bytes, 0, 256 << 20)?,
-            max_response_bytes: in_range(&at("limits.max_response_bytes"), l.max_response_bytes, d.max_response_bytes, 0, 256 << 20)?,
-            max_output_bytes: in_range(&at("limits.max_output_bytes"), l.max_output_bytes, d.max_output_bytes, 0, 64 << 20)?,
-            max_log_records: in_range(&at("limits.max_log_records"), l.max_log_records, d.max_log_records, 0, 1_000_000)?,
+            memory_bytes: in_range(
+                &at("limits.memory_mib"),
+                l.memory_mib,
+                d.memory_bytes >> 20,
+                1,
+                4096,
+            )? << 20,
+            task_timeout: Duration::from_millis(in_range(
+                &at("limits.task_timeout_ms"),
+                l.task_timeout_ms,
+                d.task_timeout.as_millis() as u64,
+                10,
+                3_600_000,
+            )?),
+            max_request_bytes: in_range(
+                &at("limits.max_request_bytes"),
+                l.max_request_bytes,
+                d.max_request_bytes,
+                0,
+                256 << 20,
+            )?,
+            max_response_bytes: in_range(
+                &at("limits.max_response_bytes"),
+                l.max_response_bytes,
+                d.max_response_bytes,
+                0,
+                256 << 20,
+            )?,
+            max_output_bytes: in_range(
+                &at("limits.max_output_bytes"),
+                l.max_output_bytes,
+                d.max_output_bytes,
+                0,
+                64 << 20,
+            )?,
+            max_log_records: in_range(
+                &at("limits.max_log_records"),
+                l.max_log_records,
+                d.max_log_records,
+                0,
+                1_000_000,
+            )?,
         };
         Ok(AgentConfig {
             name: self.name,
@@ -589,13 +696,34 @@ grants = ["weather"]
     #[test]
     fn semantic_errors_name_the_field() {
         let cases = [
-            (sample("", "").replace("https://api.weather.example", "http://api.weather.example"), "grant \"weather\".origin"),
-            (sample("", "").replace("[\"/v1/\"]", "[\"v1\"]"), "grant \"weather\".path_prefixes"),
-            (sample("", "").replace("grants = [\"weather\"]", "grants = [\"nope\"]"), "agent \"weather-bot\".grants"),
-            (sample("", "").replace(DIGEST, "sha256:00"), "agent \"weather-bot\".digests"),
-            (sample("", "limits = { memory_mib = 0 }"), "agent \"weather-bot\".limits.memory_mib"),
-            (sample("", "").replace("alice@example.com", " "), "agent \"weather-bot\".owner"),
-            (sample("", "").replace("x-api-key", "connection"), "grant \"weather\".credential.name"),
+            (
+                sample("", "").replace("https://api.weather.example", "http://api.weather.example"),
+                "grant \"weather\".origin",
+            ),
+            (
+                sample("", "").replace("[\"/v1/\"]", "[\"v1\"]"),
+                "grant \"weather\".path_prefixes",
+            ),
+            (
+                sample("", "").replace("grants = [\"weather\"]", "grants = [\"nope\"]"),
+                "agent \"weather-bot\".grants",
+            ),
+            (
+                sample("", "").replace(DIGEST, "sha256:00"),
+                "agent \"weather-bot\".digests",
+            ),
+            (
+                sample("", "limits = { memory_mib = 0 }"),
+                "agent \"weather-bot\".limits.memory_mib",
+            ),
+            (
+                sample("", "").replace("alice@example.com", " "),
+                "agent \"weather-bot\".owner",
+            ),
+            (
+                sample("", "").replace("x-api-key", "connection"),
+                "grant \"weather\".credential.name",
+            ),
         ];
         for (text, field) in cases {
             match Config::parse(&text) {
@@ -612,12 +740,17 @@ grants = ["weather"]
             "{ kind = \"bearer\" }",
         ))
         .unwrap();
-        assert!(matches!(&c.grants[0].credential, CredentialKind::Header { prefix, .. } if prefix == "Bearer "));
+        assert!(
+            matches!(&c.grants[0].credential, CredentialKind::Header { prefix, .. } if prefix == "Bearer ")
+        );
         let c = Config::parse(&sample("", "").replace(
             "{ kind = \"header\", name = \"x-api-key\" }",
             "{ kind = \"query\", param = \"key\" }",
         ))
         .unwrap();
-        assert!(matches!(&c.grants[0].credential, CredentialKind::Query { .. }));
+        assert!(matches!(
+            &c.grants[0].credential,
+            CredentialKind::Query { .. }
+        ));
     }
 }

@@ -35,9 +35,15 @@ impl std::str::FromStr for ComponentDigest {
     type Err = DigestError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let hex_part = s.strip_prefix("sha256:").ok_or(DigestError::MissingPrefix)?;
+        let hex_part = s
+            .strip_prefix("sha256:")
+            .ok_or(DigestError::MissingPrefix)?;
         // Lower case only, so one digest has exactly one spelling in configs and logs.
-        if hex_part.len() != 64 || !hex_part.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        if hex_part.len() != 64
+            || !hex_part
+                .bytes()
+                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        {
             return Err(DigestError::BadHex);
         }
         let mut out = [0u8; 32];
@@ -82,8 +88,14 @@ mod tests {
 
     #[test]
     fn refuses_malformed() {
-        assert_eq!("ba78".parse::<ComponentDigest>(), Err(DigestError::MissingPrefix));
-        assert_eq!("sha256:BA78".parse::<ComponentDigest>(), Err(DigestError::BadHex));
+        assert_eq!(
+            "ba78".parse::<ComponentDigest>(),
+            Err(DigestError::MissingPrefix)
+        );
+        assert_eq!(
+            "sha256:BA78".parse::<ComponentDigest>(),
+            Err(DigestError::BadHex)
+        );
         let upper = format!("sha256:{}", "A".repeat(64));
         assert_eq!(upper.parse::<ComponentDigest>(), Err(DigestError::BadHex));
     }

@@ -16,19 +16,25 @@ use std::fmt;
 #[non_exhaustive]
 pub enum GrantError {
     /// A name is empty, too long, or uses characters outside `[a-z0-9_-]`.
-    #[error("{what} names must be 1 to 64 characters of a-z, 0-9, '-' or '_' and start with a letter or digit")]
+    #[error(
+        "{what} names must be 1 to 64 characters of a-z, 0-9, '-' or '_' and start with a letter or digit"
+    )]
     BadName {
         /// Which kind of name.
         what: &'static str,
     },
     /// An origin is not `scheme://host[:port]`.
-    #[error("an origin must look like https://host or https://host:port (no path, query or user info): {reason}")]
+    #[error(
+        "an origin must look like https://host or https://host:port (no path, query or user info): {reason}"
+    )]
     BadOrigin {
         /// What exactly is wrong.
         reason: &'static str,
     },
     /// A plain-http origin that is not on loopback.
-    #[error("plain http would send the credential in clear text; use https (http is only accepted for loopback hosts)")]
+    #[error(
+        "plain http would send the credential in clear text; use https (http is only accepted for loopback hosts)"
+    )]
     PlaintextOrigin,
 }
 
@@ -63,7 +69,11 @@ pub fn validate_name(name: &str, what: &'static str) -> Result<(), GrantError> {
             .bytes()
             .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_'))
         && name.as_bytes()[0].is_ascii_alphanumeric();
-    if ok { Ok(()) } else { Err(GrantError::BadName { what }) }
+    if ok {
+        Ok(())
+    } else {
+        Err(GrantError::BadName { what })
+    }
 }
 
 /// URL scheme of an origin.
@@ -104,17 +114,24 @@ impl Origin {
     /// Parse `scheme://host[:port]` (a trailing `/` is tolerated).
     pub fn parse(s: &str) -> Result<Origin, GrantError> {
         let s = s.strip_suffix('/').unwrap_or(s);
-        let uri: http::Uri = s
-            .parse()
-            .map_err(|_| GrantError::BadOrigin { reason: "not a URL" })?;
-        if uri.path_and_query().is_some_and(|pq| pq.as_str() != "/" && !pq.as_str().is_empty()) {
-            return Err(GrantError::BadOrigin { reason: "it has a path or query" });
+        let uri: http::Uri = s.parse().map_err(|_| GrantError::BadOrigin {
+            reason: "not a URL",
+        })?;
+        if uri
+            .path_and_query()
+            .is_some_and(|pq| pq.as_str() != "/" && !pq.as_str().is_empty())
+        {
+            return Err(GrantError::BadOrigin {
+                reason: "it has a path or query",
+            });
         }
         let origin = Origin::of_uri(&uri).ok_or(GrantError::BadOrigin {
             reason: "scheme must be http or https, with a host",
         })?;
         if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
-            return Err(GrantError::BadOrigin { reason: "it has user info" });
+            return Err(GrantError::BadOrigin {
+                reason: "it has user info",
+            });
         }
         if origin.scheme == Scheme::Http && !origin.is_loopback() {
             return Err(GrantError::PlaintextOrigin);
@@ -161,7 +178,8 @@ impl Origin {
     pub fn is_loopback(&self) -> bool {
         let h = self.host.trim_start_matches('[').trim_end_matches(']');
         h == "localhost"
-            || h.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+            || h.parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
     }
 }
 
@@ -235,7 +253,11 @@ impl GrantRules {
         }
         let path = uri.path();
         check_path_is_canonical(path)?;
-        if !self.path_prefixes.iter().any(|p| path_matches_prefix(path, p)) {
+        if !self
+            .path_prefixes
+            .iter()
+            .any(|p| path_matches_prefix(path, p))
+        {
             return Err(Refusal::denied(format!(
                 "grant {} does not allow path {path}",
                 self.name
@@ -343,8 +365,9 @@ pub fn inject_credential(
             let mut value = Vec::with_capacity(prefix.len() + secret.len());
             value.extend_from_slice(prefix.as_bytes());
             value.extend_from_slice(secret.expose());
-            let mut value = HeaderValue::from_bytes(&value)
-                .map_err(|_| Refusal::upstream("the grant's credential is not a valid header value"))?;
+            let mut value = HeaderValue::from_bytes(&value).map_err(|_| {
+                Refusal::upstream("the grant's credential is not a valid header value")
+            })?;
             value.set_sensitive(true);
             parts.headers.insert(name.clone(), value);
         }
@@ -356,8 +379,9 @@ pub fn inject_credential(
             raw.extend_from_slice(secret.expose());
             let encoded = base64::engine::general_purpose::STANDARD.encode(&raw);
             zeroize::Zeroize::zeroize(&mut raw);
-            let mut value = HeaderValue::try_from(format!("Basic {encoded}"))
-                .map_err(|_| Refusal::upstream("the grant's credential is not a valid header value"))?;
+            let mut value = HeaderValue::try_from(format!("Basic {encoded}")).map_err(|_| {
+                Refusal::upstream("the grant's credential is not a valid header value")
+            })?;
             value.set_sensitive(true);
             parts.headers.insert(http::header::AUTHORIZATION, value);
         }
@@ -387,11 +411,9 @@ pub fn inject_credential(
                 _ => format!("{path}?{encoded_key}={encoded_value}"),
             };
             let mut uri_parts = parts.uri.clone().into_parts();
-            uri_parts.path_and_query = Some(
-                path_and_query
-                    .parse()
-                    .map_err(|_| Refusal::invalid("the request URL cannot carry a query credential"))?,
-            );
+            uri_parts.path_and_query = Some(path_and_query.parse().map_err(|_| {
+                Refusal::invalid("the request URL cannot carry a query credential")
+            })?);
             parts.uri = http::Uri::from_parts(uri_parts)
                 .map_err(|_| Refusal::invalid("the request URL cannot carry a query credential"))?;
         }
@@ -417,7 +439,10 @@ mod tests {
         let o = Origin::parse("https://API.example.com").unwrap();
         assert_eq!(o.to_string(), "https://api.example.com:443");
         assert_eq!(o, Origin::parse("https://api.example.com:443/").unwrap());
-        assert_eq!(Origin::parse("http://api.example.com"), Err(GrantError::PlaintextOrigin));
+        assert_eq!(
+            Origin::parse("http://api.example.com"),
+            Err(GrantError::PlaintextOrigin)
+        );
         assert!(Origin::parse("http://127.0.0.1:8080").is_ok());
         assert!(Origin::parse("http://[::1]:8080").is_ok());
         assert!(Origin::parse("https://a.example/x").is_err());
@@ -436,9 +461,19 @@ mod tests {
 
     #[test]
     fn dot_segments_and_encoded_slashes_are_refused() {
-        for p in ["/v1/../admin", "/v1/%2e%2e/admin", "/v1/%2E/x", "/v1%2fadmin", "/v1\\x"] {
+        for p in [
+            "/v1/../admin",
+            "/v1/%2e%2e/admin",
+            "/v1/%2E/x",
+            "/v1%2fadmin",
+            "/v1\\x",
+        ] {
             let err = check_path_is_canonical(p).unwrap_err();
-            assert_eq!(err.class, crate::problem::ProblemClass::InvalidRequest, "{p}");
+            assert_eq!(
+                err.class,
+                crate::problem::ProblemClass::InvalidRequest,
+                "{p}"
+            );
         }
         assert!(check_path_is_canonical("/v1/a.b/..c").is_ok());
     }
@@ -455,7 +490,10 @@ mod tests {
         assert_eq!(select_grant(&all, &two, None).unwrap().name.as_str(), "c");
         let ambiguous = select_grant(&all, &one, None).unwrap_err();
         assert!(ambiguous.detail.contains("a, b"), "{ambiguous}");
-        assert_eq!(select_grant(&all, &one, Some("b")).unwrap().name.as_str(), "b");
+        assert_eq!(
+            select_grant(&all, &one, Some("b")).unwrap().name.as_str(),
+            "b"
+        );
         assert_eq!(
             select_grant(&all, &one, Some("c")).unwrap_err().class,
             crate::problem::ProblemClass::Denied
@@ -471,7 +509,12 @@ mod tests {
         assert!(g.check(&ok, &Method::GET).is_ok());
         assert!(g.check(&ok, &Method::POST).is_err());
         let bad: http::Uri = "https://one.example/admin".parse().unwrap();
-        assert!(g.check(&bad, &Method::GET).unwrap_err().detail.contains("/admin"));
+        assert!(
+            g.check(&bad, &Method::GET)
+                .unwrap_err()
+                .detail
+                .contains("/admin")
+        );
         let other: http::Uri = "https://two.example/v1".parse().unwrap();
         assert!(g.check(&other, &Method::GET).is_err());
     }
@@ -479,23 +522,42 @@ mod tests {
     #[test]
     fn credential_injection_each_kind() {
         let secret = Secret::new(b"s3cr3t/value+1".to_vec());
-        let (mut parts, ()) = http::Request::get("https://one.example/v1?a=1").body(()).unwrap().into_parts();
-        let kind = CredentialKind::Query { param: "key".into() };
+        let (mut parts, ()) = http::Request::get("https://one.example/v1?a=1")
+            .body(())
+            .unwrap()
+            .into_parts();
+        let kind = CredentialKind::Query {
+            param: "key".into(),
+        };
         inject_credential(&mut parts, &kind, &secret).unwrap();
         assert_eq!(parts.uri.query(), Some("a=1&key=s3cr3t%2Fvalue%2B1"));
 
-        let (mut parts, ()) = http::Request::get("https://one.example/v1?key=mine").body(()).unwrap().into_parts();
+        let (mut parts, ()) = http::Request::get("https://one.example/v1?key=mine")
+            .body(())
+            .unwrap()
+            .into_parts();
         assert!(inject_credential(&mut parts, &kind, &secret).is_err());
 
-        let (mut parts, ()) = http::Request::get("https://one.example/v1").body(()).unwrap().into_parts();
-        let kind = CredentialKind::Header { name: HeaderName::from_static("x-api-key"), prefix: String::new() };
+        let (mut parts, ()) = http::Request::get("https://one.example/v1")
+            .body(())
+            .unwrap()
+            .into_parts();
+        let kind = CredentialKind::Header {
+            name: HeaderName::from_static("x-api-key"),
+            prefix: String::new(),
+        };
         inject_credential(&mut parts, &kind, &secret).unwrap();
         assert_eq!(parts.headers["x-api-key"], "s3cr3t/value+1");
         assert!(parts.headers["x-api-key"].is_sensitive());
 
-        let kind = CredentialKind::Basic { username: "svc".into() };
+        let kind = CredentialKind::Basic {
+            username: "svc".into(),
+        };
         inject_credential(&mut parts, &kind, &secret).unwrap();
-        assert_eq!(parts.headers["authorization"], "Basic c3ZjOnMzY3IzdC92YWx1ZSsx");
+        assert_eq!(
+            parts.headers["authorization"],
+            "Basic c3ZjOnMzY3IzdC92YWx1ZSsx"
+        );
         assert!(!format!("{kind:?}").contains("svc"));
     }
 }

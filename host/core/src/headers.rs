@@ -109,7 +109,12 @@ mod tests {
 
     #[test]
     fn credential_headers_are_refused_by_name() {
-        for name in ["authorization", "cookie", "proxy-authorization", "proxy-foo"] {
+        for name in [
+            "authorization",
+            "cookie",
+            "proxy-authorization",
+            "proxy-foo",
+        ] {
             let mut h = HeaderMap::new();
             h.insert(HeaderName::from_static(name), HeaderValue::from_static("x"));
             let err = sanitize_request(&mut h, None).unwrap_err();
@@ -149,10 +154,23 @@ mod tests {
 
     #[test]
     fn forbidden_at_fields_level() {
-        for n in ["authorization", "cookie", "host", "connection", "proxy-authorization"] {
-            assert!(is_forbidden_guest_header(&HeaderName::from_static(n)), "{n}");
+        for n in [
+            "authorization",
+            "cookie",
+            "host",
+            "connection",
+            "proxy-authorization",
+        ] {
+            assert!(
+                is_forbidden_guest_header(&HeaderName::from_static(n)),
+                "{n}"
+            );
         }
-        assert!(!is_forbidden_guest_header(&HeaderName::from_static("edgeward-grant")));
-        assert!(!is_forbidden_guest_header(&HeaderName::from_static("x-api-key")));
+        assert!(!is_forbidden_guest_header(&HeaderName::from_static(
+            "edgeward-grant"
+        )));
+        assert!(!is_forbidden_guest_header(&HeaderName::from_static(
+            "x-api-key"
+        )));
     }
 }

@@ -192,14 +192,23 @@ impl Refusal {
             REFUSAL_HEADER,
             http::HeaderValue::from_static(self.class.as_str()),
         );
-        headers.insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(body.len()));
+        headers.insert(
+            http::header::CONTENT_LENGTH,
+            http::HeaderValue::from(body.len()),
+        );
         response
     }
 }
 
 impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} ({}): {}", self.class, self.status.as_u16(), self.detail)
+        write!(
+            f,
+            "{} ({}): {}",
+            self.class,
+            self.status.as_u16(),
+            self.detail
+        )
     }
 }
 

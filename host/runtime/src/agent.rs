@@ -10,7 +10,8 @@ use edgeward_core::config::Limits;
 use edgeward_core::digest::ComponentDigest;
 use edgeward_core::egress::{Caller, Egress};
 use edgeward_core::grant::GrantRules;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Engine, Store};
@@ -30,6 +31,9 @@ pub struct Runtime {
     engine: Engine,
     linker: Linker<TaskState>,
     config: RuntimeConfig,
+    /// Compiled and pre-linked components by digest: compiling is the slow
+    /// part, and several agents or reloads may share one component.
+    compiled: Mutex<HashMap<ComponentDigest, AgentPre<TaskState>>>,
     _ticker: EpochTicker,
 }
 
@@ -85,6 +89,7 @@ impl Runtime {
             engine,
             linker,
             config,
+            compiled: Mutex::new(HashMap::new()),
             _ticker: ticker,
         })
     }
@@ -109,13 +114,7 @@ impl Runtime {
                 self.config.max_memory_bytes >> 20
             )));
         }
-        let component = Component::new(&self.engine, component)
-            .map_err(|e| RuntimeError::InvalidComponent(format!("{e:#}")))?;
-        let instance_pre = self
-            .linker
-            .instantiate_pre(&component)
-            .map_err(|e| RuntimeError::Link(format!("{e:#}")))?;
-        let pre = AgentPre::new(instance_pre).map_err(|e| RuntimeError::Link(format!("{e:#}")))?;
+        let pre = self.compile(component, digest)?;
         Ok(LoadedAgent {
             engine: self.engine.clone(),
             pre,
@@ -123,6 +122,34 @@ impl Runtime {
             digest,
             max_concurrent_tasks: self.config.max_concurrent_tasks,
         })
+    }
+}
+
+impl Runtime {
+    fn compile(
+        &self,
+        component: &[u8],
+        digest: ComponentDigest,
+    ) -> Result<AgentPre<TaskState>, RuntimeError> {
+        if let Some(pre) = self.cached(&digest) {
+            return Ok(pre);
+        }
+        let component = Component::new(&self.engine, component)
+            .map_err(|e| RuntimeError::InvalidComponent(format!("{e:#}")))?;
+        let instance_pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| RuntimeError::Link(format!("{e:#}")))?;
+        let pre = AgentPre::new(instance_pre).map_err(|e| RuntimeError::Link(format!("{e:#}")))?;
+        if let Ok(mut cache) = self.compiled.lock() {
+            cache.insert(digest, pre.clone());
+        }
+        Ok(pre)
+    }
+
+    fn cached(&self, digest: &ComponentDigest) -> Option<AgentPre<TaskState>> {
+        // A poisoned lock only means another load panicked; compiling again is safe.
+        self.compiled.lock().ok()?.get(digest).cloned()
     }
 }
 
@@ -149,7 +176,12 @@ impl LoadedAgent {
             agent: self.spec.name.clone(),
             instance_id: instance_id.clone(),
             user: user.clone(),
-            grants: self.spec.grants.iter().map(|g| g.name.to_string()).collect(),
+            grants: self
+                .spec
+                .grants
+                .iter()
+                .map(|g| g.name.to_string())
+                .collect(),
             token_expires_at,
         });
         let egress = Arc::new(InstanceEgress {
@@ -217,10 +249,14 @@ impl AgentInstance {
 
         let pre = self.pre.clone();
         let call = async {
-            let agent: Agent = pre.instantiate_async(&mut store).await.map_err(Stage::Start)?;
+            let agent: Agent = pre
+                .instantiate_async(&mut store)
+                .await
+                .map_err(Stage::Start)?;
             agent.call_run(&mut store, task).await.map_err(Stage::Run)
         };
-        let outcome = match tokio::time::timeout(limits.task_timeout + HOST_CALL_GRACE, call).await {
+        let outcome = match tokio::time::timeout(limits.task_timeout + HOST_CALL_GRACE, call).await
+        {
             Ok(Ok(result)) => Ok(result),
             Ok(Err(stage)) => Err(self.classify(stage, &captured)),
             Err(_elapsed) => Err(TaskError::Timeout {
@@ -250,7 +286,10 @@ impl AgentInstance {
         if let Some(limit) = err.downcast_ref::<LimitExceeded>() {
             return TaskError::Limit(*limit);
         }
-        if err.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some() {
+        if err
+            .downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+            .is_some()
+        {
             return TaskError::Busy {
                 limit: self.max_concurrent_tasks,
             };

@@ -53,9 +53,8 @@ impl WasiHttpHooks for EgressHooks {
         _options: Option<RequestOptions>,
         _fut: IoFuture,
     ) -> Box<
-        dyn Future<
-                Output = Result<(http::Response<WasiBody>, IoFuture), wasmtime_wasi_http::Error>,
-            > + Send,
+        dyn Future<Output = Result<(http::Response<WasiBody>, IoFuture), wasmtime_wasi_http::Error>>
+            + Send,
     > {
         let shared = Arc::clone(&self.shared);
         Box::new(async move {
@@ -79,8 +78,10 @@ impl InstanceEgress {
         let path = request.uri().path().to_owned();
         match self.route_and_forward(request).await {
             Ok(response) => response,
-            Err((grant, refusal)) => {
-                tracing::warn!(
+            // The backend logs its own refusals; log only the runtime's.
+            Err((grant, refusal, from_backend)) => {
+                if !from_backend {
+                    tracing::warn!(
                     agent = %self.caller.agent,
                     instance = %self.caller.instance,
                     grant = grant.as_deref().unwrap_or("-"),
@@ -89,7 +90,8 @@ impl InstanceEgress {
                     class = %refusal.class,
                     detail = %refusal.detail,
                     "egress refused"
-                );
+                    );
+                }
                 refusal.to_response()
             }
         }
@@ -98,25 +100,30 @@ impl InstanceEgress {
     async fn route_and_forward(
         &self,
         request: http::Request<WasiBody>,
-    ) -> Result<http::Response<Bytes>, (Option<String>, Refusal)> {
+    ) -> Result<http::Response<Bytes>, (Option<String>, Refusal, bool)> {
         let (mut parts, body) = request.into_parts();
         let origin = Origin::of_uri(&parts.uri).ok_or_else(|| {
             (
                 None,
                 Refusal::invalid("the request URL needs an http or https origin"),
+                false,
             )
         })?;
         let requested = match parts.headers.remove(GRANT_HEADER) {
             Some(v) => Some(v.to_str().map(str::to_owned).map_err(|_| {
-                (None, Refusal::invalid("the edgeward-grant header is not text"))
+                (
+                    None,
+                    Refusal::invalid("the edgeward-grant header is not text"),
+                    false,
+                )
             })?),
             None => None,
         };
         let grant = select_grant(&self.grants, &origin, requested.as_deref())
-            .map_err(|r| (None, r))?
+            .map_err(|r| (None, r, false))?
             .name
             .clone();
-        let named = |r: Refusal| (Some(grant.to_string()), r);
+        let named = |r: Refusal| (Some(grant.to_string()), r, false);
 
         // Refuse an announced oversize body before reading any of it.
         let announced = parts
@@ -144,7 +151,10 @@ impl InstanceEgress {
             grant: grant.clone(),
             request: http::Request::from_parts(parts, body),
         };
-        self.egress.forward(call).await.map_err(named)
+        self.egress
+            .forward(call)
+            .await
+            .map_err(|r| (Some(grant.to_string()), r, true))
     }
 
     fn too_large(&self) -> Refusal {
