@@ -161,6 +161,43 @@ pub fn respond(
     r
 }
 
+/// Everything the host logged (every level, every crate) since the test
+/// process started: captured so tests can prove no credential reaches a log.
+pub fn host_logs() -> String {
+    String::from_utf8_lossy(&log_buffer().lock().expect("log lock")).into_owned()
+}
+
+fn log_buffer() -> &'static Arc<Mutex<Vec<u8>>> {
+    static BUFFER: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+    BUFFER.get_or_init(|| {
+        let buffer = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&buffer);
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing_subscriber::filter::LevelFilter::TRACE)
+            .with_ansi(false)
+            .with_writer(move || LogSink(Arc::clone(&sink)))
+            .finish();
+        // Another test may have installed one first; then this binary's logs
+        // go there, and `host_logs` only sees what reached this sink.
+        let _ = tracing::subscriber::set_global_default(subscriber);
+        buffer
+    })
+}
+
+struct LogSink(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if let Ok(mut b) = self.0.lock() {
+            b.extend_from_slice(buf);
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Embedded mode for one agent: a backend with test secrets, and an instance.
 pub struct Harness {
     /// The running instance.
@@ -177,6 +214,18 @@ impl Harness {
         component_path: &'static str,
         secrets: &[(&str, &str)],
     ) -> anyhow::Result<Harness> {
+        Harness::on(runtime(), config_text, agent, component_path, secrets)
+    }
+
+    /// As [`Harness::new`], on a given runtime.
+    pub fn on(
+        runtime: &Runtime,
+        config_text: &str,
+        agent: &str,
+        component_path: &'static str,
+        secrets: &[(&str, &str)],
+    ) -> anyhow::Result<Harness> {
+        log_buffer();
         let config = Config::parse(config_text).context("config")?;
         let secrets: HashMap<String, String> = secrets
             .iter()
@@ -200,7 +249,7 @@ impl Harness {
             grants: config.rules_for(a),
             limits: a.limits,
         };
-        let loaded = runtime().load(component(component_path), spec)?;
+        let loaded = runtime.load(component(component_path), spec)?;
         let instance = loaded.instance("i-test".into(), None, None, Arc::new(backend.clone()));
         Ok(Harness { instance, backend })
     }

@@ -4,7 +4,7 @@
 use bytes::Bytes;
 use edgeward_tests::{
     HELLO_WASM, HOSTILE_WASM, Harness, Received, Upstream, assert_no_secret, digest, guest_visible,
-    respond,
+    host_logs, respond,
 };
 use serde_json::Value;
 use std::io::Write as _;
@@ -100,6 +100,9 @@ async fn happy_path_the_guest_calls_an_authenticated_api_without_the_key() {
     assert_eq!(got[0].uri, "/v1/forecast?city=Paris");
     assert_eq!(got[0].headers["x-api-key"], KEY);
     assert_no_secret(&guest_visible(&report), KEY, "happy path");
+    let logs = host_logs();
+    assert!(logs.contains("egress forwarded"), "the host logs the call");
+    assert_no_secret(&logs, KEY, "host logs");
 }
 
 /// An upstream that reflects every request header back: in response headers,
@@ -192,6 +195,12 @@ async fn an_echoing_upstream_never_gets_the_credential_to_the_guest() {
         );
         assert!(got.headers.get("edgeward-grant").is_none());
     }
+    let logs = host_logs();
+    assert!(
+        logs.contains("credential material redacted"),
+        "redactions are logged"
+    );
+    assert_no_secret(&logs, KEY, "host logs");
 }
 
 fn gzip(data: &[u8]) -> Vec<u8> {
@@ -477,6 +486,7 @@ async fn upstream_failed_when_unreachable_or_too_slow() {
     let doc = h.run_json(&format!("fetch GET {slow}/v1/x")).await;
     assert_eq!(doc["problem"], "upstream-failed", "{doc}");
     assert_eq!(doc["status"], 504);
+    assert_no_secret(&host_logs(), KEY, "host logs");
 }
 
 #[tokio::test]

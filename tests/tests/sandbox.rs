@@ -234,3 +234,28 @@ async fn garbage_is_not_a_component() {
         Err(RuntimeError::InvalidComponent(_))
     ));
 }
+
+#[tokio::test]
+async fn the_pooling_allocator_can_be_turned_off_for_small_devices() {
+    let small = edgeward_runtime::Runtime::new(edgeward_runtime::RuntimeConfig {
+        pooling: false,
+        max_concurrent_tasks: 1,
+        max_memory_bytes: 16 << 20,
+    })
+    .expect("runtime");
+    let upstream = Upstream::start(|_| respond(200, &[], "still serving")).await;
+    let h = Harness::on(
+        &small,
+        &config(&upstream.origin(), "memory_mib = 16"),
+        "hostile",
+        HOSTILE_WASM,
+        &[("API_KEY", KEY)],
+    )
+    .expect("harness");
+    still_serves(&h, &upstream).await;
+    let report = h.run("alloc").await;
+    assert_eq!(
+        report.outcome,
+        Err(TaskError::Limit(LimitExceeded::Memory { limit: 16 << 20 }))
+    );
+}

@@ -687,7 +687,7 @@ grants = ["weather"]
     fn type_errors_do_not_echo_values() {
         let text = sample("", "").replace("owner = \"alice@example.com\"", "owner = 12");
         let err = Config::parse(&text).unwrap_err().to_string();
-        assert!(err.contains("line 15"), "{err}");
+        assert!(err.contains("line 13"), "{err}");
         let text = sample("", "").replace("\"GET\"", "\"sk_live_oops_value\", 3");
         let err = Config::parse(&text).unwrap_err().to_string();
         assert!(!err.contains("sk_live"), "{err}");
