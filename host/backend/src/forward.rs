@@ -44,6 +44,9 @@ pub enum BackendError {
     /// TLS could not be set up.
     #[error("cannot set up TLS for upstream connections: {0}")]
     Tls(String),
+    /// The redactor over the held secrets could not be built.
+    #[error("cannot build the credential redactor: {0}")]
+    Redactor(edgeward_core::redact::RedactError),
 }
 
 /// A grant with its secret loaded.
@@ -127,7 +130,7 @@ impl Backend {
             );
         }
         let redactor = Redactor::new(grants.values().map(|g| g.secret.expose()))
-            .map_err(|e| BackendError::Tls(format!("redactor: {e}")))?;
+            .map_err(BackendError::Redactor)?;
         let agents = config
             .agents
             .iter()
@@ -294,16 +297,15 @@ impl Inner {
     }
 
     fn redact_headers(&self, headers: &mut http::HeaderMap) {
-        let mut replaced = Vec::new();
-        for (name, value) in headers.iter() {
-            let r = self.redactor.redact(value.as_bytes());
-            if r.hits > 0 {
-                replaced.push((name.clone(), HeaderValue::from_bytes(&r.bytes).ok()));
-            }
-        }
-        for (name, value) in replaced {
-            // All values of a header are rebuilt if any one held a secret.
-            let all: Vec<HeaderValue> = headers
+        let tainted: Vec<http::HeaderName> = headers
+            .iter()
+            .filter(|(_, v)| self.redactor.contains_secret(v.as_bytes()))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for name in tainted {
+            // Rebuild every value of the header; the marker is valid header
+            // text, so a redacted value is always a valid value.
+            let values: Vec<HeaderValue> = headers
                 .get_all(&name)
                 .iter()
                 .filter_map(|v| {
@@ -311,10 +313,8 @@ impl Inner {
                 })
                 .collect();
             headers.remove(&name);
-            if value.is_some() {
-                for v in all {
-                    headers.append(name.clone(), v);
-                }
+            for v in values {
+                headers.append(name.clone(), v);
             }
         }
     }
