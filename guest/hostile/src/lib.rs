@@ -1,0 +1,160 @@
+//! A test agent that behaves like a compromised one: it looks for ambient
+//! authority (environment, files), burns CPU and memory, panics, floods
+//! stdout, stderr and the log, and sends requests edgeward should refuse.
+//!
+//! The task is `command args...`, separated by whitespace; every command that
+//! finishes answers with a JSON document (see each handler) so tests can
+//! assert on exactly what the guest observed.
+
+use std::hint::black_box;
+
+use edgeward_sdk::http::{Error, Request, Response};
+use edgeward_sdk::{Agent, export_agent, log};
+use serde_json::{Value, json};
+
+struct Hostile;
+
+impl Agent for Hostile {
+    fn run(task: String) -> Result<String, String> {
+        let words: Vec<&str> = task.split_whitespace().collect();
+        match words.as_slice() {
+            ["env"] => Ok(env()),
+            ["files"] => Ok(files()),
+            ["loop"] => spin_forever(),
+            ["alloc"] => hoard_memory_forever(),
+            ["trap"] => panic!("hostile guest panicked on purpose"),
+            ["print", n] => print(count(n)?),
+            ["set-header", name, url] => Ok(outcome(
+                Request::get(*url).header(*name, "guest-value").send(),
+            )),
+            ["fetch", method, url, headers @ ..] => fetch(method, url, headers),
+            ["post-big", n, url] => {
+                let body = vec![b'a'; count(n)?];
+                Ok(outcome(Request::post(*url, body).send()))
+            }
+            ["log", n] => {
+                let n = count(n)?;
+                for i in 0..n {
+                    log::info(&format!("hostile log record {i}"));
+                }
+                Ok(format!("logged {n}"))
+            }
+            _ => Err("unknown command".to_owned()),
+        }
+    }
+}
+
+export_agent!(Hostile);
+
+/// `env`: everything the process environment reveals.
+fn env() -> String {
+    let vars: Vec<String> = std::env::vars().map(|(k, v)| format!("{k}={v}")).collect();
+    let args: Vec<String> = std::env::args().collect();
+    json!({ "vars": vars, "args": args }).to_string()
+}
+
+/// `files`: every filesystem access a sandbox must refuse.
+fn files() -> String {
+    fn status<T>(result: std::io::Result<T>) -> String {
+        match result {
+            Ok(_) => "ok".to_owned(),
+            Err(e) => format!("err: {e}"),
+        }
+    }
+    json!({
+        "read_dir_root": status(std::fs::read_dir("/")),
+        "read_dir_cwd": status(std::fs::read_dir(".")),
+        "read_etc_passwd": status(std::fs::read("/etc/passwd")),
+        "write_escape": status(std::fs::write("escape.txt", b"x")),
+    })
+    .to_string()
+}
+
+/// `loop`: pure computation, no host calls, until the host interrupts it.
+fn spin_forever() -> ! {
+    let mut counter = 0u64;
+    loop {
+        counter = black_box(counter.wrapping_add(1));
+    }
+}
+
+/// `alloc`: grab and touch 1 MiB blocks until the memory limit stops it.
+fn hoard_memory_forever() -> ! {
+    const BLOCK: usize = 1 << 20;
+    let mut hoard: Vec<Vec<u8>> = Vec::new();
+    loop {
+        let mut block = vec![0u8; BLOCK];
+        // Touch every page so the memory is really used.
+        for byte in block.iter_mut().step_by(4096) {
+            *byte = 1;
+        }
+        hoard.push(black_box(block));
+    }
+}
+
+/// `print <n>`: flood stdout and stderr.
+fn print(n: usize) -> Result<String, String> {
+    for i in 0..n {
+        println!("stdout line {i}");
+        eprintln!("stderr line {i}");
+    }
+    Ok("printed".to_owned())
+}
+
+/// `fetch <METHOD> <url> [name:value ...]`.
+fn fetch(method: &str, url: &str, headers: &[&str]) -> Result<String, String> {
+    let mut request = Request::new(method, url);
+    for header in headers {
+        let (name, value) = header
+            .split_once(':')
+            .ok_or_else(|| format!("header argument {header:?} is not name:value"))?;
+        request = request.header(name, value);
+    }
+    Ok(outcome(request.send()))
+}
+
+/// What a request came to, as JSON.
+fn outcome(result: Result<Response, Error>) -> String {
+    let doc = match result {
+        Ok(response) => {
+            let headers: Vec<Value> = response
+                .headers
+                .iter()
+                .map(|(name, value)| json!([name, String::from_utf8_lossy(value)]))
+                .collect();
+            json!({
+                "status": response.status,
+                "headers": headers,
+                "body": response.text(),
+            })
+        }
+        Err(Error::Refused(problem)) => {
+            let mut doc = json!({
+                "problem": problem.class.as_str(),
+                "status": problem.status,
+                "detail": problem.detail,
+                "title": problem.title,
+            });
+            if let Some(ticket) = problem.ticket {
+                doc["ticket"] = json!(ticket);
+            }
+            doc
+        }
+        Err(e) => {
+            let kind = match &e {
+                Error::Transport(_) => "transport",
+                Error::InvalidUrl(_) => "url",
+                Error::InvalidMethod(_) => "method",
+                Error::Header { .. } => "header",
+                Error::Body(_) => "body",
+                _ => "other",
+            };
+            json!({ "error": e.to_string(), "kind": kind })
+        }
+    };
+    doc.to_string()
+}
+
+fn count(word: &str) -> Result<usize, String> {
+    word.parse().map_err(|_| format!("{word:?} is not a count"))
+}

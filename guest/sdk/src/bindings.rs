@@ -1,0 +1,24 @@
+//! Generated bindings for the `edgeward:agent/agent` world.
+//!
+//! Only edgeward's own interfaces (`identity`, `log` and the `run` export) are
+//! generated here. Every `wasi:*` interface the world pulls in is mapped onto
+//! the pregenerated `wasip2` crate, so the SDK and any other wasi:http code in
+//! the same component share one set of resource types.
+//!
+//! This module is public only because the `export!` macro that
+//! [`crate::export_agent!`] expands to must name it from the agent's crate. It
+//! is not part of the SDK's API.
+
+wit_bindgen::generate!({
+    world: "agent",
+    path: "../../wit",
+    with: {
+        "wasi:http/types@0.2.12": wasip2::http::types,
+        "wasi:http/outgoing-handler@0.2.12": wasip2::http::outgoing_handler,
+        "wasi:io/error@0.2.12": wasip2::io::error,
+        "wasi:io/poll@0.2.12": wasip2::io::poll,
+        "wasi:io/streams@0.2.12": wasip2::io::streams,
+        "wasi:clocks/monotonic-clock@0.2.12": wasip2::clocks::monotonic_clock,
+    },
+    pub_export_macro: true,
+});
