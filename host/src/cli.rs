@@ -1,6 +1,6 @@
 //! Command-line interface.
 
-use crate::{demo, embedded};
+use crate::{demo, embedded, keys, serve, split};
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use edgeward_core::digest::ComponentDigest;
@@ -36,21 +36,81 @@ enum Command {
         /// The component file.
         component: PathBuf,
     },
-    /// Run one task of a component in embedded mode (runtime and backend in
-    /// this process).
+    /// Run one task of a component: in embedded mode with `--config`
+    /// (runtime and backend in this process), or in split mode with
+    /// `--backend` (the backend over TLS).
     Run {
-        /// The TOML config with agents and grants.
-        #[arg(long)]
-        config: PathBuf,
-        /// The agent to run as; by default, the one agent whose digests
-        /// include this component.
+        /// Embedded mode: the TOML config with agents and grants.
+        #[arg(long, conflicts_with_all = ["backend", "ca", "device", "device_key"])]
+        config: Option<PathBuf>,
+        /// The agent to run as; in embedded mode, by default the one agent
+        /// whose digests include this component.
         #[arg(long)]
         agent: Option<String>,
+        /// Split mode: the backend's URL, `https://host:port`.
+        #[arg(long, requires_all = ["device", "device_key", "agent"])]
+        backend: Option<String>,
+        /// Split mode: the backend's CA certificate (from `edgeward init`); the
+        /// only certificate authority trusted for the backend.
+        #[arg(long)]
+        ca: Option<PathBuf>,
+        /// Split mode: this device's enrolled id.
+        #[arg(long)]
+        device: Option<String>,
+        /// Split mode: this device's private key (from `edgeward keygen`).
+        #[arg(long)]
+        device_key: Option<PathBuf>,
+        /// Split mode, development only: talk to a backend started with
+        /// `--danger-plaintext-http` (no TLS: tokens travel in clear text).
+        #[arg(long)]
+        danger_plaintext_http: bool,
+        /// Requested token lifetime in seconds (capped by the agent's maximum).
+        #[arg(long)]
+        token_lifetime: Option<u64>,
         /// The task string passed to the agent's `run`.
         #[arg(long)]
         task: String,
         /// The component file.
         component: PathBuf,
+    },
+    /// Create the backend's data directory: a private CA, the server
+    /// certificate, the token signing key and the nonce key (files 0600).
+    Init {
+        /// Where to put them.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Extra DNS names or IP addresses for the server certificate
+        /// (localhost, 127.0.0.1 and ::1 are always included).
+        #[arg(long)]
+        san: Vec<String>,
+        /// Replace existing key material (issued tokens and devices' CA pins stop working).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Create a device key pair; prints the public key line for the config.
+    Keygen {
+        /// Signature algorithm.
+        #[arg(long, value_enum, default_value = "ed25519")]
+        alg: Alg,
+        /// Where to write the private key (created with mode 0600).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Run the backend service: token exchange and the egress proxy, over TLS.
+    Serve {
+        /// The TOML config (agents, grants, devices, backend settings).
+        #[arg(long)]
+        config: PathBuf,
+        /// The data directory made by `edgeward init`.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Listen address (default: the config's backend.listen).
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+        /// Development only: serve plain HTTP instead of TLS. Tokens and
+        /// guest requests then travel in clear text.
+        #[arg(long)]
+        danger_plaintext_http: bool,
     },
     /// Start a demo upstream that requires an API key, run the example agent
     /// against it, and show that the agent never saw the key.
@@ -71,21 +131,91 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run {
             config,
             agent,
+            backend,
+            ca,
+            device,
+            device_key,
+            danger_plaintext_http,
+            token_lifetime,
             task,
             component,
         } => {
-            let text = std::fs::read_to_string(&config)
-                .with_context(|| format!("cannot read config {}", config.display()))?;
-            let config = edgeward_core::config::Config::parse(&text)
-                .with_context(|| format!("invalid config {}", config.display()))?;
             let bytes = read_component(&component)?;
-            let report = tokio_runtime()?.block_on(embedded::run_once(
-                &config,
-                agent.as_deref(),
-                &bytes,
-                &task,
-            ))?;
+            let report = match (config, backend) {
+                (Some(config), None) => {
+                    let config = load_config(&config)?;
+                    tokio_runtime()?.block_on(embedded::run_once(
+                        &config,
+                        agent.as_deref(),
+                        &bytes,
+                        &task,
+                        token_lifetime,
+                    ))?
+                }
+                (None, Some(url)) => {
+                    let split = split::Split {
+                        url,
+                        ca,
+                        device: device.context("--device is required with --backend")?,
+                        device_key: device_key
+                            .context("--device-key is required with --backend")?,
+                        agent: agent.context("--agent is required with --backend")?,
+                        danger_plaintext_http,
+                        token_lifetime,
+                    };
+                    tokio_runtime()?.block_on(split.run_once(&bytes, &task))?
+                }
+                _ => {
+                    anyhow::bail!("give either --config (embedded mode) or --backend (split mode)")
+                }
+            };
             Ok(embedded::print_report(&report))
+        }
+        Command::Init {
+            data_dir,
+            san,
+            force,
+        } => {
+            edgeward_backend::tls::init(&data_dir, &san, force, &mut |b: &mut [u8]| {
+                rand::RngCore::fill_bytes(&mut rand::rng(), b)
+            })?;
+            println!("created backend key material in {}", data_dir.display());
+            println!(
+                "  give devices the CA certificate: {}",
+                data_dir.join(edgeward_backend::tls::CA_CERT).display()
+            );
+            println!(
+                "  then: edgeward serve --config edgeward.toml --data-dir {}",
+                data_dir.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Keygen { alg, out } => {
+            let public = keys::generate(alg, &out)?;
+            println!(
+                "wrote the private key to {} (mode 0600); enrol the device with:",
+                out.display()
+            );
+            println!();
+            println!("[[device]]");
+            println!("id = \"<device id>\"");
+            println!("owner = \"<who answers for it>\"");
+            println!("public_key = \"{public}\"");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Serve {
+            config,
+            data_dir,
+            listen,
+            danger_plaintext_http,
+        } => {
+            let config = load_config(&config)?;
+            tokio_runtime()?.block_on(serve::run(
+                &config,
+                &data_dir,
+                listen,
+                danger_plaintext_http,
+            ))
         }
         Command::Demo { component } => {
             let bytes = read_component(&component).with_context(|| {
@@ -96,6 +226,22 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             tokio_runtime()?.block_on(demo::run(&bytes))
         }
     }
+}
+
+/// Signature algorithm of a device key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Alg {
+    /// Ed25519 (EdDSA).
+    Ed25519,
+    /// ECDSA P-256 with SHA-256.
+    Es256,
+}
+
+pub fn load_config(path: &PathBuf) -> anyhow::Result<edgeward_core::config::Config> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config {}", path.display()))?;
+    edgeward_core::config::Config::parse(&text)
+        .with_context(|| format!("invalid config {}", path.display()))
 }
 
 fn read_component(path: &PathBuf) -> anyhow::Result<Vec<u8>> {

@@ -4,11 +4,10 @@
 use crate::embedded;
 use anyhow::Context as _;
 use bytes::Bytes;
-use edgeward_backend::Backend;
 use edgeward_core::config::Config;
 use edgeward_core::digest::ComponentDigest;
 use edgeward_core::redact::Redactor;
-use edgeward_runtime::{AgentSpec, Runtime, TaskReport};
+use edgeward_runtime::TaskReport;
 use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
@@ -62,22 +61,14 @@ async fn run_tasks(
     upstream: &DemoUpstream,
 ) -> anyhow::Result<ExitCode> {
     let agent = &config.agents[0];
-    let backend = Backend::from_config(config)?;
-    let runtime = Runtime::new(embedded::runtime_config(config))?;
-    let loaded = runtime.load(
-        component,
-        AgentSpec {
-            name: agent.name.clone(),
-            allowed_digests: agent.digests.clone(),
-            grants: config.rules_for(agent),
-            limits: agent.limits,
-        },
-    )?;
-    let instance = loaded.instance(embedded::new_instance_id(), None, None, Arc::new(backend));
-
+    let instance = embedded::start(config, agent, component, None).await?;
     println!("edgeward demo (embedded mode)");
     println!("  upstream  {origin}  requires header x-api-key, and carelessly echoes it back");
-    println!("  agent     hello  {}", loaded.digest());
+    println!(
+        "  agent     hello  {}  instance {} (attested with an in-process device key)",
+        ComponentDigest::of(component),
+        instance.identity().instance_id
+    );
     println!("  grant     {GRANT}: GET {origin}/v1/*, key injected by the backend");
     println!();
 

@@ -2,12 +2,15 @@
 //! `Egress` trait from core.
 
 use anyhow::{Context as _, bail};
-use edgeward_backend::Backend;
-use edgeward_core::config::{AgentConfig, Config};
+use edgeward_core::clock::{Clock, SystemClock};
+use edgeward_core::config::{AgentConfig, Config, EMBEDDED_DEVICE};
 use edgeward_core::digest::ComponentDigest;
-use edgeward_runtime::{AgentSpec, LogSource, Runtime, RuntimeConfig, TaskReport};
+use edgeward_runtime::{
+    AgentInstance, AgentSpec, AttestOptions, DeviceIdentity, LogSource, Runtime, RuntimeConfig,
+    TaskReport,
+};
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// Pick the agent for a component: by name, or the only one allowing its digest.
 pub fn pick_agent<'c>(
@@ -48,32 +51,66 @@ pub fn runtime_config(config: &Config) -> RuntimeConfig {
     }
 }
 
-/// A fresh random instance id.
-pub fn new_instance_id() -> String {
-    let bytes: [u8; 12] = rand::random();
-    format!("i-{}", hex::encode(bytes))
+/// The operating system's randomness, as core's `Entropy`.
+pub fn os_entropy(buf: &mut [u8]) {
+    rand::RngCore::fill_bytes(&mut rand::rng(), buf);
 }
 
-/// Load the backend and the runtime from a config and run one task.
+/// Load the backend and the runtime from a config, attest one instance
+/// in-process, and run one task.
 pub async fn run_once(
     config: &Config,
     agent: Option<&str>,
     component: &[u8],
     task: &str,
+    token_lifetime: Option<u64>,
 ) -> anyhow::Result<TaskReport> {
     let digest = ComponentDigest::of(component);
     let agent = pick_agent(config, agent, &digest)?;
-    let backend = Backend::from_config(config).context("cannot start the backend")?;
+    let instance = start(config, agent, component, token_lifetime).await?;
+    Ok(instance.run(task).await)
+}
+
+/// Build the in-process backend and attest an instance of `agent`.
+pub async fn start(
+    config: &Config,
+    agent: &AgentConfig,
+    component: &[u8],
+    token_lifetime: Option<u64>,
+) -> anyhow::Result<AgentInstance> {
+    let entropy: edgeward_backend::exchange::SharedEntropy =
+        Arc::new(Mutex::new(Box::new(os_entropy)));
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let embedded = edgeward_backend::embedded::embedded(
+        config,
+        edgeward_backend::resolve_secret,
+        Arc::clone(&clock),
+        entropy,
+    )
+    .context("cannot start the backend")?;
     let runtime = Runtime::new(runtime_config(config))?;
     let spec = AgentSpec {
         name: agent.name.clone(),
         allowed_digests: agent.digests.clone(),
-        grants: config.rules_for(agent),
-        limits: agent.limits,
     };
     let loaded = runtime.load(component, spec)?;
-    let instance = loaded.instance(new_instance_id(), None, None, Arc::new(backend));
-    Ok(instance.run(task).await)
+    let backend = Arc::new(embedded.backend);
+    let instance = loaded
+        .attest(AttestOptions {
+            device: DeviceIdentity {
+                id: EMBEDDED_DEVICE.to_owned(),
+                signer: embedded.device_key,
+            },
+            exchange: backend.clone(),
+            egress: backend,
+            clock,
+            entropy: &mut os_entropy,
+            grants: Vec::new(),
+            lifetime: token_lifetime,
+        })
+        .await
+        .context("the instance could not attest")?;
+    Ok(instance)
 }
 
 /// Print the agent log to stderr and the result to stdout; the exit code says

@@ -4,6 +4,9 @@
 mod cli;
 mod demo;
 mod embedded;
+mod keys;
+mod serve;
+mod split;
 
 use clap::Parser;
 

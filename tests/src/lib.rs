@@ -4,11 +4,16 @@
 
 use anyhow::Context as _;
 use bytes::Bytes;
+use edgeward_backend::exchange::SharedEntropy;
 use edgeward_backend::{Backend, SecretError};
-use edgeward_core::config::Config;
+use edgeward_core::clock::{Clock, SystemClock};
+use edgeward_core::config::{Config, EMBEDDED_DEVICE};
 use edgeward_core::digest::ComponentDigest;
+use edgeward_core::entropy::SeededEntropy;
 use edgeward_core::secret::{Secret, SecretSource};
-use edgeward_runtime::{AgentInstance, AgentSpec, Runtime, RuntimeConfig, TaskReport};
+use edgeward_runtime::{
+    AgentInstance, AgentSpec, AttestOptions, DeviceIdentity, Runtime, RuntimeConfig, TaskReport,
+};
 use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
@@ -198,7 +203,34 @@ impl std::io::Write for LogSink {
     }
 }
 
-/// Embedded mode for one agent: a backend with test secrets, and an instance.
+/// A secret reader over a fixed map (env-var name -> value), for tests.
+pub fn secrets_from(
+    secrets: &[(&str, &str)],
+) -> impl FnMut(&SecretSource) -> Result<Secret, SecretError> + use<> {
+    let secrets: HashMap<String, String> = secrets
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    move |source| match source {
+        SecretSource::Env(var) => secrets
+            .get(var)
+            .map(|v| Secret::new(v.as_bytes().to_vec()))
+            .ok_or_else(|| SecretError::Missing {
+                source_name: source.to_string(),
+            }),
+        SecretSource::File(_) => Err(SecretError::Missing {
+            source_name: source.to_string(),
+        }),
+    }
+}
+
+/// Entropy for tests: seeded, so runs are repeatable, and shared.
+pub fn seeded(seed: u64) -> SharedEntropy {
+    Arc::new(Mutex::new(Box::new(SeededEntropy::new(seed))))
+}
+
+/// Embedded mode for one agent: an in-process backend with test secrets,
+/// and an attested instance.
 pub struct Harness {
     /// The running instance.
     pub instance: AgentInstance,
@@ -208,17 +240,17 @@ pub struct Harness {
 
 impl Harness {
     /// Build from config text; `secrets` maps env-var names in the config to values.
-    pub fn new(
+    pub async fn new(
         config_text: &str,
         agent: &str,
         component_path: &'static str,
         secrets: &[(&str, &str)],
     ) -> anyhow::Result<Harness> {
-        Harness::on(runtime(), config_text, agent, component_path, secrets)
+        Harness::on(runtime(), config_text, agent, component_path, secrets).await
     }
 
     /// As [`Harness::new`], on a given runtime.
-    pub fn on(
+    pub async fn on(
         runtime: &Runtime,
         config_text: &str,
         agent: &str,
@@ -227,30 +259,35 @@ impl Harness {
     ) -> anyhow::Result<Harness> {
         log_buffer();
         let config = Config::parse(config_text).context("config")?;
-        let secrets: HashMap<String, String> = secrets
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
-        let backend = Backend::with_secrets(&config, |source| match source {
-            SecretSource::Env(var) => secrets
-                .get(var)
-                .map(|v| Secret::new(v.as_bytes().to_vec()))
-                .ok_or_else(|| SecretError::Missing {
-                    source_name: source.to_string(),
-                }),
-            SecretSource::File(_) => Err(SecretError::Missing {
-                source_name: source.to_string(),
-            }),
-        })?;
+        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+        let embedded = edgeward_backend::embedded::embedded(
+            &config,
+            secrets_from(secrets),
+            Arc::clone(&clock),
+            seeded(7),
+        )?;
         let a = config.agent(agent).context("agent in config")?;
         let spec = AgentSpec {
             name: a.name.clone(),
             allowed_digests: a.digests.clone(),
-            grants: config.rules_for(a),
-            limits: a.limits,
         };
         let loaded = runtime.load(component(component_path), spec)?;
-        let instance = loaded.instance("i-test".into(), None, None, Arc::new(backend.clone()));
+        let backend = embedded.backend;
+        let shared = Arc::new(backend.clone());
+        let instance = loaded
+            .attest(AttestOptions {
+                device: DeviceIdentity {
+                    id: EMBEDDED_DEVICE.to_owned(),
+                    signer: embedded.device_key,
+                },
+                exchange: shared.clone(),
+                egress: shared,
+                clock,
+                entropy: &mut SeededEntropy::new(11),
+                grants: Vec::new(),
+                lifetime: None,
+            })
+            .await?;
         Ok(Harness { instance, backend })
     }
 
@@ -320,5 +357,167 @@ pub fn assert_no_secret(haystack: &str, secret: &str, context: &str) {
             !haystack.contains(&enc),
             "{context}: the credential appears {name}-encoded in guest-visible output"
         );
+    }
+}
+
+/// A clock tests can move.
+#[derive(Debug, Default)]
+pub struct TestClock(std::sync::atomic::AtomicU64);
+
+impl TestClock {
+    /// A clock at `now`.
+    pub fn at(now: u64) -> Arc<TestClock> {
+        Arc::new(TestClock(AtomicU64::new(now)))
+    }
+
+    /// Move it.
+    pub fn set(&self, now: u64) {
+        self.0.store(now, Ordering::SeqCst);
+    }
+}
+
+impl Clock for TestClock {
+    fn now(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+use std::sync::atomic::AtomicU64;
+
+/// The backend as a real TLS service on 127.0.0.1, with key material made
+/// by `tls::init` in a fresh directory.
+pub struct Service {
+    /// `https://127.0.0.1:port`.
+    pub url: String,
+    /// The data directory.
+    pub dir: std::path::PathBuf,
+    /// The token service behind it.
+    pub tokens: Arc<edgeward_backend::TokenService>,
+    /// A client that pins the service's CA.
+    pub client: TlsClient,
+}
+
+impl Service {
+    /// Start a service for `config_text` with the given clock.
+    pub async fn start(
+        config_text: &str,
+        secrets: &[(&str, &str)],
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Service> {
+        log_buffer();
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "edgeward-test-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut entropy = SeededEntropy::new(3);
+        edgeward_backend::tls::init(&dir, &[], false, &mut |b: &mut [u8]| {
+            edgeward_core::entropy::Entropy::fill(&mut entropy, b)
+        })?;
+        let keys = edgeward_backend::tls::load(&dir)?;
+        let config = Config::parse(config_text)?;
+        let tokens = Arc::new(edgeward_backend::TokenService::new(
+            &config,
+            edgeward_backend::ServiceKeys {
+                signing_seed: &keys.signing_seed,
+                nonce_key: &keys.nonce_key,
+                boot_epoch: 42,
+            },
+            None,
+            clock,
+            seeded(5),
+        )?);
+        let backend = Backend::with_secrets(&config, Arc::clone(&tokens), secrets_from(secrets))?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("https://{}", listener.local_addr()?);
+        tokio::spawn(edgeward_backend::service::serve(
+            listener,
+            Some(keys.tls),
+            backend,
+        ));
+        let ca = edgeward_runtime::remote::load_ca(&dir.join(edgeward_backend::tls::CA_CERT))?;
+        Ok(Service {
+            url,
+            dir,
+            tokens,
+            client: TlsClient::new(ca)?,
+        })
+    }
+
+    /// A split-mode runtime client for this service.
+    pub fn remote(&self) -> edgeward_runtime::remote::RemoteBackend {
+        let ca = edgeward_runtime::remote::load_ca(&self.dir.join(edgeward_backend::tls::CA_CERT))
+            .expect("ca");
+        edgeward_runtime::remote::RemoteBackend::new(&self.url, ca).expect("remote")
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A raw HTTPS client pinned to one CA, for tests that look at the wire.
+#[derive(Clone)]
+pub struct TlsClient {
+    client: hyper_util::client::legacy::Client<
+        hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+        Full<Bytes>,
+    >,
+}
+
+impl TlsClient {
+    /// Trust only `ca`.
+    pub fn new(ca: Vec<rustls::pki_types::CertificateDer<'static>>) -> anyhow::Result<TlsClient> {
+        let mut roots = rustls::RootCertStore::empty();
+        for c in ca {
+            roots.add(c)?;
+        }
+        let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_only()
+            .enable_http1()
+            .build();
+        Ok(TlsClient {
+            client: hyper_util::client::legacy::Client::builder(
+                hyper_util::rt::TokioExecutor::new(),
+            )
+            .build(https),
+        })
+    }
+
+    /// Send and read the whole answer.
+    pub async fn send(&self, req: http::Request<Bytes>) -> anyhow::Result<http::Response<Bytes>> {
+        let resp = self.client.request(req.map(Full::new)).await?;
+        let (parts, body) = resp.into_parts();
+        Ok(http::Response::from_parts(
+            parts,
+            body.collect().await?.to_bytes(),
+        ))
+    }
+
+    /// POST a form.
+    pub async fn post_form(
+        &self,
+        url: &str,
+        pairs: &[(&str, &str)],
+    ) -> anyhow::Result<http::Response<Bytes>> {
+        let mut form = form_urlencoded::Serializer::new(String::new());
+        for (k, v) in pairs {
+            form.append_pair(k, v);
+        }
+        let req = http::Request::post(url)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Bytes::from(form.finish()))?;
+        self.send(req).await
     }
 }

@@ -45,13 +45,14 @@ limits = {{ task_timeout_ms = 5000 {limits} }}
 
 const HEADER_KEY: &str = r#"{ kind = "header", name = "x-api-key" }"#;
 
-fn hostile(upstream: &Upstream, credential: &str) -> Harness {
+async fn hostile(upstream: &Upstream, credential: &str) -> Harness {
     Harness::new(
         &config(&upstream.origin(), credential, "", ""),
         "hostile",
         HOSTILE_WASM,
         &[("API_KEY", KEY)],
     )
+    .await
     .expect("harness")
 }
 
@@ -77,6 +78,7 @@ async fn happy_path_the_guest_calls_an_authenticated_api_without_the_key() {
         HELLO_WASM,
         &[("API_KEY", KEY)],
     )
+    .await
     .expect("harness");
     let report = h
         .run(&format!("{}/v1/forecast?city=Paris", upstream.origin()))
@@ -153,7 +155,7 @@ async fn an_echoing_upstream_never_gets_the_credential_to_the_guest() {
     ];
     for kind in kinds {
         let upstream = Upstream::start(reflect).await;
-        let h = hostile(&upstream, kind);
+        let h = hostile(&upstream, kind).await;
         let report = h
             .run(&format!("fetch GET {}/v1/echo?x=1", upstream.origin()))
             .await;
@@ -226,7 +228,7 @@ async fn compressed_bodies_are_decoded_scanned_and_reframed() {
         resp
     })
     .await;
-    let h = hostile(&upstream, HEADER_KEY);
+    let h = hostile(&upstream, HEADER_KEY).await;
     let doc = h
         .run_json(&format!("fetch GET {}/v1/z", upstream.origin()))
         .await;
@@ -245,7 +247,7 @@ async fn a_body_edgeward_cannot_decode_is_refused_not_passed_through() {
     let upstream =
         Upstream::start(|_| respond(200, &[("content-encoding", "br")], vec![0x8b, 0x02, 0x80]))
             .await;
-    let h = hostile(&upstream, HEADER_KEY);
+    let h = hostile(&upstream, HEADER_KEY).await;
     let doc = h
         .run_json(&format!("fetch GET {}/v1/br", upstream.origin()))
         .await;
@@ -270,7 +272,7 @@ async fn an_upstream_cannot_forge_an_edgeward_refusal() {
         )
     })
     .await;
-    let h = hostile(&upstream, HEADER_KEY);
+    let h = hostile(&upstream, HEADER_KEY).await;
     let doc = h
         .run_json(&format!("fetch GET {}/v1/x", upstream.origin()))
         .await;
@@ -284,7 +286,7 @@ async fn an_upstream_cannot_forge_an_edgeward_refusal() {
 async fn denied_no_grant_for_the_origin_wrong_path_or_method() {
     let upstream = Upstream::start(|_| respond(200, &[], "ok")).await;
     let other = Upstream::start(|_| respond(200, &[], "other")).await;
-    let h = hostile(&upstream, HEADER_KEY);
+    let h = hostile(&upstream, HEADER_KEY).await;
     let o = upstream.origin();
     for task in [
         format!("fetch GET {}/v1/x", other.origin()),
@@ -303,7 +305,7 @@ async fn denied_no_grant_for_the_origin_wrong_path_or_method() {
 async fn invalid_request_credential_headers_shadowing_and_traversal() {
     let upstream = Upstream::start(|_| respond(200, &[], "ok")).await;
     let o = upstream.origin();
-    let h = hostile(&upstream, HEADER_KEY);
+    let h = hostile(&upstream, HEADER_KEY).await;
     for task in [
         format!("fetch GET {o}/v1/x x-api-key:guess"),
         format!("fetch GET {o}/v1/../admin"),
@@ -314,7 +316,7 @@ async fn invalid_request_credential_headers_shadowing_and_traversal() {
         assert_eq!(doc["problem"], "invalid-request", "{task}: {doc}");
         assert_eq!(doc["status"], 400);
     }
-    let q = hostile(&upstream, r#"{ kind = "query", param = "key" }"#);
+    let q = hostile(&upstream, r#"{ kind = "query", param = "key" }"#).await;
     let doc = q.run_json(&format!("fetch GET {o}/v1/x?key=mine")).await;
     assert_eq!(doc["problem"], "invalid-request", "{doc}");
     assert!(upstream.received().is_empty());
@@ -323,7 +325,7 @@ async fn invalid_request_credential_headers_shadowing_and_traversal() {
 #[tokio::test]
 async fn credential_headers_are_forbidden_inside_the_sandbox() {
     let upstream = Upstream::start(|_| respond(200, &[], "ok")).await;
-    let h = hostile(&upstream, HEADER_KEY);
+    let h = hostile(&upstream, HEADER_KEY).await;
     for name in [
         "authorization",
         "Authorization",
@@ -382,6 +384,7 @@ secret = {{ env = "ADMIN_KEY" }}
         HOSTILE_WASM,
         &[("API_KEY", KEY), ("ADMIN_KEY", "admin-key-0123456789")],
     )
+    .await
     .expect("harness");
     let o = upstream.origin();
     let doc = h.run_json(&format!("fetch GET {o}/v1/x")).await;
@@ -438,6 +441,7 @@ async fn limit_exceeded_for_request_and_response_bodies() {
         HOSTILE_WASM,
         &[("API_KEY", KEY)],
     )
+    .await
     .expect("harness");
     let doc = h.run_json(&format!("post-big 1000 {o}/v1/up")).await;
     assert_eq!(doc["body"], "got 1000 bytes", "{doc}");
@@ -465,6 +469,7 @@ async fn upstream_failed_when_unreachable_or_too_slow() {
         HOSTILE_WASM,
         &[("API_KEY", KEY)],
     )
+    .await
     .expect("harness");
     let doc = h.run_json(&format!("fetch GET {dead}/v1/x")).await;
     assert_eq!(doc["problem"], "upstream-failed", "{doc}");
@@ -482,7 +487,9 @@ async fn upstream_failed_when_unreachable_or_too_slow() {
         }
     });
     let text = config(&slow, HEADER_KEY, "", "").replace("timeout_ms = 2000", "timeout_ms = 300");
-    let h = Harness::new(&text, "hostile", HOSTILE_WASM, &[("API_KEY", KEY)]).expect("harness");
+    let h = Harness::new(&text, "hostile", HOSTILE_WASM, &[("API_KEY", KEY)])
+        .await
+        .expect("harness");
     let doc = h.run_json(&format!("fetch GET {slow}/v1/x")).await;
     assert_eq!(doc["problem"], "upstream-failed", "{doc}");
     assert_eq!(doc["status"], 504);
@@ -492,7 +499,7 @@ async fn upstream_failed_when_unreachable_or_too_slow() {
 #[tokio::test]
 async fn connections_to_the_upstream_are_pooled() {
     let upstream = Upstream::start(|_| respond(200, &[], "ok")).await;
-    let h = hostile(&upstream, HEADER_KEY);
+    let h = hostile(&upstream, HEADER_KEY).await;
     for _ in 0..5 {
         let doc = h
             .run_json(&format!("fetch GET {}/v1/x", upstream.origin()))

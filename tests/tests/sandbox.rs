@@ -40,6 +40,7 @@ async fn harness(limits: &str) -> (Harness, Upstream) {
         HOSTILE_WASM,
         &[("API_KEY", KEY)],
     )
+    .await
     .expect("harness");
     (h, upstream)
 }
@@ -207,8 +208,6 @@ async fn a_component_not_on_the_allow_list_is_refused_before_compiling() {
     let spec = AgentSpec {
         name: "hostile".into(),
         allowed_digests: vec![digest(HELLO_WASM)],
-        grants: vec![],
-        limits: Default::default(),
     };
     match runtime().load(component(HOSTILE_WASM), spec) {
         Err(RuntimeError::DigestNotAllowed { digest: d, agent }) => {
@@ -226,8 +225,6 @@ async fn garbage_is_not_a_component() {
     let spec = AgentSpec {
         name: "x".into(),
         allowed_digests: vec![edgeward_core::digest::ComponentDigest::of(bytes)],
-        grants: vec![],
-        limits: Default::default(),
     };
     assert!(matches!(
         runtime().load(bytes, spec),
@@ -251,6 +248,7 @@ async fn the_pooling_allocator_can_be_turned_off_for_small_devices() {
         HOSTILE_WASM,
         &[("API_KEY", KEY)],
     )
+    .await
     .expect("harness");
     still_serves(&h, &upstream).await;
     let report = h.run("alloc").await;

@@ -32,6 +32,7 @@ impl Agent for Hostile {
                 let body = vec![b'a'; count(n)?];
                 Ok(outcome(Request::post(*url, body).send()))
             }
+            ["repeat", n, ms, url] => repeat(count(n)?, count(ms)?, url),
             ["log", n] => {
                 let n = count(n)?;
                 for i in 0..n {
@@ -111,6 +112,23 @@ fn fetch(method: &str, url: &str, headers: &[&str]) -> Result<String, String> {
         request = request.header(name, value);
     }
     Ok(outcome(request.send()))
+}
+
+/// `repeat <n> <ms> <url>`: a long task — `n` GETs, `ms` apart — that
+/// outlives a short token; returns each call's outcome and the token expiry
+/// the guest saw before each call.
+fn repeat(n: usize, ms: usize, url: &str) -> Result<String, String> {
+    let mut calls = Vec::with_capacity(n);
+    for i in 0..n {
+        if i > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(ms as u64));
+        }
+        let expires = edgeward_sdk::identity::token_expires_at();
+        let outcome: Value =
+            serde_json::from_str(&outcome(Request::get(url).send())).map_err(|e| e.to_string())?;
+        calls.push(json!({ "token_expires_at": expires, "outcome": outcome }));
+    }
+    Ok(json!({ "calls": calls }).to_string())
 }
 
 /// What a request came to, as JSON.

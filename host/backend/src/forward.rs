@@ -1,15 +1,21 @@
 //! The egress proxy: check, inject, forward, decode, redact.
 
+use crate::exchange::TokenService;
 use crate::secrets::{SecretError, resolve_secret};
 use bytes::Bytes;
 use edgeward_core::codec::{self, DecodeError};
 use edgeward_core::config::{Config, Limits};
-use edgeward_core::egress::{Egress, EgressCall, EgressFuture};
+use edgeward_core::egress::{
+    BoxFuture, Egress, EgressCall, EgressFuture, ExchangeFailure, TokenExchange, TokenGrant,
+    TokenRequest,
+};
 use edgeward_core::grant::{CredentialKind, GrantName, GrantRules, inject_credential};
 use edgeward_core::headers::{sanitize_request, sanitize_response};
+use edgeward_core::problem::ProblemClass;
 use edgeward_core::problem::Refusal;
 use edgeward_core::redact::Redactor;
 use edgeward_core::secret::Secret;
+use edgeward_core::token::TokenError;
 use http::{HeaderValue, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::Client;
@@ -44,6 +50,12 @@ pub enum BackendError {
     /// TLS could not be set up.
     #[error("cannot set up TLS for upstream connections: {0}")]
     Tls(String),
+    /// The randomness source failed.
+    #[error("the randomness source is unavailable")]
+    Entropy,
+    /// The token service could not be built.
+    #[error("cannot start the token service: {0}")]
+    Tokens(String),
     /// The redactor over the held secrets could not be built.
     #[error("cannot build the credential redactor: {0}")]
     Redactor(edgeward_core::redact::RedactError),
@@ -71,6 +83,7 @@ struct Inner {
     /// Every credential this backend holds, so no response carries any of
     /// them back, whichever grant the call used.
     redactor: Redactor,
+    tokens: Arc<TokenService>,
 }
 
 /// The backend's egress proxy. Cheap to clone.
@@ -81,13 +94,17 @@ pub struct Backend {
 
 impl Backend {
     /// Load every grant's secret and build the connection pools.
-    pub fn from_config(config: &Config) -> Result<Backend, BackendError> {
-        Backend::with_secrets(config, resolve_secret)
+    pub fn from_config(
+        config: &Config,
+        tokens: Arc<TokenService>,
+    ) -> Result<Backend, BackendError> {
+        Backend::with_secrets(config, tokens, resolve_secret)
     }
 
     /// As [`Backend::from_config`], with the secret reader injected (tests).
     pub fn with_secrets(
         config: &Config,
+        tokens: Arc<TokenService>,
         mut read: impl FnMut(&edgeward_core::secret::SecretSource) -> Result<Secret, SecretError>,
     ) -> Result<Backend, BackendError> {
         let tls = tls_config()?;
@@ -149,6 +166,7 @@ impl Backend {
                 grants,
                 agents,
                 redactor,
+                tokens,
             }),
         })
     }
@@ -157,6 +175,57 @@ impl Backend {
     /// other output, e.g. the CLI's own messages).
     pub fn redactor(&self) -> &Redactor {
         &self.inner.redactor
+    }
+
+    /// The token service.
+    pub fn tokens(&self) -> &Arc<TokenService> {
+        &self.inner.tokens
+    }
+}
+
+/// Embedded mode: the runtime's exchange is a function call into the same
+/// [`TokenService`] the HTTP route uses.
+impl TokenExchange for Backend {
+    fn challenge(&self) -> BoxFuture<Result<String, ExchangeFailure>> {
+        let nonce = self.inner.tokens.challenge();
+        Box::pin(async move { Ok(nonce) })
+    }
+
+    fn exchange(&self, request: TokenRequest) -> BoxFuture<Result<TokenGrant, ExchangeFailure>> {
+        let form = crate::service::exchange_form(&request);
+        let result = self.inner.tokens.exchange(&form);
+        Box::pin(async move {
+            let minted = result.map_err(|e| {
+                tracing::warn!(
+                    authenticated = e.authenticated,
+                    "token exchange refused: {}",
+                    e.reason
+                );
+                ExchangeFailure::Refused {
+                    error: e.error.to_owned(),
+                    description: e.public_description().to_owned(),
+                }
+            })?;
+            tracing::info!(agent = %minted.agent, device = %minted.device, instance = %minted.instance_id, expires_in = minted.expires_in, "token minted");
+            Ok(TokenGrant {
+                access_token: edgeward_core::egress::BearerToken::new(minted.token),
+                expires_in: minted.expires_in,
+                instance_id: minted.instance_id,
+                scope: minted.scope.iter().map(|g| g.to_string()).collect(),
+                profile: minted.profile,
+            })
+        })
+    }
+}
+
+/// How a bad access token reaches the guest.
+fn token_refusal(e: &TokenError) -> Refusal {
+    match e {
+        TokenError::Expired => {
+            Refusal::new(ProblemClass::Expired, "the instance's access token expired")
+        }
+        _ => Refusal::denied("the instance's access token is not valid")
+            .with_status(StatusCode::UNAUTHORIZED),
     }
 }
 
@@ -176,13 +245,22 @@ impl Egress for Backend {
     fn forward(&self, call: EgressCall) -> EgressFuture {
         let inner = Arc::clone(&self.inner);
         Box::pin(async move {
-            let agent = call.caller.agent.clone();
-            let instance = call.caller.instance.clone();
             let grant = call.grant.clone();
             let method = call.request.method().clone();
             // Captured before injection: a query credential must never be logged.
             let path = call.request.uri().path().to_owned();
-            let result = inner.forward(call).await;
+            let (agent, instance, result) = match inner.tokens.verify_access(call.token.expose()) {
+                Ok(token) => {
+                    let agent = token.agent().to_owned();
+                    let instance = token.instance().to_owned();
+                    let result = inner.forward(&agent, token.scope(), call).await;
+                    (agent, instance, result)
+                }
+                Err(e) => {
+                    tracing::warn!(%grant, "access token refused: {e}");
+                    ("-".to_owned(), "-".to_owned(), Err(token_refusal(&e)))
+                }
+            };
             match &result {
                 Ok(resp) => {
                     tracing::info!(%agent, %instance, %grant, %method, %path, status = resp.status().as_u16(), "egress forwarded")
@@ -202,15 +280,36 @@ impl Egress for Backend {
 }
 
 impl Inner {
-    async fn forward(&self, call: EgressCall) -> Result<http::Response<Bytes>, Refusal> {
-        let agent = self.agents.get(&call.caller.agent).ok_or_else(|| {
-            Refusal::denied(format!("agent {} is not registered", call.caller.agent))
-        })?;
+    /// The rest of the egress path, for a caller whose token verified.
+    async fn forward(
+        &self,
+        agent_name: &str,
+        scope: &[GrantName],
+        call: EgressCall,
+    ) -> Result<http::Response<Bytes>, Refusal> {
+        if !scope.contains(&call.grant) {
+            return Err(Refusal::denied(format!(
+                "the access token does not cover grant {}",
+                call.grant
+            )));
+        }
+        let agent = self
+            .agents
+            .get(agent_name)
+            .ok_or_else(|| Refusal::denied(format!("agent {agent_name} is not registered")))?;
         if !agent.grants.contains(&call.grant) {
             return Err(Refusal::denied(format!(
-                "agent {} does not hold grant {}",
-                call.caller.agent, call.grant
+                "agent {agent_name} does not hold grant {}",
+                call.grant
             )));
+        }
+        // The runtime caps bodies too; in split mode the backend is the judge.
+        if call.request.body().len() > agent.limits.max_request_bytes {
+            return Err(Refusal::limit(format!(
+                "the request body is over this agent's limit of {} bytes",
+                agent.limits.max_request_bytes
+            ))
+            .with_status(StatusCode::PAYLOAD_TOO_LARGE));
         }
         let grant = self
             .grants

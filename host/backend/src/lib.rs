@@ -21,8 +21,13 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod embedded;
+pub mod exchange;
 mod forward;
 mod secrets;
+pub mod service;
+pub mod tls;
 
+pub use exchange::{ServiceKeys, TokenService};
 pub use forward::{Backend, BackendError};
 pub use secrets::{SecretError, resolve_secret};

@@ -71,6 +71,48 @@ pub struct Config {
     pub grants: Vec<GrantConfig>,
     /// Runtime settings.
     pub runtime: RuntimeSettings,
+    /// Enrolled devices, in file order.
+    pub devices: Vec<DeviceConfig>,
+    /// Token service settings.
+    pub backend: BackendSettings,
+}
+
+/// A verified device entry.
+#[derive(Debug, Clone)]
+pub struct DeviceConfig {
+    /// Device id (a name: `[a-z0-9_-]`).
+    pub id: String,
+    /// The human or team that answers for it.
+    pub owner: String,
+    /// The device's public key; the private half never leaves the device.
+    pub public_key: crate::keys::PublicKey,
+}
+
+/// Token service settings (`[backend]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendSettings {
+    /// `iss` of minted tokens.
+    pub issuer: String,
+    /// `aud` of minted tokens.
+    pub audience: String,
+    /// SPIFFE trust domain of instance and device ids.
+    pub trust_domain: String,
+    /// Token lifetime when the agent asks for none, seconds.
+    pub default_token_lifetime: u64,
+    /// Address `edgeward serve` listens on.
+    pub listen: std::net::SocketAddr,
+}
+
+impl Default for BackendSettings {
+    fn default() -> Self {
+        BackendSettings {
+            issuer: "https://edgeward.local".into(),
+            audience: "edgeward".into(),
+            trust_domain: "edgeward.local".into(),
+            default_token_lifetime: 300,
+            listen: std::net::SocketAddr::from(([127, 0, 0, 1], 8443)),
+        }
+    }
 }
 
 /// A verified agent entry.
@@ -86,6 +128,15 @@ pub struct AgentConfig {
     pub grants: Vec<GrantName>,
     /// Sandbox and egress limits.
     pub limits: Limits,
+    /// Devices allowed to run this agent.
+    pub devices: Vec<String>,
+    /// Most live instances of this agent per device.
+    pub max_instances_per_device: u32,
+    /// Longest token lifetime an instance may get, seconds (requests above it are capped).
+    pub max_token_lifetime: u64,
+    /// Generation of the agent's identity: grows on every re-registration,
+    /// never reused (the durable registry will own it; the config says 1).
+    pub generation: u64,
 }
 
 /// A verified grant entry.
@@ -227,6 +278,28 @@ struct RawConfig {
     grants: Vec<RawGrant>,
     #[serde(default)]
     runtime: RawRuntime,
+    #[serde(default, rename = "device")]
+    devices: Vec<RawDevice>,
+    #[serde(default)]
+    backend: RawBackend,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDevice {
+    id: String,
+    owner: String,
+    public_key: String,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawBackend {
+    issuer: Option<String>,
+    audience: Option<String>,
+    trust_domain: Option<String>,
+    default_token_lifetime_s: Option<u64>,
+    listen: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -246,6 +319,10 @@ struct RawAgent {
     grants: Vec<String>,
     #[serde(default)]
     limits: RawLimits,
+    #[serde(default)]
+    devices: Vec<String>,
+    max_instances_per_device: Option<u32>,
+    max_token_lifetime_s: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -349,9 +426,40 @@ impl RawConfig {
             }
             grants.push(grant);
         }
+        let mut devices: Vec<DeviceConfig> = Vec::new();
+        for (i, d) in self.devices.into_iter().enumerate() {
+            validate_name(&d.id, "device")
+                .map_err(|e| invalid(format!("device[{i}].id"), e.to_string()))?;
+            let at = |field: &str| format!("device \"{}\".{field}", d.id);
+            if d.owner.trim().is_empty() {
+                return Err(invalid(at("owner"), "every device needs a named owner"));
+            }
+            if d.id == EMBEDDED_DEVICE {
+                return Err(invalid(
+                    at("id"),
+                    "\"embedded\" is reserved for the in-process device of embedded mode",
+                ));
+            }
+            let public_key = d
+                .public_key
+                .parse::<crate::keys::PublicKey>()
+                .map_err(|e| invalid(at("public_key"), e.to_string()))?;
+            if devices.iter().any(|x| x.id == d.id) {
+                return Err(invalid(
+                    at("id"),
+                    format!("device {} is defined twice", d.id),
+                ));
+            }
+            devices.push(DeviceConfig {
+                id: d.id,
+                owner: d.owner,
+                public_key,
+            });
+        }
+        let backend = self.backend.verify()?;
         let mut agents: Vec<AgentConfig> = Vec::new();
         for (i, a) in self.agents.into_iter().enumerate() {
-            let agent = a.verify(i, &grants)?;
+            let agent = a.verify(i, &grants, &devices, &backend)?;
             if agents.iter().any(|x| x.name == agent.name) {
                 return Err(invalid(
                     format!("agent[{i}].name"),
@@ -375,6 +483,8 @@ impl RawConfig {
             agents,
             grants,
             runtime,
+            devices,
+            backend,
         })
     }
 }
@@ -532,8 +642,71 @@ impl RawGrant {
     }
 }
 
+impl RawBackend {
+    fn verify(self) -> Result<BackendSettings, ConfigError> {
+        let d = BackendSettings::default();
+        let text =
+            |field: &str, v: Option<String>, default: String| -> Result<String, ConfigError> {
+                let v = v.unwrap_or(default);
+                if v.is_empty()
+                    || v.len() > 200
+                    || v.chars().any(|c| c.is_control() || c.is_whitespace())
+                {
+                    return Err(invalid(
+                        format!("backend.{field}"),
+                        "1 to 200 characters, no spaces or control characters",
+                    ));
+                }
+                Ok(v)
+            };
+        let trust_domain = text("trust_domain", self.trust_domain, d.trust_domain)?;
+        if !trust_domain
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+        {
+            return Err(invalid(
+                "backend.trust_domain",
+                "a SPIFFE trust domain: lower-case letters, digits, '.' and '-'",
+            ));
+        }
+        let listen = match self.listen {
+            Some(l) => l.parse().map_err(|_| {
+                invalid(
+                    "backend.listen",
+                    "an address with a port, e.g. 127.0.0.1:8443",
+                )
+            })?,
+            None => d.listen,
+        };
+        Ok(BackendSettings {
+            issuer: text("issuer", self.issuer, d.issuer)?,
+            audience: text("audience", self.audience, d.audience)?,
+            trust_domain,
+            default_token_lifetime: in_range(
+                "backend.default_token_lifetime_s",
+                self.default_token_lifetime_s,
+                d.default_token_lifetime,
+                10,
+                86_400,
+            )?,
+            listen,
+        })
+    }
+}
+
+/// The id of the in-process device of embedded mode: the runtime and the
+/// backend share a process there, so a fresh key made at start-up attests to
+/// the backend beside it. It is reserved and cannot be enrolled.
+pub const EMBEDDED_DEVICE: &str = "embedded";
+
 impl RawAgent {
-    fn verify(self, i: usize, grants: &[GrantConfig]) -> Result<AgentConfig, ConfigError> {
+    fn verify(
+        self,
+        i: usize,
+        grants: &[GrantConfig],
+        devices: &[DeviceConfig],
+        backend: &BackendSettings,
+    ) -> Result<AgentConfig, ConfigError> {
         validate_name(&self.name, "agent")
             .map_err(|e| invalid(format!("agent[{i}].name"), e.to_string()))?;
         let at = |field: &str| format!("agent \"{}\".{field}", self.name);
@@ -616,12 +789,38 @@ impl RawAgent {
                 1_000_000,
             )?,
         };
+        for dev in &self.devices {
+            if !devices.iter().any(|d| &d.id == dev) {
+                return Err(invalid(
+                    at("devices"),
+                    format!("no device named {dev} is defined"),
+                ));
+            }
+        }
+        let max_instances_per_device = in_range(
+            &at("max_instances_per_device"),
+            self.max_instances_per_device,
+            4,
+            1,
+            10_000,
+        )?;
+        let max_token_lifetime = in_range(
+            &at("max_token_lifetime_s"),
+            self.max_token_lifetime_s,
+            backend.default_token_lifetime,
+            1,
+            86_400,
+        )?;
         Ok(AgentConfig {
             name: self.name,
             owner: self.owner,
             digests,
             grants: agent_grants,
             limits,
+            devices: self.devices,
+            max_instances_per_device,
+            max_token_lifetime,
+            generation: 1,
         })
     }
 }

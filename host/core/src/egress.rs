@@ -1,26 +1,41 @@
 //! The seam between the edge runtime and the backend.
 //!
-//! The runtime never depends on the backend crate: it calls an [`Egress`]
-//! trait object. In embedded mode the backend implements it directly (the hop
-//! is a function call); in split mode a client implements it over TLS. Either
-//! way the runtime hands over a request addressed to a grant and gets back
-//! either the redacted upstream response or a [`Refusal`].
+//! The runtime never depends on the backend crate: it calls the [`Egress`]
+//! and [`TokenExchange`] traits. In embedded mode the backend implements them
+//! directly (the hop is a function call); in split mode a TLS client does.
+//! Either way the runtime attests, gets a token, and hands over each request
+//! with that token; it gets back either the redacted upstream response or a
+//! [`Refusal`].
 
-use crate::grant::GrantName;
+use crate::config::Limits;
+use crate::grant::{GrantName, GrantRules, Origin};
 use crate::problem::Refusal;
 use bytes::Bytes;
+use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use zeroize::Zeroizing;
 
-/// Who is calling: public identifiers only.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Caller {
-    /// Registered agent name.
-    pub agent: String,
-    /// Instance id.
-    pub instance: String,
-    /// The user the instance acts for, if any.
-    pub user: Option<String>,
+/// An access token in transit. Wiped on drop; `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct BearerToken(Zeroizing<String>);
+
+impl BearerToken {
+    /// Wrap a token string.
+    pub fn new(token: String) -> BearerToken {
+        BearerToken(Zeroizing::new(token))
+    }
+
+    /// The token text, to put on the wire or verify.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for BearerToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("BearerToken(<redacted>)")
+    }
 }
 
 /// One guest request, routed to a grant by the runtime. The body is fully
@@ -28,23 +43,182 @@ pub struct Caller {
 /// whole anyway.
 #[derive(Debug)]
 pub struct EgressCall {
-    /// Who is calling.
-    pub caller: Caller,
+    /// The instance's current access token: the backend takes the caller's
+    /// identity and scope from it, never from the runtime's say-so.
+    pub token: BearerToken,
     /// The grant the runtime selected by origin (and `edgeward-grant`).
     pub grant: GrantName,
     /// The request, without the `edgeward-grant` header.
     pub request: http::Request<Bytes>,
 }
 
-/// The future an [`Egress`] returns. It is `'static`: wasmtime-wasi-http runs
-/// it detached from the guest's `Store`, so it must own everything it uses.
-pub type EgressFuture =
-    Pin<Box<dyn Future<Output = Result<http::Response<Bytes>, Refusal>> + Send + 'static>>;
+/// A boxed, `'static` future: wasmtime-wasi-http runs egress detached from
+/// the guest's `Store`, so it must own everything it uses.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// The future an [`Egress`] returns.
+pub type EgressFuture = BoxFuture<Result<http::Response<Bytes>, Refusal>>;
 
 /// Something that can carry a guest request to its upstream: the backend, in
 /// process or across the network.
 pub trait Egress: Send + Sync + 'static {
-    /// Check, inject the credential, forward, redact, and return the response
-    /// the guest may see — or refuse.
+    /// Verify the token, check, inject the credential, forward, redact, and
+    /// return the response the guest may see — or refuse.
     fn forward(&self, call: EgressCall) -> EgressFuture;
+}
+
+/// RFC 8693 grant type of the token exchange.
+pub const TOKEN_EXCHANGE_GRANT: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+/// Token type URI of a device-signed attestation.
+pub const ATTESTATION_TOKEN_TYPE: &str = "urn:edgeward:params:oauth:token-type:attestation";
+/// Token type URI of the access tokens edgeward issues.
+pub const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
+
+/// An RFC 8693 token exchange request, as the runtime sends it.
+#[derive(Debug, Clone)]
+pub struct TokenRequest {
+    /// The device-signed attestation.
+    pub actor_token: BearerToken,
+    /// The attestation again when no user is involved (a user's assertion
+    /// arrives with delegation work).
+    pub subject_token: BearerToken,
+}
+
+/// A successful exchange.
+#[derive(Debug, Clone)]
+pub struct TokenGrant {
+    /// The access token.
+    pub access_token: BearerToken,
+    /// Seconds until it expires (capped to the agent's maximum).
+    pub expires_in: u64,
+    /// The instance id the backend assigned.
+    pub instance_id: String,
+    /// Granted scope (grant names).
+    pub scope: Vec<String>,
+    /// What the instance may do, as the backend (the source of truth) says.
+    pub profile: AgentProfile,
+}
+
+/// The public part of an agent's definition that the runtime needs: the
+/// rules of its granted grants (to route requests by origin) and its sandbox
+/// limits. Sent with every token, so split-mode devices need no copy of the
+/// backend's configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentProfile {
+    /// Rules of the granted grants.
+    pub grants: Vec<GrantRules>,
+    /// Sandbox and egress limits.
+    pub limits: Limits,
+}
+
+impl AgentProfile {
+    /// JSON form (the `edgeward_profile` member of a token response).
+    pub fn to_json(&self) -> serde_json::Value {
+        let grants: Vec<serde_json::Value> = self
+            .grants
+            .iter()
+            .map(|g| {
+                serde_json::json!({
+                    "name": g.name.as_str(),
+                    "origin": g.origin.to_string(),
+                    "methods": g.methods.iter().map(|m| m.as_str()).collect::<Vec<_>>(),
+                    "path_prefixes": g.path_prefixes,
+                })
+            })
+            .collect();
+        let l = &self.limits;
+        serde_json::json!({
+            "grants": grants,
+            "limits": {
+                "memory_bytes": l.memory_bytes,
+                "task_timeout_ms": u64::try_from(l.task_timeout.as_millis()).unwrap_or(u64::MAX),
+                "max_request_bytes": l.max_request_bytes,
+                "max_response_bytes": l.max_response_bytes,
+                "max_output_bytes": l.max_output_bytes,
+                "max_log_records": l.max_log_records,
+            }
+        })
+    }
+
+    /// Parse the JSON form; every field is checked as the config checks it.
+    pub fn from_json(v: &serde_json::Value) -> Result<AgentProfile, String> {
+        let grants = v["grants"].as_array().ok_or("profile: no grants list")?;
+        let mut rules = Vec::with_capacity(grants.len());
+        for g in grants {
+            let text = |k: &str| g[k].as_str().ok_or(format!("profile grant: no {k}"));
+            let name = GrantName::new(text("name")?).map_err(|e| e.to_string())?;
+            let origin = Origin::parse(text("origin")?).map_err(|e| e.to_string())?;
+            let methods = g["methods"]
+                .as_array()
+                .ok_or("profile grant: no methods")?
+                .iter()
+                .map(|m| {
+                    m.as_str()
+                        .and_then(|m| http::Method::from_bytes(m.as_bytes()).ok())
+                        .ok_or("profile grant: bad method")
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let path_prefixes = g["path_prefixes"]
+                .as_array()
+                .ok_or("profile grant: no path_prefixes")?
+                .iter()
+                .map(|p| {
+                    p.as_str()
+                        .filter(|p| p.starts_with('/'))
+                        .map(str::to_owned)
+                        .ok_or("profile grant: bad path prefix")
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            rules.push(GrantRules {
+                name,
+                origin,
+                methods,
+                path_prefixes,
+            });
+        }
+        let l = &v["limits"];
+        let num = |k: &str| l[k].as_u64().ok_or(format!("profile limits: no {k}"));
+        let size = |k: &str| -> Result<usize, String> {
+            usize::try_from(num(k)?).map_err(|_| format!("profile limits: {k} too large"))
+        };
+        Ok(AgentProfile {
+            grants: rules,
+            limits: Limits {
+                memory_bytes: num("memory_bytes")?,
+                task_timeout: std::time::Duration::from_millis(num("task_timeout_ms")?),
+                max_request_bytes: size("max_request_bytes")?,
+                max_response_bytes: size("max_response_bytes")?,
+                max_output_bytes: size("max_output_bytes")?,
+                max_log_records: size("max_log_records")?,
+            },
+        })
+    }
+}
+
+/// Why an exchange failed, as the runtime sees it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ExchangeFailure {
+    /// The backend refused (OAuth `error` code and description).
+    #[error("the backend refused the token exchange: {error}: {description}")]
+    Refused {
+        /// OAuth error code, e.g. `invalid_grant`.
+        error: String,
+        /// What the backend said.
+        description: String,
+    },
+    /// The backend could not be reached or answered nonsense.
+    #[error("cannot reach the backend: {0}")]
+    Unreachable(String),
+    /// The runtime could not build its attestation.
+    #[error("cannot build the attestation: {0}")]
+    Local(String),
+}
+
+/// The token service as the runtime sees it.
+pub trait TokenExchange: Send + Sync + 'static {
+    /// A fresh nonce (`GET /v1/challenge`).
+    fn challenge(&self) -> BoxFuture<Result<String, ExchangeFailure>>;
+    /// Exchange an attestation for an access token (`POST /v1/token`).
+    fn exchange(&self, request: TokenRequest) -> BoxFuture<Result<TokenGrant, ExchangeFailure>>;
 }

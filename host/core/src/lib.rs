@@ -11,12 +11,18 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod attest;
+pub mod clock;
 pub mod codec;
 pub mod config;
 pub mod digest;
 pub mod egress;
+pub mod entropy;
 pub mod grant;
 pub mod headers;
+pub mod keys;
+pub mod nonce;
 pub mod problem;
 pub mod redact;
 pub mod secret;
+pub mod token;

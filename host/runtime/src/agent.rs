@@ -1,15 +1,19 @@
 //! Loading a component as an agent, creating instances, running tasks.
 
 use crate::bindings::{Agent, AgentPre};
+use crate::credentials::{DeviceIdentity, InstanceToken};
 use crate::egress_hook::{EgressHooks, InstanceEgress};
 use crate::engine::{EPOCH_TICK, EpochTicker, RuntimeConfig, build_engine, build_linker};
 use crate::error::{RuntimeError, TaskError};
 use crate::limits::{LimitExceeded, TaskLimiter};
 use crate::task::{Captured, InstanceIdentity, LogRecord, TaskState};
+use edgeward_core::clock::Clock;
 use edgeward_core::config::Limits;
 use edgeward_core::digest::ComponentDigest;
-use edgeward_core::egress::{Caller, Egress};
-use edgeward_core::grant::GrantRules;
+use edgeward_core::egress::{Egress, ExchangeFailure, TokenExchange};
+use edgeward_core::entropy::Entropy;
+use edgeward_core::grant::GrantName;
+use edgeward_core::keys::Ed25519Signer;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -34,20 +38,21 @@ pub struct Runtime {
     /// Compiled and pre-linked components by digest: compiling is the slow
     /// part, and several agents or reloads may share one component.
     compiled: Mutex<HashMap<ComponentDigest, AgentPre<TaskState>>>,
-    _ticker: EpochTicker,
+    /// Shared by every agent and instance made from this runtime: the epoch
+    /// keeps advancing (and deadlines keep firing) while any of them lives.
+    ticker: Arc<EpochTicker>,
 }
 
-/// What an agent is allowed to be and do, from the config or registry.
+/// Which agent a component is loaded as. What the agent may do (grants,
+/// limits) comes from the backend with each instance's token.
 #[derive(Debug, Clone)]
 pub struct AgentSpec {
     /// Registered agent name.
     pub name: String,
-    /// Component digests allowed to run as this agent.
+    /// Component digests this device accepts for the agent. The backend
+    /// checks the attested digest again; this list only saves a round trip
+    /// (and compiling) for a component that would be refused anyway.
     pub allowed_digests: Vec<ComponentDigest>,
-    /// The grants it holds (public part only).
-    pub grants: Vec<GrantRules>,
-    /// Sandbox and egress limits.
-    pub limits: Limits,
 }
 
 /// A compiled, linked, digest-checked component, ready to instantiate fast.
@@ -57,16 +62,19 @@ pub struct LoadedAgent {
     spec: Arc<AgentSpec>,
     digest: ComponentDigest,
     max_concurrent_tasks: u32,
+    pool_memory_bytes: Option<u64>,
+    ticker: Arc<EpochTicker>,
 }
 
 /// One identity of an agent: runs many tasks, each in a fresh store.
 pub struct AgentInstance {
     engine: Engine,
     pre: AgentPre<TaskState>,
-    spec: Arc<AgentSpec>,
+    limits: Limits,
     identity: Arc<InstanceIdentity>,
     egress: Arc<InstanceEgress>,
     max_concurrent_tasks: u32,
+    _ticker: Arc<EpochTicker>,
 }
 
 /// How a task ended, with everything the agent logged.
@@ -90,7 +98,7 @@ impl Runtime {
             linker,
             config,
             compiled: Mutex::new(HashMap::new()),
-            _ticker: ticker,
+            ticker: Arc::new(ticker),
         })
     }
 
@@ -106,14 +114,6 @@ impl Runtime {
                 agent: spec.name.clone(),
             });
         }
-        if spec.limits.memory_bytes > self.config.max_memory_bytes && self.config.pooling {
-            return Err(RuntimeError::Engine(format!(
-                "agent {} needs {} MiB of memory but the runtime's pool slots hold {} MiB",
-                spec.name,
-                spec.limits.memory_bytes >> 20,
-                self.config.max_memory_bytes >> 20
-            )));
-        }
         let pre = self.compile(component, digest)?;
         Ok(LoadedAgent {
             engine: self.engine.clone(),
@@ -121,6 +121,8 @@ impl Runtime {
             spec: Arc::new(spec),
             digest,
             max_concurrent_tasks: self.config.max_concurrent_tasks,
+            pool_memory_bytes: self.config.pooling.then_some(self.config.max_memory_bytes),
+            ticker: Arc::clone(&self.ticker),
         })
     }
 }
@@ -164,45 +166,88 @@ impl LoadedAgent {
         &self.spec
     }
 
-    /// Create an instance that sends its egress through `egress`.
-    pub fn instance(
+    /// Attest a new instance: a fresh instance key pair, a device-signed
+    /// attestation exchanged for the instance's first token. The instance id
+    /// is the one the backend assigns.
+    pub async fn attest(
         &self,
-        instance_id: String,
-        user: Option<String>,
-        token_expires_at: Option<u64>,
-        egress: Arc<dyn Egress>,
-    ) -> AgentInstance {
+        options: AttestOptions<'_>,
+    ) -> Result<AgentInstance, ExchangeFailure> {
+        let instance_key = Ed25519Signer::generate(options.entropy)
+            .map_err(|e| ExchangeFailure::Local(format!("cannot make the instance key: {e}")))?;
+        let token = Arc::new(InstanceToken::new(
+            options.device,
+            Box::new(instance_key),
+            self.spec.name.clone(),
+            self.digest,
+            options.grants,
+            options.lifetime.unwrap_or(0),
+            options.exchange,
+            options.clock,
+        ));
+        // The first token proves the attestation was accepted.
+        token.token().await?;
+        let instance_id = token
+            .instance_id()
+            .ok_or_else(|| ExchangeFailure::Unreachable("no instance id assigned".into()))?
+            .to_owned();
+        let profile = token
+            .profile()
+            .cloned()
+            .ok_or_else(|| ExchangeFailure::Unreachable("no agent profile received".into()))?;
+        if let Some(pool) = self.pool_memory_bytes
+            && profile.limits.memory_bytes > pool
+        {
+            return Err(ExchangeFailure::Local(format!(
+                "agent {} may use {} MiB of memory but this runtime's pool slots hold {} MiB",
+                self.spec.name,
+                profile.limits.memory_bytes >> 20,
+                pool >> 20
+            )));
+        }
         let identity = Arc::new(InstanceIdentity {
             agent: self.spec.name.clone(),
             instance_id: instance_id.clone(),
-            user: user.clone(),
-            grants: self
-                .spec
-                .grants
-                .iter()
-                .map(|g| g.name.to_string())
-                .collect(),
-            token_expires_at,
+            user: None,
+            grants: profile.grants.iter().map(|g| g.name.to_string()).collect(),
         });
         let egress = Arc::new(InstanceEgress {
-            caller: Caller {
-                agent: self.spec.name.clone(),
-                instance: instance_id,
-                user,
-            },
-            grants: self.spec.grants.clone(),
-            egress,
-            max_request_bytes: self.spec.limits.max_request_bytes,
+            agent: self.spec.name.clone(),
+            instance: instance_id,
+            token,
+            grants: profile.grants,
+            egress: options.egress,
+            max_request_bytes: profile.limits.max_request_bytes,
         });
-        AgentInstance {
+        Ok(AgentInstance {
             engine: self.engine.clone(),
             pre: self.pre.clone(),
-            spec: Arc::clone(&self.spec),
+            limits: profile.limits,
             identity,
             egress,
             max_concurrent_tasks: self.max_concurrent_tasks,
-        }
+            _ticker: Arc::clone(&self.ticker),
+        })
     }
+}
+
+/// What [`LoadedAgent::attest`] needs.
+pub struct AttestOptions<'a> {
+    /// The device this runtime runs on.
+    pub device: DeviceIdentity,
+    /// The token service (in process, or the backend over TLS).
+    pub exchange: Arc<dyn TokenExchange>,
+    /// Where guest requests go (the same backend).
+    pub egress: Arc<dyn Egress>,
+    /// Time source for token renewal.
+    pub clock: Arc<dyn Clock>,
+    /// Randomness for the instance key.
+    pub entropy: &'a mut dyn Entropy,
+    /// Grants to request; empty for all of the agent's grants.
+    pub grants: Vec<GrantName>,
+    /// Requested token lifetime, seconds (`None`: the backend's default;
+    /// the backend caps it at the agent's maximum).
+    pub lifetime: Option<u64>,
 }
 
 impl AgentInstance {
@@ -214,7 +259,7 @@ impl AgentInstance {
     /// Run one task in a fresh store. Never panics on guest behaviour: every
     /// way a guest can fail ends up in [`TaskReport::outcome`].
     pub async fn run(&self, task: &str) -> TaskReport {
-        let limits = self.spec.limits;
+        let limits = self.limits;
         let captured = Captured::new(limits.max_output_bytes);
         // No preopens, no environment, no arguments, no network: the only way
         // out is wasi:http, which ends in the egress hook.
@@ -278,7 +323,7 @@ impl AgentInstance {
 
     /// Name the bound behind a failure, if one was hit.
     fn classify(&self, stage: Stage, captured: &Captured) -> TaskError {
-        let limits = self.spec.limits;
+        let limits = self.limits;
         let (err, starting) = match stage {
             Stage::Start(e) => (e, true),
             Stage::Run(e) => (e, false),

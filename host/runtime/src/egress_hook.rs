@@ -11,8 +11,9 @@
 //! The future returned to wasmtime runs detached from the `Store`, so it owns
 //! its state through an `Arc` shared by all tasks of the instance.
 
+use crate::credentials::InstanceToken;
 use bytes::Bytes;
-use edgeward_core::egress::{Caller, Egress, EgressCall};
+use edgeward_core::egress::{Egress, EgressCall, ExchangeFailure};
 use edgeward_core::grant::{GrantRules, Origin, select_grant};
 use edgeward_core::headers::is_forbidden_guest_header;
 use edgeward_core::problem::{GRANT_HEADER, Refusal};
@@ -25,7 +26,9 @@ use wasmtime_wasi_http::{
 
 /// Everything the egress path of one instance needs, shared by its tasks.
 pub(crate) struct InstanceEgress {
-    pub(crate) caller: Caller,
+    pub(crate) agent: String,
+    pub(crate) instance: String,
+    pub(crate) token: Arc<InstanceToken>,
     pub(crate) grants: Vec<GrantRules>,
     pub(crate) egress: Arc<dyn Egress>,
     pub(crate) max_request_bytes: usize,
@@ -82,8 +85,8 @@ impl InstanceEgress {
             Err((grant, refusal, from_backend)) => {
                 if !from_backend {
                     tracing::warn!(
-                    agent = %self.caller.agent,
-                    instance = %self.caller.instance,
+                    agent = %self.agent,
+                    instance = %self.instance,
                     grant = grant.as_deref().unwrap_or("-"),
                     %method,
                     %path,
@@ -146,8 +149,13 @@ impl InstanceEgress {
             })?
             .to_bytes();
 
+        let token = self
+            .token
+            .token()
+            .await
+            .map_err(|e| named(renewal_refusal(&e)))?;
         let call = EgressCall {
-            caller: self.caller.clone(),
+            token,
             grant: grant.clone(),
             request: http::Request::from_parts(parts, body),
         };
@@ -163,5 +171,21 @@ impl InstanceEgress {
             self.max_request_bytes
         ))
         .with_status(http::StatusCode::PAYLOAD_TOO_LARGE)
+    }
+}
+
+/// The instance could not get a fresh token: the guest sees why, coarsely.
+fn renewal_refusal(e: &ExchangeFailure) -> Refusal {
+    match e {
+        ExchangeFailure::Refused { error, description } => Refusal::denied(format!(
+            "the backend refused to renew this instance's token ({error}: {description})"
+        )),
+        ExchangeFailure::Unreachable(_) | ExchangeFailure::Local(_) => {
+            Refusal::upstream("the backend cannot be reached to renew this instance's token")
+                .with_status(http::StatusCode::SERVICE_UNAVAILABLE)
+        }
+        // A future variant: refuse rather than call out without a token.
+        #[allow(unreachable_patterns)]
+        _ => Refusal::upstream("this instance has no valid token"),
     }
 }

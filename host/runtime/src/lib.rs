@@ -7,40 +7,65 @@
 //! does not depend on the backend crate.
 //!
 //! 1. Build a [`Runtime`] once (engine, linker, epoch ticker).
-//! 2. [`Runtime::load`] a component for an [`AgentSpec`]: the sha256 is
-//!    checked against the agent's allow-list, then it is compiled and
-//!    pre-linked (`InstancePre`).
-//! 3. [`LoadedAgent::instance`] makes an identity bound to an egress.
+//! 2. [`Runtime::load`] a component as an agent: the sha256 is checked
+//!    against the device's allow-list, then it is compiled and pre-linked
+//!    (`InstancePre`, cached by digest).
+//! 3. [`LoadedAgent::attest`] makes an instance: a fresh instance key pair,
+//!    an attestation signed with the device key, exchanged for a short-lived
+//!    token that also carries the agent's grants and limits. The token stays
+//!    in memory and is renewed before it expires.
 //! 4. [`AgentInstance::run`] runs one task in a fresh `Store`, bounded in
 //!    time (epoch deadline), memory and tables (`ResourceLimiter`), stdout and
-//!    stderr (captured into the agent log) and log records.
+//!    stderr (captured into the agent log) and log records. Every HTTP
+//!    request of the guest goes, with the token, to the [`Egress`].
 //!
 //! ```no_run
-//! # async fn demo(bytes: Vec<u8>, spec: edgeward_runtime::AgentSpec,
-//! #               egress: std::sync::Arc<dyn edgeward_core::egress::Egress>) {
-//! use edgeward_runtime::{Runtime, RuntimeConfig};
+//! # async fn demo(bytes: Vec<u8>, device: edgeward_runtime::DeviceIdentity,
+//! #               backend: std::sync::Arc<edgeward_runtime::remote::RemoteBackend>) {
+//! use edgeward_runtime::{AgentSpec, AttestOptions, Runtime, RuntimeConfig};
+//! use std::sync::Arc;
 //! let runtime = Runtime::new(RuntimeConfig::default()).expect("engine");
+//! let spec = AgentSpec {
+//!     name: "weather-bot".into(),
+//!     allowed_digests: vec![edgeward_core::digest::ComponentDigest::of(&bytes)],
+//! };
 //! let agent = runtime.load(&bytes, spec).expect("component allowed and valid");
-//! let instance = agent.instance("i-1".into(), None, None, egress);
+//! let mut os_random = |buf: &mut [u8]| { /* fill from the OS */ };
+//! let instance = agent
+//!     .attest(AttestOptions {
+//!         device,
+//!         exchange: backend.clone(),
+//!         egress: backend,
+//!         clock: Arc::new(edgeward_core::clock::SystemClock),
+//!         entropy: &mut os_random,
+//!         grants: vec![],
+//!         lifetime: None,
+//!     })
+//!     .await
+//!     .expect("attested");
 //! let report = instance.run("https://api.example/v1/hello").await;
 //! println!("{:?}", report.outcome);
 //! # }
 //! ```
 //!
-//! Non-goals: attestation and tokens (they arrive with the split-mode
-//! backend), and any knowledge of credentials.
+//! [`Egress`]: edgeward_core::egress::Egress
+//!
+//! Non-goals: any knowledge of upstream credentials, and any state on disk.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 mod agent;
 mod bindings;
+mod credentials;
 mod egress_hook;
 mod engine;
 mod error;
 mod limits;
+pub mod remote;
 mod task;
 
-pub use agent::{AgentInstance, AgentSpec, LoadedAgent, Runtime, TaskReport};
+pub use agent::{AgentInstance, AgentSpec, AttestOptions, LoadedAgent, Runtime, TaskReport};
+pub use credentials::DeviceIdentity;
 pub use engine::RuntimeConfig;
 pub use error::{RuntimeError, TaskError};
 pub use limits::LimitExceeded;

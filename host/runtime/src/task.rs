@@ -23,8 +23,6 @@ pub struct InstanceIdentity {
     pub user: Option<String>,
     /// Names of the grants the instance holds.
     pub grants: Vec<String>,
-    /// Token expiry, seconds since the Unix epoch, if the instance has a token.
-    pub token_expires_at: Option<u64>,
 }
 
 /// Severity of an agent log record.
@@ -163,7 +161,7 @@ impl identity::Host for TaskState {
     }
 
     fn token_expires_at(&mut self) -> Option<u64> {
-        self.identity.token_expires_at
+        Some(self.hooks.shared.token.expires_at()).filter(|t| *t != 0)
     }
 }
 

@@ -1,0 +1,265 @@
+//! The backend as a network service (`edgeward serve`): the token service's
+//! routes and the egress proxy route the runtime uses in split mode.
+//!
+//! | route | what |
+//! |---|---|
+//! | `GET /v1/challenge` | a fresh stateless nonce |
+//! | `POST /v1/token` | RFC 8693 exchange of a device attestation |
+//! | `GET /.well-known/jwks.json` | token signing keys |
+//! | `GET /.well-known/oauth-authorization-server` | RFC 8414 metadata |
+//! | `<any method> /v1/egress` | a guest request: `authorization: Bearer <token>`, `edgeward-target: <absolute URL>`, `edgeward-grant: <grant>`, the guest's headers and body |
+//!
+//! The egress route runs exactly the code embedded mode calls
+//! ([`Backend`]'s [`Egress`] implementation).
+
+use crate::forward::Backend;
+use bytes::Bytes;
+use edgeward_core::egress::{
+    ACCESS_TOKEN_TYPE, ATTESTATION_TOKEN_TYPE, BearerToken, Egress, EgressCall,
+    TOKEN_EXCHANGE_GRANT, TokenRequest,
+};
+use edgeward_core::grant::GrantName;
+use edgeward_core::problem::{GRANT_HEADER, Refusal};
+use http::{HeaderValue, Method, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Header carrying the guest request's absolute URL on the egress route.
+pub const TARGET_HEADER: &str = "edgeward-target";
+/// Largest token request body.
+const MAX_FORM_BYTES: usize = 16 * 1024;
+/// Largest egress request body the service reads; the agent's own, smaller
+/// limit is applied after the token names the agent.
+const MAX_EGRESS_BYTES: usize = 64 << 20;
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The RFC 8693 form for an exchange request (shared with embedded mode).
+pub fn exchange_form(request: &TokenRequest) -> HashMap<String, String> {
+    HashMap::from([
+        ("grant_type".to_owned(), TOKEN_EXCHANGE_GRANT.to_owned()),
+        (
+            "actor_token".to_owned(),
+            request.actor_token.expose().to_owned(),
+        ),
+        (
+            "actor_token_type".to_owned(),
+            ATTESTATION_TOKEN_TYPE.to_owned(),
+        ),
+        (
+            "subject_token".to_owned(),
+            request.subject_token.expose().to_owned(),
+        ),
+        (
+            "subject_token_type".to_owned(),
+            ATTESTATION_TOKEN_TYPE.to_owned(),
+        ),
+    ])
+}
+
+/// Serve until the listener fails. `tls` is `None` only when the operator
+/// passed the explicit danger flag for plain HTTP.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    backend: Backend,
+) -> std::io::Result<()> {
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    loop {
+        let (stream, peer) = listener.accept().await?;
+        let backend = backend.clone();
+        let acceptor = acceptor.clone();
+        tokio::spawn(async move {
+            let _ = stream.set_nodelay(true);
+            match acceptor {
+                Some(acceptor) => {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => serve_connection(TokioIo::new(tls), backend).await,
+                        Ok(Err(e)) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                }
+                None => serve_connection(TokioIo::new(stream), backend).await,
+            }
+        });
+    }
+}
+
+async fn serve_connection<I>(io: I, backend: Backend)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req| {
+        let backend = backend.clone();
+        async move { Ok::<_, std::convert::Infallible>(route(&backend, req).await) }
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30))
+        .serve_connection(io, service)
+        .await;
+}
+
+type Response = http::Response<Full<Bytes>>;
+
+async fn route(backend: &Backend, req: hyper::Request<hyper::body::Incoming>) -> Response {
+    let path = req.uri().path().to_owned();
+    match (req.method().clone(), path.as_str()) {
+        (Method::GET, "/v1/challenge") => json(
+            StatusCode::OK,
+            &serde_json::json!({ "nonce": backend.tokens().challenge() }),
+        ),
+        (Method::POST, "/v1/token") => token(backend, req).await,
+        (Method::GET, "/.well-known/jwks.json") => json(StatusCode::OK, &backend.tokens().jwks()),
+        (Method::GET, "/.well-known/oauth-authorization-server") => {
+            let host = req
+                .headers()
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .filter(|h| h.bytes().all(|b| b.is_ascii_graphic()))
+                .unwrap_or("localhost");
+            json(
+                StatusCode::OK,
+                &backend.tokens().metadata(&format!("https://{host}")),
+            )
+        }
+        (_, "/v1/egress") => egress(backend, req).await,
+        _ => json(
+            StatusCode::NOT_FOUND,
+            &serde_json::json!({ "error": "not_found", "error_description": "no such route" }),
+        ),
+    }
+}
+
+async fn token(backend: &Backend, req: hyper::Request<hyper::body::Incoming>) -> Response {
+    let form_type = req
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    let body = Limited::new(req.into_body(), MAX_FORM_BYTES)
+        .collect()
+        .await;
+    // Malformed requests get the same answer as a bad attestation: the caller
+    // is not authenticated yet.
+    let refused = || oauth_error("invalid_grant", "the attestation was not accepted");
+    let Ok(body) = body else { return refused() };
+    if !form_type {
+        tracing::warn!("token request refused: not a form body");
+        return refused();
+    }
+    let body = body.to_bytes();
+    let mut form = HashMap::new();
+    for (k, v) in form_urlencoded::parse(&body) {
+        // A repeated parameter is ambiguous (RFC 6749 §3.2): refuse it.
+        if form.insert(k.into_owned(), v.into_owned()).is_some() {
+            tracing::warn!("token request refused: repeated parameter");
+            return refused();
+        }
+    }
+    match backend.tokens().exchange(&form) {
+        Ok(minted) => {
+            tracing::info!(agent = %minted.agent, device = %minted.device, instance = %minted.instance_id, expires_in = minted.expires_in, "token minted");
+            let scope: Vec<&str> = minted.scope.iter().map(GrantName::as_str).collect();
+            json(
+                StatusCode::OK,
+                &serde_json::json!({
+                    "access_token": minted.token,
+                    "issued_token_type": ACCESS_TOKEN_TYPE,
+                    "token_type": "Bearer",
+                    "expires_in": minted.expires_in,
+                    "scope": scope.join(" "),
+                    "edgeward_instance_id": minted.instance_id,
+                    "edgeward_profile": minted.profile.to_json(),
+                }),
+            )
+        }
+        Err(e) => {
+            tracing::warn!(
+                authenticated = e.authenticated,
+                "token exchange refused: {}",
+                e.reason
+            );
+            oauth_error(e.error, e.public_description())
+        }
+    }
+}
+
+async fn egress(backend: &Backend, req: hyper::Request<hyper::body::Incoming>) -> Response {
+    match egress_call(req).await {
+        Ok(call) => match backend.forward(call).await {
+            Ok(resp) => resp.map(Full::new),
+            Err(refusal) => refusal.to_response().map(Full::new),
+        },
+        Err(refusal) => refusal.to_response().map(Full::new),
+    }
+}
+
+/// Rebuild the guest request from the egress route's envelope.
+async fn egress_call(req: hyper::Request<hyper::body::Incoming>) -> Result<EgressCall, Refusal> {
+    let (mut parts, body) = req.into_parts();
+    let token = parts
+        .headers
+        .remove(http::header::AUTHORIZATION)
+        .and_then(|v| {
+            v.to_str()
+                .ok()
+                .and_then(|s| s.strip_prefix("Bearer ").map(str::to_owned))
+        })
+        .ok_or_else(|| {
+            Refusal::denied("the egress route needs an access token")
+                .with_status(StatusCode::UNAUTHORIZED)
+        })?;
+    let target: http::Uri = parts
+        .headers
+        .remove(TARGET_HEADER)
+        .and_then(|v| v.to_str().ok().and_then(|s| s.parse().ok()))
+        .ok_or_else(|| {
+            Refusal::invalid("the egress route needs an absolute edgeward-target URL")
+        })?;
+    let grant = parts
+        .headers
+        .remove(GRANT_HEADER)
+        .and_then(|v| v.to_str().ok().and_then(|s| GrantName::new(s).ok()))
+        .ok_or_else(|| Refusal::invalid("the egress route needs an edgeward-grant header"))?;
+    let body = Limited::new(body, MAX_EGRESS_BYTES)
+        .collect()
+        .await
+        .map_err(|_| Refusal::limit("the request body is too large"))?
+        .to_bytes();
+    let mut request = http::Request::new(body);
+    *request.method_mut() = parts.method;
+    *request.uri_mut() = target;
+    *request.headers_mut() = parts.headers;
+    Ok(EgressCall {
+        token: BearerToken::new(token),
+        grant,
+        request,
+    })
+}
+
+fn json(status: StatusCode, value: &serde_json::Value) -> Response {
+    let mut resp = http::Response::new(Full::new(Bytes::from(value.to_string())));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    // Tokens and nonces must never be cached (RFC 6749 §5.1).
+    h.insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    );
+    resp
+}
+
+fn oauth_error(error: &str, description: &str) -> Response {
+    json(
+        StatusCode::BAD_REQUEST,
+        &serde_json::json!({ "error": error, "error_description": description }),
+    )
+}

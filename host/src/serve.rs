@@ -1,0 +1,59 @@
+//! `edgeward serve`: the backend as a TLS service.
+
+use anyhow::Context as _;
+use edgeward_backend::exchange::{ServiceKeys, SharedEntropy, TokenService};
+use edgeward_backend::{Backend, service, tls};
+use edgeward_core::clock::SystemClock;
+use edgeward_core::config::Config;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+
+pub async fn run(
+    config: &Config,
+    data_dir: &Path,
+    listen: Option<SocketAddr>,
+    danger_plaintext_http: bool,
+) -> anyhow::Result<ExitCode> {
+    let keys = tls::load(data_dir).with_context(|| {
+        format!(
+            "cannot load key material (run `edgeward init --data-dir {}` first)",
+            data_dir.display()
+        )
+    })?;
+    let entropy: SharedEntropy = Arc::new(Mutex::new(Box::new(crate::embedded::os_entropy)));
+    let mut epoch = [0u8; 8];
+    crate::embedded::os_entropy(&mut epoch);
+    let tokens = TokenService::new(
+        config,
+        ServiceKeys {
+            signing_seed: &keys.signing_seed,
+            nonce_key: &keys.nonce_key,
+            boot_epoch: u64::from_be_bytes(epoch),
+        },
+        None,
+        Arc::new(SystemClock),
+        entropy,
+    )
+    .context("cannot start the token service")?;
+    let backend =
+        Backend::from_config(config, Arc::new(tokens)).context("cannot start the backend")?;
+    let addr = listen.unwrap_or(config.backend.listen);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    let local = listener.local_addr()?;
+    let tls = if danger_plaintext_http {
+        tracing::warn!(
+            "DANGER: serving plain HTTP; tokens and guest requests travel in clear text"
+        );
+        println!("listening on http://{local} (DANGER: no TLS)");
+        None
+    } else {
+        println!("listening on https://{local}");
+        Some(keys.tls)
+    };
+    service::serve(listener, tls, backend).await?;
+    Ok(ExitCode::SUCCESS)
+}
