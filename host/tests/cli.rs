@@ -197,3 +197,194 @@ grants = ["api"]
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_mode_through_the_cli_init_keygen_serve_run() {
+    use std::io::BufRead as _;
+    const KEY: &str = "cli-split-upstream-key-0123456789";
+    let upstream = Upstream::start(|r| {
+        let ok = r.headers.get("x-api-key").map(|v| v.as_bytes()) == Some(KEY.as_bytes());
+        respond(
+            if ok { 200 } else { 401 },
+            &[],
+            if ok { "split ok" } else { "no" },
+        )
+    })
+    .await;
+    let dir = std::env::temp_dir().join(format!("edgeward-cli-split-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let data = dir.join("data");
+    let run = |args: Vec<String>| {
+        let out = edgeward().args(&args).output().expect("run");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let s = |x: &std::path::Path| x.display().to_string();
+
+    let (code, stdout, stderr) = run(vec!["init".into(), "--data-dir".into(), s(&data)]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    #[cfg(unix)]
+    for f in ["signing-key", "nonce-key", "server-key.pem", "ca-key.pem"] {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(data.join(f))
+            .expect(f)
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600, "{f}");
+    }
+    let (code, _, stderr) = run(vec!["init".into(), "--data-dir".into(), s(&data)]);
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("--force"), "{stderr}");
+
+    let key = dir.join("device.key");
+    let (code, stdout, stderr) = run(vec![
+        "keygen".into(),
+        "--alg".into(),
+        "es256".into(),
+        "--out".into(),
+        s(&key),
+    ]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let public = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("public_key = \""))
+        .and_then(|l| l.strip_suffix('"'))
+        .expect("public key line")
+        .to_owned();
+    assert!(public.starts_with("p256:"), "{public}");
+
+    let config = dir.join("edgeward.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[[device]]
+id = "dev-1"
+owner = "ops@edgeward.invalid"
+public_key = "{public}"
+
+[[grant]]
+name = "api"
+origin = "{}"
+methods = ["GET"]
+path_prefixes = ["/v1/"]
+credential = {{ kind = "header", name = "x-api-key" }}
+secret = {{ env = "EDGEWARD_CLI_TEST_KEY" }}
+
+[[agent]]
+name = "hello"
+owner = "tests@edgeward.invalid"
+digests = ["{}"]
+grants = ["api"]
+devices = ["dev-1"]
+"#,
+            upstream.origin(),
+            digest(HELLO_WASM)
+        ),
+    )
+    .expect("config");
+
+    let mut server = edgeward()
+        .args([
+            "serve",
+            "--config",
+            &s(&config),
+            "--data-dir",
+            &s(&data),
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .env("EDGEWARD_CLI_TEST_KEY", KEY)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("serve");
+    let stdout = server.stdout.take().expect("stdout");
+    let line = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .map(|_| line)
+    })
+    .await
+    .expect("join")
+    .expect("read");
+    let url = line
+        .trim()
+        .strip_prefix("listening on ")
+        .expect("listening line")
+        .to_owned();
+    assert!(url.starts_with("https://127.0.0.1:"), "{url}");
+
+    let task = format!("{}/v1/hi", upstream.origin());
+    let args: Vec<String> = [
+        "run",
+        "--backend",
+        &url,
+        "--ca",
+        &s(&data.join("ca.pem")),
+        "--device",
+        "dev-1",
+        "--device-key",
+        &s(&key),
+        "--agent",
+        "hello",
+        "--task",
+        &task,
+        HELLO_WASM,
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
+    let (code, stdout, stderr) = tokio::task::spawn_blocking(move || run_owned(args))
+        .await
+        .expect("join");
+    assert_eq!(code, Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert_eq!(stdout.trim(), "split ok");
+    assert!(!stdout.contains(KEY) && !stderr.contains(KEY));
+
+    // Plain http needs the danger flag, on both sides.
+    let args: Vec<String> = [
+        "run",
+        "--backend",
+        "http://127.0.0.1:9",
+        "--device",
+        "dev-1",
+        "--device-key",
+        &s(&key),
+        "--agent",
+        "hello",
+        "--task",
+        "x",
+        HELLO_WASM,
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
+    let (code, _, stderr) = tokio::task::spawn_blocking(move || run_owned(args))
+        .await
+        .expect("join");
+    assert_eq!(code, Some(2));
+    assert!(
+        stderr.contains("--ca is required") || stderr.contains("https://"),
+        "{stderr}"
+    );
+
+    let _ = server.kill();
+    let _ = server.wait();
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+fn run_owned(args: Vec<String>) -> (Option<i32>, String, String) {
+    let out = edgeward().args(&args).output().expect("run");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}

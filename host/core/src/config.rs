@@ -952,4 +952,42 @@ grants = ["weather"]
             CredentialKind::Query { .. }
         ));
     }
+
+    const ED_KEY: &str = "ed25519:11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo";
+
+    #[test]
+    fn devices_and_backend_settings() {
+        let text = sample(
+            "",
+            "devices = [\"dev-1\"]\nmax_instances_per_device = 2\nmax_token_lifetime_s = 60",
+        ) + &format!(
+            "\n[[device]]\nid = \"dev-1\"\nowner = \"ops\"\npublic_key = \"{ED_KEY}\"\n\n[backend]\ntrust_domain = \"example.org\"\nlisten = \"127.0.0.1:9443\"\n"
+        );
+        let c = Config::parse(&text).unwrap();
+        assert_eq!(c.devices[0].id, "dev-1");
+        assert_eq!(c.agents[0].devices, vec!["dev-1".to_owned()]);
+        assert_eq!(c.agents[0].max_instances_per_device, 2);
+        assert_eq!(c.agents[0].max_token_lifetime, 60);
+        assert_eq!(c.backend.trust_domain, "example.org");
+        assert_eq!(c.backend.listen.port(), 9443);
+
+        let unknown = sample("", "devices = [\"dev-9\"]");
+        assert!(matches!(
+            Config::parse(&unknown),
+            Err(ConfigError::Invalid { field, .. }) if field == "agent \"weather-bot\".devices"
+        ));
+        let reserved =
+            format!("[[device]]\nid = \"embedded\"\nowner = \"o\"\npublic_key = \"{ED_KEY}\"\n");
+        assert!(matches!(
+            Config::parse(&reserved),
+            Err(ConfigError::Invalid { field, .. }) if field == "device \"embedded\".id"
+        ));
+        let bad_key = "[[device]]\nid = \"d\"\nowner = \"o\"\npublic_key = \"rsa:abc\"\n";
+        assert!(matches!(
+            Config::parse(bad_key),
+            Err(ConfigError::Invalid { field, .. }) if field == "device \"d\".public_key"
+        ));
+        let bad_domain = "[backend]\ntrust_domain = \"Not Valid\"\n";
+        assert!(Config::parse(bad_domain).is_err());
+    }
 }
