@@ -3,7 +3,9 @@
 use anyhow::Context as _;
 use edgeward_backend::exchange::{ServiceKeys, SharedEntropy, TokenService};
 use edgeward_backend::{Backend, service, tls};
-use edgeward_core::clock::SystemClock;
+use edgeward_backend::import::import;
+use edgeward_backend::store::{SqliteStore, Store};
+use edgeward_core::clock::{Clock, SystemClock};
 use edgeward_core::config::Config;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -25,8 +27,23 @@ pub async fn run(
     let entropy: SharedEntropy = Arc::new(Mutex::new(Box::new(crate::embedded::os_entropy)));
     let mut epoch = [0u8; 8];
     crate::embedded::os_entropy(&mut epoch);
+    let db = data_dir.join("edgeward.db");
+    let store: Arc<dyn Store> = Arc::new(
+        SqliteStore::open(&db).with_context(|| format!("cannot open the registry {}", db.display()))?,
+    );
+    // A new registry is seeded from the config; afterwards the registry is
+    // the source of truth and `edgeward import` applies config changes.
+    if store.agents()?.is_empty() && store.grants()?.is_empty() && store.devices()?.is_empty() {
+        let summary = import(store.as_ref(), config, SystemClock.now(), || {
+            let mut id = [0u8; 16];
+            crate::embedded::os_entropy(&mut id);
+            hex::encode(id)
+        })?;
+        tracing::info!(?summary, "seeded the registry from the config");
+    }
     let tokens = TokenService::new(
-        config,
+        store,
+        config.backend.clone(),
         ServiceKeys {
             signing_seed: &keys.signing_seed,
             nonce_key: &keys.nonce_key,
@@ -38,7 +55,7 @@ pub async fn run(
     )
     .context("cannot start the token service")?;
     let backend =
-        Backend::from_config(config, Arc::new(tokens)).context("cannot start the backend")?;
+        Backend::new(Arc::new(tokens)).context("cannot start the backend")?;
     let addr = listen.unwrap_or(config.backend.listen);
     let listener = tokio::net::TcpListener::bind(addr)
         .await

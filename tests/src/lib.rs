@@ -281,7 +281,8 @@ impl Harness {
                     signer: embedded.device_key,
                 },
                 exchange: shared.clone(),
-                egress: shared,
+                egress: shared.clone(),
+                stop_channel: Some(shared),
                 clock,
                 entropy: &mut SeededEntropy::new(11),
                 grants: Vec::new(),
@@ -418,8 +419,18 @@ impl Service {
         })?;
         let keys = edgeward_backend::tls::load(&dir)?;
         let config = Config::parse(config_text)?;
+        let store: Arc<dyn edgeward_backend::store::Store> = Arc::new(
+            edgeward_backend::store::SqliteStore::open(&dir.join("edgeward.db"))?,
+        );
+        let mut ids = SeededEntropy::new(8);
+        edgeward_backend::import::import(store.as_ref(), &config, clock.now(), || {
+            let mut id = [0u8; 16];
+            edgeward_core::entropy::Entropy::fill(&mut ids, &mut id);
+            id.iter().map(|b| format!("{b:02x}")).collect()
+        })?;
         let tokens = Arc::new(edgeward_backend::TokenService::new(
-            &config,
+            store,
+            config.backend.clone(),
             edgeward_backend::ServiceKeys {
                 signing_seed: &keys.signing_seed,
                 nonce_key: &keys.nonce_key,
@@ -429,7 +440,7 @@ impl Service {
             clock,
             seeded(5),
         )?);
-        let backend = Backend::with_secrets(&config, Arc::clone(&tokens), secrets_from(secrets))?;
+        let backend = Backend::with_secrets(Arc::clone(&tokens), secrets_from(secrets))?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("https://{}", listener.local_addr()?);
         tokio::spawn(edgeward_backend::service::serve(

@@ -33,6 +33,7 @@ impl Agent for Hostile {
                 Ok(outcome(Request::post(*url, body).send()))
             }
             ["repeat", n, ms, url] => repeat(count(n)?, count(ms)?, url),
+            ["stubborn", url] => stubborn(url),
             ["log", n] => {
                 let n = count(n)?;
                 for i in 0..n {
@@ -129,6 +130,18 @@ fn repeat(n: usize, ms: usize, url: &str) -> Result<String, String> {
         calls.push(json!({ "token_expires_at": expires, "outcome": outcome }));
     }
     Ok(json!({ "calls": calls }).to_string())
+}
+
+/// `stubborn <url>`: ignores every refusal and keeps going — calling, then
+/// computing — forever. Only the host can end it.
+fn stubborn(url: &str) -> ! {
+    let mut counter = 0u64;
+    loop {
+        let _ignored = Request::get(url).send();
+        for _ in 0..1_000_000 {
+            counter = black_box(counter.wrapping_add(1));
+        }
+    }
 }
 
 /// What a request came to, as JSON.

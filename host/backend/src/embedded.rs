@@ -1,6 +1,6 @@
 //! Embedded mode: a backend in the runtime's own process.
 //!
-//! Nothing is skipped: the runtime still attests with a device key and
+//! The registry is a real SQLite database, in memory. Nothing is skipped: the runtime still attests with a device key and
 //! exchanges the attestation for tokens, through the same [`TokenService`].
 //! The differences are where the keys come from — fresh ones made at start-up
 //! and held in memory only — and the device: a key made here, registered as
@@ -8,7 +8,9 @@
 
 use crate::exchange::{ServiceKeys, SharedEntropy, TokenService};
 use crate::forward::{Backend, BackendError};
+use crate::import::import;
 use crate::secrets::SecretError;
+use crate::store::{SqliteStore, Store};
 use edgeward_core::clock::Clock;
 use edgeward_core::config::Config;
 use edgeward_core::keys::{Ed25519Signer, Signer};
@@ -41,8 +43,20 @@ pub fn embedded(
         e.fill(&mut epoch);
         Ed25519Signer::generate(&mut **e).map_err(|_| BackendError::Entropy)?
     };
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().map_err(BackendError::Store)?);
+    let now = clock.now();
+    {
+        let mut e = entropy.lock().map_err(|_| BackendError::Entropy)?;
+        import(store.as_ref(), config, now, || {
+            let mut id = [0u8; 16];
+            e.fill(&mut id);
+            hex::encode(id)
+        })
+        .map_err(|e| BackendError::Tokens(e.to_string()))?;
+    }
     let tokens = TokenService::new(
-        config,
+        store,
+        config.backend.clone(),
         ServiceKeys {
             signing_seed: &signing_seed,
             nonce_key: &nonce_key,
@@ -53,7 +67,7 @@ pub fn embedded(
         entropy,
     )
     .map_err(|e| BackendError::Tokens(e.to_string()))?;
-    let backend = Backend::with_secrets(config, Arc::new(tokens), read_secret)?;
+    let backend = Backend::with_secrets(Arc::new(tokens), read_secret)?;
     Ok(Embedded {
         backend,
         device_key: Arc::new(device_key),

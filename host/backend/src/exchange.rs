@@ -16,11 +16,12 @@
 
 use edgeward_core::attest::{UnverifiedAttestation, VerifiedAttestation};
 use edgeward_core::clock::Clock;
-use edgeward_core::config::{BackendSettings, Config, EMBEDDED_DEVICE, Limits};
-use edgeward_core::digest::ComponentDigest;
-use edgeward_core::egress::AgentProfile;
+use edgeward_core::config::{BackendSettings, EMBEDDED_DEVICE};
+use crate::revocation::{RevocationKind, Revocations};
+use crate::store::{self, IssuedToken, Store, StoreError};
+use edgeward_core::egress::{AgentProfile, StopPoll};
 use edgeward_core::entropy::Entropy;
-use edgeward_core::grant::{GrantName, GrantRules};
+use edgeward_core::grant::GrantName;
 use edgeward_core::keys::PublicKey;
 use edgeward_core::nonce::{NonceIssuer, ReplayCache};
 use edgeward_core::token::{Mint, TokenError, TokenIssuer, TokenVerifier, VerifiedToken};
@@ -93,24 +94,27 @@ pub struct Minted {
     pub profile: AgentProfile,
 }
 
-struct AgentRules {
-    digests: Vec<ComponentDigest>,
-    grants: Vec<GrantName>,
-    rules: Vec<GrantRules>,
-    limits: Limits,
-    devices: Vec<String>,
-    max_instances_per_device: u32,
-    max_lifetime: u64,
-    generation: u64,
-}
 
 /// Randomness for the service, behind a lock (it is `FnMut`-like).
 pub type SharedEntropy = Arc<Mutex<Box<dyn Entropy + Send>>>;
 
+/// Why an access token was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AccessError {
+    /// Not a valid token (signature, issuer, audience, time...).
+    #[error("{0}")]
+    Token(#[from] TokenError),
+    /// Valid, but revoked.
+    #[error("revoked: {0}")]
+    Revoked(String),
+}
+
 /// The token service. Thread-safe; share it behind an `Arc`.
 pub struct TokenService {
-    devices: HashMap<String, PublicKey>,
-    agents: HashMap<String, AgentRules>,
+    revocations: Revocations,
+    store: Arc<dyn Store>,
+    embedded_device: Option<PublicKey>,
     settings: BackendSettings,
     nonces: NonceIssuer,
     replay: Mutex<ReplayCache>,
@@ -118,8 +122,9 @@ pub struct TokenService {
     verifier: TokenVerifier,
     clock: Arc<dyn Clock>,
     entropy: SharedEntropy,
-    /// Live instances per (device, agent): instance id -> token expiry.
-    live: Mutex<HashMap<(String, String), HashMap<String, u64>>>,
+    /// Serialises the live-instance count and the token record of one
+    /// exchange, so two racing exchanges cannot both take the last slot.
+    minting: Mutex<()>,
 }
 
 /// Secrets the token service is built from.
@@ -133,43 +138,17 @@ pub struct ServiceKeys<'a> {
 }
 
 impl TokenService {
-    /// Build from the config. `embedded_device` is the in-process device of
-    /// embedded mode, if any: it may run every agent.
+    /// Build on a store (the registry and revocations) with these settings.
+    /// `embedded_device` is the in-process device of embedded mode, if any:
+    /// it may run every agent.
     pub fn new(
-        config: &Config,
+        store: Arc<dyn Store>,
+        settings: BackendSettings,
         keys: ServiceKeys<'_>,
         embedded_device: Option<PublicKey>,
         clock: Arc<dyn Clock>,
         entropy: SharedEntropy,
-    ) -> Result<TokenService, TokenError> {
-        let mut devices: HashMap<String, PublicKey> = config
-            .devices
-            .iter()
-            .map(|d| (d.id.clone(), d.public_key))
-            .collect();
-        if let Some(key) = embedded_device {
-            devices.insert(EMBEDDED_DEVICE.to_owned(), key);
-        }
-        let agents = config
-            .agents
-            .iter()
-            .map(|a| {
-                (
-                    a.name.clone(),
-                    AgentRules {
-                        digests: a.digests.clone(),
-                        grants: a.grants.clone(),
-                        rules: config.rules_for(a),
-                        limits: a.limits,
-                        devices: a.devices.clone(),
-                        max_instances_per_device: a.max_instances_per_device,
-                        max_lifetime: a.max_token_lifetime,
-                        generation: a.generation,
-                    },
-                )
-            })
-            .collect();
-        let settings = config.backend.clone();
+    ) -> Result<TokenService, ServiceError> {
         let issuer = TokenIssuer::new(
             keys.signing_seed,
             settings.issuer.clone(),
@@ -181,9 +160,14 @@ impl TokenService {
             CLOCK_TOLERANCE,
         );
         verifier.add_key(issuer.kid().to_owned(), issuer.public_key());
+        let revocations = Revocations::default();
+        for r in store.revocations()? {
+            revocations.add(&from_stored(&r));
+        }
         Ok(TokenService {
-            devices,
-            agents,
+            revocations,
+            store,
+            embedded_device,
             nonces: NonceIssuer::new(*keys.nonce_key, keys.boot_epoch, NONCE_MAX_AGE),
             replay: Mutex::new(ReplayCache::default()),
             issuer,
@@ -191,7 +175,7 @@ impl TokenService {
             settings,
             clock,
             entropy,
-            live: Mutex::new(HashMap::new()),
+            minting: Mutex::new(()),
         })
     }
 
@@ -264,12 +248,9 @@ impl TokenService {
         let unverified = UnverifiedAttestation::parse(actor)
             .map_err(|e| ExchangeError::before(format!("malformed attestation: {e}")))?;
         let device = unverified.device_id().to_owned();
-        let key = self
-            .devices
-            .get(&device)
-            .ok_or_else(|| ExchangeError::before(format!("unknown device {device:?}")))?;
+        let key = self.device_key(&device)?;
         let verified = unverified
-            .verify(key)
+            .verify(&key)
             .map_err(|e| ExchangeError::before(format!("device {device}: {e}")))?;
         self.authorize_and_mint(&device, &verified)
     }
@@ -294,9 +275,21 @@ impl TokenService {
             }
         }
         let agent_name = att.agent();
-        let agent = self.agents.get(agent_name).ok_or_else(|| {
-            ExchangeError::after("invalid_grant", format!("unknown agent {agent_name:?}"))
-        })?;
+        let jkt = att.instance_key().jwk_thumbprint();
+        let instance_id = instance_id(device, agent_name, &jkt);
+        if let Some(reason) = self
+            .revocations
+            .refuses_exchange(device, agent_name, &instance_id)
+        {
+            return Err(ExchangeError::after("invalid_grant", reason));
+        }
+        let agent = self
+            .store
+            .agent(agent_name)
+            .map_err(store_failure)?
+            .ok_or_else(|| {
+                ExchangeError::after("invalid_grant", format!("unknown agent {agent_name:?}"))
+            })?;
         if device != EMBEDDED_DEVICE && !agent.devices.iter().any(|d| d == device) {
             return Err(ExchangeError::after(
                 "invalid_grant",
@@ -337,28 +330,25 @@ impl TokenService {
         } else {
             att.lifetime()
         };
-        let lifetime = requested.min(agent.max_lifetime);
+        let lifetime = requested.min(agent.max_token_lifetime);
 
-        let jkt = att.instance_key().jwk_thumbprint();
-        let instance_id = instance_id(device, agent_name, &jkt);
-        {
-            let mut live = self.live.lock().map_err(|_| poisoned())?;
-            let slot = live
-                .entry((device.to_owned(), agent_name.to_owned()))
-                .or_default();
-            slot.retain(|_, exp| *exp > now);
-            if !slot.contains_key(&instance_id)
-                && slot.len() >= agent.max_instances_per_device as usize
-            {
-                return Err(ExchangeError::after(
-                    "invalid_grant",
-                    format!(
-                        "agent {agent_name} already has {} live instance(s) on device {device} (the maximum)",
-                        slot.len()
-                    ),
-                ));
-            }
-            slot.insert(instance_id.clone(), now + lifetime);
+        let _minting = self.minting.lock().map_err(|_| poisoned())?;
+        let live: Vec<String> = self
+            .store
+            .live_instances(Some(agent_name), now)
+            .map_err(store_failure)?
+            .into_iter()
+            .filter(|i| i.device == device)
+            .map(|i| i.instance_id)
+            .collect();
+        if !live.contains(&instance_id) && live.len() >= agent.max_instances_per_device as usize {
+            return Err(ExchangeError::after(
+                "invalid_grant",
+                format!(
+                    "agent {agent_name} already has {} live instance(s) on device {device} (the maximum)",
+                    live.len()
+                ),
+            ));
         }
         let mut jti = [0u8; 16];
         self.entropy.lock().map_err(|_| poisoned())?.fill(&mut jti);
@@ -380,13 +370,25 @@ impl TokenService {
             .issuer
             .mint(&mint)
             .map_err(|e| ExchangeError::after("server_error", format!("cannot mint: {e}")))?;
+        self.store
+            .record_token(&IssuedToken {
+                jti: mint.jti.clone(),
+                instance_id: instance_id.clone(),
+                agent: agent_name.to_owned(),
+                device: device.to_owned(),
+                generation: agent.generation,
+                issued_at: now,
+                expires_at: now + lifetime,
+            })
+            .map_err(store_failure)?;
+        let mut rules = Vec::new();
+        for name in &scope {
+            if let Some(g) = self.store.grant(name).map_err(store_failure)? {
+                rules.push(g.rules);
+            }
+        }
         let profile = AgentProfile {
-            grants: agent
-                .rules
-                .iter()
-                .filter(|r| scope.contains(&r.name))
-                .cloned()
-                .collect(),
+            grants: rules,
             limits: agent.limits,
         };
         Ok(Minted {
@@ -400,10 +402,178 @@ impl TokenService {
         })
     }
 
-    /// Verify an access token presented on the egress path.
-    pub fn verify_access(&self, token: &str) -> Result<VerifiedToken, TokenError> {
-        self.verifier.verify(token, self.clock.now())
+    /// The key of a device that may attest; `unknown device` otherwise. A
+    /// revoked device's key is still returned: its refusal comes after the
+    /// signature verified, with a precise reason.
+    fn device_key(&self, device: &str) -> Result<PublicKey, ExchangeError> {
+        if device == EMBEDDED_DEVICE {
+            return self
+                .embedded_device
+                .ok_or_else(|| ExchangeError::before("no in-process device here"));
+        }
+        match self.store.device(device) {
+            Ok(Some(d)) => Ok(d.public_key),
+            Ok(None) => Err(ExchangeError::before(format!("unknown device {device:?}"))),
+            Err(e) => Err(ExchangeError::before(format!("store: {e}"))),
+        }
     }
+
+    /// The store behind the service.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The clock.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// Verify an access token presented on the egress path: valid, not
+    /// revoked, of the agent's current generation.
+    pub fn check_access(&self, token: &str) -> Result<VerifiedToken, AccessError> {
+        let verified = self.verifier.verify(token, self.clock.now())?;
+        if let Some(reason) = self.revocations.check(&verified) {
+            return Err(AccessError::Revoked(reason));
+        }
+        match self.store.agent(verified.agent()) {
+            Ok(Some(agent)) if agent.generation == verified.generation() => Ok(verified),
+            Ok(Some(agent)) => Err(AccessError::Revoked(format!(
+                "agent {} is at generation {}; this token is of generation {}",
+                agent.name,
+                agent.generation,
+                verified.generation()
+            ))),
+            Ok(None) => Err(AccessError::Revoked(format!(
+                "agent {} no longer exists",
+                verified.agent()
+            ))),
+            // Fail closed: no verdict without the registry.
+            Err(e) => Err(AccessError::Revoked(format!("registry unavailable: {e}"))),
+        }
+    }
+
+    /// Revoke: written to the store first (it must survive a crash right
+    /// after this returns), then in memory, where it takes effect on the
+    /// next call of any affected token and wakes the stop channel.
+    pub fn revoke(&self, kind: &RevocationKind, by: &str, reason: &str) -> Result<(), StoreError> {
+        let stored = self.store.add_revocation(&to_stored(kind), self.clock.now(), by, reason)?;
+        tracing::warn!(?kind, by, "revoked");
+        self.revocations.add(&from_stored(&stored));
+        Ok(())
+    }
+
+    /// Apply a revocation another code path already stored (deprovision,
+    /// generation bumps).
+    pub fn note_revoked(&self, kind: &RevocationKind) {
+        self.revocations.add(kind);
+    }
+
+    /// RFC 7009: revoke a presented token if it is one of ours (expired or
+    /// already revoked tokens included); anything else is ignored.
+    pub fn revoke_presented(&self, token: &str) {
+        // Verify at the token's own issue time: an expired token of ours may
+        // still be revoked, a forged one is ignored (so the set cannot be
+        // filled with junk).
+        let Some(iat) = unverified_iat(token) else {
+            return;
+        };
+        if let Ok(verified) = self.verifier.verify(token, iat) {
+            let kind = RevocationKind::Token {
+                jti: verified.jti().to_owned(),
+            };
+            if let Err(e) = self.revoke(&kind, "rfc7009", "revoked by its holder") {
+                tracing::error!("cannot store a revocation: {e}");
+            }
+        }
+    }
+
+    /// Long-poll the stop channel for the instance holding `token`: returns
+    /// at once if it is revoked, else when a revocation concerns it, else
+    /// after the poll time with the lease.
+    pub async fn poll_stop(&self, token: &str) -> Result<StopPoll, AccessError> {
+        let mut changes = self.revocations.subscribe();
+        let until = tokio::time::Instant::now()
+            + std::time::Duration::from_secs(self.settings.stop_poll_secs);
+        loop {
+            changes.borrow_and_update();
+            match self.check_access(token) {
+                Ok(_) => {}
+                Err(AccessError::Revoked(reason)) => return Ok(StopPoll::Stop { reason }),
+                Err(e) => return Err(e),
+            }
+            match tokio::time::timeout_at(until, changes.changed()).await {
+                Ok(Ok(())) => continue,
+                _ => {
+                    return Ok(StopPoll::Continue {
+                        lease_secs: self.settings.stop_lease_secs,
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// The `iat` claim of a JWT, read without verifying anything: only used to
+/// choose the time at which the real verification runs.
+fn unverified_iat(token: &str) -> Option<u64> {
+    use base64::Engine as _;
+    let payload = token.split('.').nth(1)?;
+    if payload.len() > 8192 {
+        return None;
+    }
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    v["iat"].as_u64()
+}
+
+fn store_failure(e: StoreError) -> ExchangeError {
+    ExchangeError::after("server_error", format!("registry unavailable: {e}"))
+}
+
+fn to_stored(kind: &RevocationKind) -> store::RevocationKind {
+    match kind {
+        RevocationKind::Token { jti } => store::RevocationKind::Token { jti: jti.clone() },
+        RevocationKind::Instance { id } => store::RevocationKind::Instance { id: id.clone() },
+        RevocationKind::Agent {
+            name,
+            before_generation,
+        } => store::RevocationKind::Agent {
+            name: name.clone(),
+            before_generation: *before_generation,
+        },
+        RevocationKind::Device { id } => store::RevocationKind::Device { id: id.clone() },
+        RevocationKind::All { .. } => store::RevocationKind::All,
+    }
+}
+
+fn from_stored(r: &store::Revocation) -> RevocationKind {
+    match &r.kind {
+        store::RevocationKind::Token { jti } => RevocationKind::Token { jti: jti.clone() },
+        store::RevocationKind::Instance { id } => RevocationKind::Instance { id: id.clone() },
+        store::RevocationKind::Agent {
+            name,
+            before_generation,
+        } => RevocationKind::Agent {
+            name: name.clone(),
+            before_generation: *before_generation,
+        },
+        store::RevocationKind::Device { id } => RevocationKind::Device { id: id.clone() },
+        store::RevocationKind::All => RevocationKind::All { at: r.at },
+    }
+}
+
+/// The token service could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServiceError {
+    /// The signing key is unusable.
+    #[error("token signing key: {0}")]
+    Key(#[from] TokenError),
+    /// The store failed.
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
 }
 
 fn poisoned() -> ExchangeError {

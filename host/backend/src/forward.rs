@@ -1,13 +1,13 @@
 //! The egress proxy: check, inject, forward, decode, redact.
 
-use crate::exchange::TokenService;
+use crate::exchange::{AccessError, TokenService};
 use crate::secrets::{SecretError, resolve_secret};
 use bytes::Bytes;
 use edgeward_core::codec::{self, DecodeError};
-use edgeward_core::config::{Config, Limits};
+
 use edgeward_core::egress::{
-    BoxFuture, Egress, EgressCall, EgressFuture, ExchangeFailure, TokenExchange, TokenGrant,
-    TokenRequest,
+    BearerToken, BoxFuture, Egress, EgressCall, EgressFuture, ExchangeFailure, StopChannel,
+    StopPoll, TokenExchange, TokenGrant, TokenRequest,
 };
 use edgeward_core::grant::{CredentialKind, GrantName, GrantRules, inject_credential};
 use edgeward_core::headers::{sanitize_request, sanitize_response};
@@ -56,6 +56,9 @@ pub enum BackendError {
     /// The token service could not be built.
     #[error("cannot start the token service: {0}")]
     Tokens(String),
+    /// The store failed.
+    #[error("store: {0}")]
+    Store(crate::store::StoreError),
     /// The redactor over the held secrets could not be built.
     #[error("cannot build the credential redactor: {0}")]
     Redactor(edgeward_core::redact::RedactError),
@@ -72,14 +75,8 @@ struct LiveGrant {
     client: HttpsClient,
 }
 
-struct AgentEntry {
-    grants: Vec<GrantName>,
-    limits: Limits,
-}
-
 struct Inner {
     grants: HashMap<GrantName, LiveGrant>,
-    agents: HashMap<String, AgentEntry>,
     /// Every credential this backend holds, so no response carries any of
     /// them back, whichever grant the call used.
     redactor: Redactor,
@@ -93,23 +90,21 @@ pub struct Backend {
 }
 
 impl Backend {
-    /// Load every grant's secret and build the connection pools.
-    pub fn from_config(
-        config: &Config,
-        tokens: Arc<TokenService>,
-    ) -> Result<Backend, BackendError> {
-        Backend::with_secrets(config, tokens, resolve_secret)
+    /// Load every grant's secret (grants come from the token service's
+    /// store) and build the connection pools.
+    pub fn new(tokens: Arc<TokenService>) -> Result<Backend, BackendError> {
+        Backend::with_secrets(tokens, resolve_secret)
     }
 
-    /// As [`Backend::from_config`], with the secret reader injected (tests).
+    /// As [`Backend::new`], with the secret reader injected (tests).
     pub fn with_secrets(
-        config: &Config,
         tokens: Arc<TokenService>,
         mut read: impl FnMut(&edgeward_core::secret::SecretSource) -> Result<Secret, SecretError>,
     ) -> Result<Backend, BackendError> {
         let tls = tls_config()?;
         let mut grants = HashMap::new();
-        for g in &config.grants {
+        let configured = tokens.store().grants().map_err(BackendError::Store)?;
+        for g in &configured {
             let secret = read(&g.secret).map_err(|source| BackendError::Secret {
                 grant: g.rules.name.to_string(),
                 source,
@@ -148,23 +143,9 @@ impl Backend {
         }
         let redactor = Redactor::new(grants.values().map(|g| g.secret.expose()))
             .map_err(BackendError::Redactor)?;
-        let agents = config
-            .agents
-            .iter()
-            .map(|a| {
-                (
-                    a.name.clone(),
-                    AgentEntry {
-                        grants: a.grants.clone(),
-                        limits: a.limits,
-                    },
-                )
-            })
-            .collect();
         Ok(Backend {
             inner: Arc::new(Inner {
                 grants,
-                agents,
                 redactor,
                 tokens,
             }),
@@ -218,8 +199,30 @@ impl TokenExchange for Backend {
     }
 }
 
+/// Embedded mode's stop channel: the same long poll as the HTTP route.
+impl StopChannel for Backend {
+    fn poll_stop(&self, token: BearerToken) -> BoxFuture<Result<StopPoll, ExchangeFailure>> {
+        let inner = Arc::clone(&self.inner);
+        Box::pin(async move {
+            inner
+                .tokens
+                .poll_stop(token.expose())
+                .await
+                .map_err(|e| ExchangeFailure::Unreachable(e.to_string()))
+        })
+    }
+}
+
 /// How a bad access token reaches the guest.
-fn token_refusal(e: &TokenError) -> Refusal {
+fn token_refusal(e: &AccessError) -> Refusal {
+    let e = match e {
+        AccessError::Revoked(reason) => {
+            return Refusal::new(ProblemClass::Revoked, reason.clone());
+        }
+        AccessError::Token(e) => e,
+        #[allow(unreachable_patterns)]
+        _ => return Refusal::denied("the instance's access token is not valid"),
+    };
     match e {
         TokenError::Expired => {
             Refusal::new(ProblemClass::Expired, "the instance's access token expired")
@@ -249,7 +252,7 @@ impl Egress for Backend {
             let method = call.request.method().clone();
             // Captured before injection: a query credential must never be logged.
             let path = call.request.uri().path().to_owned();
-            let (agent, instance, result) = match inner.tokens.verify_access(call.token.expose()) {
+            let (agent, instance, result) = match inner.tokens.check_access(call.token.expose()) {
                 Ok(token) => {
                     let agent = token.agent().to_owned();
                     let instance = token.instance().to_owned();
@@ -293,9 +296,12 @@ impl Inner {
                 call.grant
             )));
         }
+        // The registry, not the token, says what the agent holds now.
         let agent = self
-            .agents
-            .get(agent_name)
+            .tokens
+            .store()
+            .agent(agent_name)
+            .map_err(|_| Refusal::upstream("the registry is unavailable"))?
             .ok_or_else(|| Refusal::denied(format!("agent {agent_name} is not registered")))?;
         if !agent.grants.contains(&call.grant) {
             return Err(Refusal::denied(format!(

@@ -24,8 +24,11 @@
 pub mod embedded;
 pub mod exchange;
 mod forward;
+pub mod import;
+pub mod revocation;
 mod secrets;
 pub mod service;
+pub mod store;
 pub mod tls;
 
 pub use exchange::{ServiceKeys, TokenService};

@@ -7,6 +7,8 @@
 //! | `POST /v1/token` | RFC 8693 exchange of a device attestation |
 //! | `GET /.well-known/jwks.json` | token signing keys |
 //! | `GET /.well-known/oauth-authorization-server` | RFC 8414 metadata |
+//! | `GET /v1/stop` | the stop channel: a long poll with the instance's token; answers `{"stop": true, "reason"}` when it is revoked, else `{"stop": false, "lease"}` after the poll time |
+//! | `POST /v1/revoke` | RFC 7009: a token holder revokes its own token |
 //! | `<any method> /v1/egress` | a guest request: `authorization: Bearer <token>`, `edgeward-target: <absolute URL>`, `edgeward-grant: <grant>`, the guest's headers and body |
 //!
 //! The egress route runs exactly the code embedded mode calls
@@ -127,6 +129,8 @@ async fn route(backend: &Backend, req: hyper::Request<hyper::body::Incoming>) ->
             )
         }
         (_, "/v1/egress") => egress(backend, req).await,
+        (Method::GET, "/v1/stop") => stop(backend, req).await,
+        (Method::POST, "/v1/revoke") => revoke(backend, req).await,
         _ => json(
             StatusCode::NOT_FOUND,
             &serde_json::json!({ "error": "not_found", "error_description": "no such route" }),
@@ -186,6 +190,48 @@ async fn token(backend: &Backend, req: hyper::Request<hyper::body::Incoming>) ->
             oauth_error(e.error, e.public_description())
         }
     }
+}
+
+fn bearer(headers: &http::HeaderMap) -> Option<String> {
+    headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| s.strip_prefix("Bearer "))
+        .map(str::to_owned)
+}
+
+async fn stop(backend: &Backend, req: hyper::Request<hyper::body::Incoming>) -> Response {
+    let Some(token) = bearer(req.headers()) else {
+        return json(
+            StatusCode::UNAUTHORIZED,
+            &serde_json::json!({ "error": "invalid_token", "error_description": "no access token" }),
+        );
+    };
+    match backend.tokens().poll_stop(&token).await {
+        Ok(edgeward_core::egress::StopPoll::Stop { reason }) => {
+            json(StatusCode::OK, &serde_json::json!({ "stop": true, "reason": reason }))
+        }
+        Ok(edgeward_core::egress::StopPoll::Continue { lease_secs }) => {
+            json(StatusCode::OK, &serde_json::json!({ "stop": false, "lease": lease_secs }))
+        }
+        Err(e) => json(
+            StatusCode::UNAUTHORIZED,
+            &serde_json::json!({ "error": "invalid_token", "error_description": e.to_string() }),
+        ),
+    }
+}
+
+/// RFC 7009: whoever holds a token may revoke it. The answer is 200 whether
+/// or not the token was valid (§2.2), so it reveals nothing.
+async fn revoke(backend: &Backend, req: hyper::Request<hyper::body::Incoming>) -> Response {
+    let body = Limited::new(req.into_body(), MAX_FORM_BYTES).collect().await;
+    if let Ok(body) = body {
+        let body = body.to_bytes();
+        if let Some((_, token)) = form_urlencoded::parse(&body).find(|(k, _)| k == "token") {
+            backend.tokens().revoke_presented(&token);
+        }
+    }
+    json(StatusCode::OK, &serde_json::json!({}))
 }
 
 async fn egress(backend: &Backend, req: hyper::Request<hyper::body::Incoming>) -> Response {

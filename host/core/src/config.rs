@@ -101,6 +101,11 @@ pub struct BackendSettings {
     pub default_token_lifetime: u64,
     /// Address `edgeward serve` listens on.
     pub listen: std::net::SocketAddr,
+    /// How long one long poll of the stop channel waits, seconds.
+    pub stop_poll_secs: u64,
+    /// How long a runtime may be cut off from the backend before it stops
+    /// its instances, seconds.
+    pub stop_lease_secs: u64,
 }
 
 impl Default for BackendSettings {
@@ -111,6 +116,8 @@ impl Default for BackendSettings {
             trust_domain: "edgeward.local".into(),
             default_token_lifetime: 300,
             listen: std::net::SocketAddr::from(([127, 0, 0, 1], 8443)),
+            stop_poll_secs: 25,
+            stop_lease_secs: 60,
         }
     }
 }
@@ -300,6 +307,8 @@ struct RawBackend {
     trust_domain: Option<String>,
     default_token_lifetime_s: Option<u64>,
     listen: Option<String>,
+    stop_poll_s: Option<u64>,
+    stop_lease_s: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -690,6 +699,8 @@ impl RawBackend {
                 86_400,
             )?,
             listen,
+            stop_poll_secs: in_range("backend.stop_poll_s", self.stop_poll_s, d.stop_poll_secs, 1, 300)?,
+            stop_lease_secs: in_range("backend.stop_lease_s", self.stop_lease_s, d.stop_lease_secs, 2, 3600)?,
         })
     }
 }

@@ -222,3 +222,28 @@ pub trait TokenExchange: Send + Sync + 'static {
     /// Exchange an attestation for an access token (`POST /v1/token`).
     fn exchange(&self, request: TokenRequest) -> BoxFuture<Result<TokenGrant, ExchangeFailure>>;
 }
+
+/// The answer to one long poll of the stop channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StopPoll {
+    /// Stop the instance now: its token, instance, agent or device was
+    /// revoked.
+    Stop {
+        /// Why, for the log.
+        reason: String,
+    },
+    /// Nothing happened; keep running. If the next poll cannot reach the
+    /// backend within `lease_secs`, stop anyway (fail closed).
+    Continue {
+        /// The lease, seconds.
+        lease_secs: u64,
+    },
+}
+
+/// The live channel from the backend to running instances: a long poll, so
+/// it also works where the backend is a serverless function.
+pub trait StopChannel: Send + Sync + 'static {
+    /// Wait (up to the backend's poll timeout) for a stop order concerning
+    /// the instance holding `token`.
+    fn poll_stop(&self, token: BearerToken) -> BoxFuture<Result<StopPoll, ExchangeFailure>>;
+}

@@ -2,15 +2,16 @@
 
 use crate::bindings::{Agent, AgentPre};
 use crate::credentials::{DeviceIdentity, InstanceToken};
+use crate::stop::{StopSignal, spawn_watcher};
 use crate::egress_hook::{EgressHooks, InstanceEgress};
-use crate::engine::{EPOCH_TICK, EpochTicker, RuntimeConfig, build_engine, build_linker};
+use crate::engine::{EpochTicker, RuntimeConfig, build_engine, build_linker};
 use crate::error::{RuntimeError, TaskError};
 use crate::limits::{LimitExceeded, TaskLimiter};
 use crate::task::{Captured, InstanceIdentity, LogRecord, TaskState};
 use edgeward_core::clock::Clock;
 use edgeward_core::config::Limits;
 use edgeward_core::digest::ComponentDigest;
-use edgeward_core::egress::{Egress, ExchangeFailure, TokenExchange};
+use edgeward_core::egress::{Egress, ExchangeFailure, StopChannel, TokenExchange};
 use edgeward_core::entropy::Entropy;
 use edgeward_core::grant::GrantName;
 use edgeward_core::keys::Ed25519Signer;
@@ -75,6 +76,7 @@ pub struct AgentInstance {
     egress: Arc<InstanceEgress>,
     max_concurrent_tasks: u32,
     _ticker: Arc<EpochTicker>,
+    stop: Arc<StopSignal>,
 }
 
 /// How a task ended, with everything the agent logged.
@@ -211,6 +213,15 @@ impl LoadedAgent {
             user: None,
             grants: profile.grants.iter().map(|g| g.name.to_string()).collect(),
         });
+        let stop = Arc::new(StopSignal::default());
+        if let Some(channel) = options.stop_channel {
+            spawn_watcher(
+                Arc::clone(&stop),
+                Arc::clone(&token),
+                channel,
+                instance_id.clone(),
+            );
+        }
         let egress = Arc::new(InstanceEgress {
             agent: self.spec.name.clone(),
             instance: instance_id,
@@ -227,6 +238,7 @@ impl LoadedAgent {
             egress,
             max_concurrent_tasks: self.max_concurrent_tasks,
             _ticker: Arc::clone(&self.ticker),
+            stop,
         })
     }
 }
@@ -243,6 +255,10 @@ pub struct AttestOptions<'a> {
     pub clock: Arc<dyn Clock>,
     /// Randomness for the instance key.
     pub entropy: &'a mut dyn Entropy,
+    /// The backend's stop channel: revocation stops running tasks, and losing
+    /// the backend for longer than the lease stops the instance. `None`
+    /// only where nothing can revoke (tests of the sandbox alone).
+    pub stop_channel: Option<Arc<dyn StopChannel>>,
     /// Grants to request; empty for all of the agent's grants.
     pub grants: Vec<GrantName>,
     /// Requested token lifetime, seconds (`None`: the backend's default;
@@ -254,6 +270,16 @@ impl AgentInstance {
     /// The instance's public identity.
     pub fn identity(&self) -> &InstanceIdentity {
         &self.identity
+    }
+
+    /// Stop the instance: running tasks end at once, later tasks are refused.
+    pub fn stop(&self, reason: impl Into<String>) {
+        self.stop.stop(reason);
+    }
+
+    /// Whether the instance was stopped, and why.
+    pub fn stopped(&self) -> Option<String> {
+        self.stop.is_stopped().then(|| self.stop.reason())
     }
 
     /// Run one task in a fresh store. Never panics on guest behaviour: every
@@ -286,11 +312,33 @@ impl AgentInstance {
                 table_elements: MAX_TABLE_ELEMENTS,
             },
         };
+        if self.stop.is_stopped() {
+            return TaskReport {
+                outcome: Err(TaskError::Stopped {
+                    reason: self.stop.reason(),
+                }),
+                logs: Vec::new(),
+                logs_dropped: 0,
+            };
+        }
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limiter);
-        let ticks = limits.task_timeout.as_nanos() / EPOCH_TICK.as_nanos();
-        store.set_epoch_deadline(u64::try_from(ticks).unwrap_or(u64::MAX).max(1));
-        store.epoch_deadline_trap();
+        // Every epoch tick (EPOCH_TICK) running wasm comes here: a stop order
+        // traps at once, the deadline interrupts, and otherwise the task
+        // yields to the executor, so a guest spinning in a loop never holds a
+        // worker thread for more than a tick.
+        let deadline = std::time::Instant::now() + limits.task_timeout;
+        let stop = Arc::clone(&self.stop);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            if stop.is_stopped() {
+                return Err(wasmtime::Error::new(StopTrap));
+            }
+            if std::time::Instant::now() >= deadline {
+                return Ok(wasmtime::UpdateDeadline::Interrupt);
+            }
+            Ok(wasmtime::UpdateDeadline::Yield(1))
+        });
 
         let pre = self.pre.clone();
         let call = async {
@@ -328,6 +376,11 @@ impl AgentInstance {
             Stage::Start(e) => (e, true),
             Stage::Run(e) => (e, false),
         };
+        if err.downcast_ref::<StopTrap>().is_some() {
+            return TaskError::Stopped {
+                reason: self.stop.reason(),
+            };
+        }
         if let Some(limit) = err.downcast_ref::<LimitExceeded>() {
             return TaskError::Limit(*limit);
         }
@@ -376,7 +429,26 @@ fn first_line(s: &str) -> String {
     s.lines().next().unwrap_or("").to_owned()
 }
 
+/// The trap raised in running wasm when the instance is stopped.
+#[derive(Debug)]
+struct StopTrap;
+
+impl std::fmt::Display for StopTrap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the instance was stopped")
+    }
+}
+
+impl std::error::Error for StopTrap {}
+
 enum Stage {
     Start(wasmtime::Error),
     Run(wasmtime::Error),
+}
+
+impl Drop for AgentInstance {
+    fn drop(&mut self) {
+        // Ends the stop-channel watcher; nothing can run any more anyway.
+        self.stop.stop("the instance was dropped");
+    }
 }

@@ -54,6 +54,13 @@ pub enum TaskError {
         /// The trap and where it happened.
         reason: String,
     },
+    /// The instance was stopped: revoked, killed, or cut off from the
+    /// backend for longer than its lease.
+    #[error("the instance was stopped: {reason}")]
+    Stopped {
+        /// Why.
+        reason: String,
+    },
     /// Every instance slot is busy.
     #[error("too many tasks running at once (limit {limit}); try again later")]
     Busy {

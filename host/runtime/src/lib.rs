@@ -35,7 +35,8 @@
 //!     .attest(AttestOptions {
 //!         device,
 //!         exchange: backend.clone(),
-//!         egress: backend,
+//!         egress: backend.clone(),
+//!         stop_channel: Some(backend),
 //!         clock: Arc::new(edgeward_core::clock::SystemClock),
 //!         entropy: &mut os_random,
 //!         grants: vec![],
@@ -62,6 +63,7 @@ mod engine;
 mod error;
 mod limits;
 pub mod remote;
+mod stop;
 mod task;
 
 pub use agent::{AgentInstance, AgentSpec, AttestOptions, LoadedAgent, Runtime, TaskReport};

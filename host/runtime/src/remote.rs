@@ -8,7 +8,8 @@
 use bytes::Bytes;
 use edgeward_core::egress::{
     ATTESTATION_TOKEN_TYPE, BearerToken, BoxFuture, Egress, EgressCall, EgressFuture,
-    ExchangeFailure, TOKEN_EXCHANGE_GRANT, TokenExchange, TokenGrant, TokenRequest,
+    ExchangeFailure, StopChannel, StopPoll, TOKEN_EXCHANGE_GRANT, TokenExchange, TokenGrant,
+    TokenRequest,
 };
 use edgeward_core::problem::{GRANT_HEADER, Refusal};
 use http::{HeaderValue, StatusCode};
@@ -256,6 +257,42 @@ impl TokenExchange for RemoteBackend {
                 profile: edgeward_core::egress::AgentProfile::from_json(&doc["edgeward_profile"])
                     .map_err(ExchangeFailure::Unreachable)?,
             })
+        })
+    }
+}
+
+impl StopChannel for RemoteBackend {
+    fn poll_stop(&self, token: BearerToken) -> BoxFuture<Result<StopPoll, ExchangeFailure>> {
+        let this = self.clone();
+        Box::pin(async move {
+            let mut auth = HeaderValue::from_str(&format!("Bearer {}", token.expose()))
+                .map_err(|_| ExchangeFailure::Local("the access token is not a header value".into()))?;
+            auth.set_sensitive(true);
+            let request = http::Request::get(format!("{}/v1/stop", this.base))
+                .header(http::header::AUTHORIZATION, auth)
+                .body(Full::new(Bytes::new()))
+                .map_err(|_| ExchangeFailure::Local("bad backend URL".into()))?;
+            let response = this
+                .send(request, MAX_TOKEN_RESPONSE_BYTES)
+                .await
+                .map_err(ExchangeFailure::Unreachable)?;
+            let doc: serde_json::Value = serde_json::from_slice(response.body())
+                .map_err(|_| ExchangeFailure::Unreachable("the stop answer is not JSON".into()))?;
+            if response.status() != StatusCode::OK {
+                return Err(ExchangeFailure::Unreachable(format!(
+                    "the stop channel answered {}",
+                    response.status().as_u16()
+                )));
+            }
+            match doc["stop"].as_bool() {
+                Some(true) => Ok(StopPoll::Stop {
+                    reason: doc["reason"].as_str().unwrap_or("revoked").chars().take(200).collect(),
+                }),
+                Some(false) => Ok(StopPoll::Continue {
+                    lease_secs: doc["lease"].as_u64().unwrap_or(30),
+                }),
+                None => Err(ExchangeFailure::Unreachable("the stop answer has no verdict".into())),
+            }
         })
     }
 }

@@ -1,0 +1,275 @@
+//! Revocation on the next call, and stop orders that end running instances
+//! — one computing and ignoring refusals, one parked on a slow upstream —
+//! in split mode over real TLS.
+
+use bytes::Bytes;
+use edgeward_backend::revocation::RevocationKind;
+use edgeward_core::attest::{AttestationClaims, sign_attestation};
+use edgeward_core::clock::{Clock, SystemClock};
+use edgeward_core::egress::{ATTESTATION_TOKEN_TYPE, TOKEN_EXCHANGE_GRANT};
+use edgeward_core::entropy::SeededEntropy;
+use edgeward_core::keys::{Ed25519Signer, Signer};
+use edgeward_runtime::{AgentInstance, AgentSpec, AttestOptions, DeviceIdentity, TaskError};
+use edgeward_tests::{HOSTILE_WASM, Service, Upstream, component, digest, respond, runtime};
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const KEY: &str = "revocation-upstream-key-0123456789";
+
+fn device() -> Ed25519Signer {
+    Ed25519Signer::generate(&mut SeededEntropy::new(404)).expect("key")
+}
+
+fn config(origin: &str, slow: &str) -> String {
+    format!(
+        r#"
+[backend]
+stop_poll_s = 5
+stop_lease_s = 30
+
+[[device]]
+id = "dev-1"
+owner = "ops@edgeward.invalid"
+public_key = "{device}"
+
+[[grant]]
+name = "api"
+origin = "{origin}"
+methods = ["GET"]
+path_prefixes = ["/v1"]
+credential = {{ kind = "bearer" }}
+secret = {{ env = "API_KEY" }}
+
+[[grant]]
+name = "slow"
+origin = "{slow}"
+methods = ["GET"]
+path_prefixes = ["/v1"]
+credential = {{ kind = "bearer" }}
+secret = {{ env = "API_KEY" }}
+
+[[agent]]
+name = "hostile"
+owner = "tests@edgeward.invalid"
+digests = ["{hostile}"]
+grants = ["api", "slow"]
+devices = ["dev-1"]
+max_instances_per_device = 8
+limits = {{ task_timeout_ms = 60000 }}
+"#,
+        device = device().public_key(),
+        hostile = digest(HOSTILE_WASM),
+    )
+}
+
+async fn attest(svc: &Service, seed: u64) -> AgentInstance {
+    let loaded = runtime()
+        .load(
+            component(HOSTILE_WASM),
+            AgentSpec { name: "hostile".into(), allowed_digests: vec![digest(HOSTILE_WASM)] },
+        )
+        .expect("load");
+    let remote = Arc::new(svc.remote());
+    loaded
+        .attest(AttestOptions {
+            device: DeviceIdentity { id: "dev-1".into(), signer: Arc::new(device()) },
+            exchange: remote.clone(),
+            egress: remote.clone(),
+            stop_channel: Some(remote),
+            clock: Arc::new(SystemClock),
+            entropy: &mut SeededEntropy::new(seed),
+            grants: vec![],
+            lifetime: None,
+        })
+        .await
+        .expect("attest")
+}
+
+/// A token from a raw exchange (another instance of the same agent and device).
+async fn raw_token(svc: &Service, seed: u64) -> (String, String) {
+    let nonce: Value = serde_json::from_slice(
+        svc.client
+            .send(http::Request::get(format!("{}/v1/challenge", svc.url)).body(Bytes::new()).unwrap())
+            .await
+            .expect("challenge")
+            .body(),
+    )
+    .expect("json");
+    let instance_key = Ed25519Signer::generate(&mut SeededEntropy::new(seed)).expect("key");
+    let claims = AttestationClaims {
+        nonce: nonce["nonce"].as_str().expect("nonce").into(),
+        device: "dev-1".into(),
+        agent: "hostile".into(),
+        digest: digest(HOSTILE_WASM),
+        instance_key: instance_key.public_key(),
+        grants: vec![],
+        lifetime: 60,
+        iat: SystemClock.now(),
+    };
+    let att = sign_attestation(&claims, "dev-1", &device()).expect("sign");
+    let r = svc
+        .client
+        .post_form(
+            &format!("{}/v1/token", svc.url),
+            &[
+                ("grant_type", TOKEN_EXCHANGE_GRANT),
+                ("actor_token", &att),
+                ("actor_token_type", ATTESTATION_TOKEN_TYPE),
+                ("subject_token", &att),
+                ("subject_token_type", ATTESTATION_TOKEN_TYPE),
+            ],
+        )
+        .await
+        .expect("exchange");
+    let v: Value = serde_json::from_slice(r.body()).expect("json");
+    (
+        v["access_token"].as_str().expect("token").into(),
+        v["edgeward_instance_id"].as_str().expect("id").into(),
+    )
+}
+
+async fn egress_with(svc: &Service, token: &str, url: &str) -> (u16, String) {
+    let r = svc
+        .client
+        .send(
+            http::Request::get(format!("{}/v1/egress", svc.url))
+                .header("authorization", format!("Bearer {token}"))
+                .header("edgeward-target", url)
+                .header("edgeward-grant", "api")
+                .body(Bytes::new())
+                .unwrap(),
+        )
+        .await
+        .expect("egress");
+    (
+        r.status().as_u16(),
+        r.headers().get("edgeward-refusal").map(|v| v.to_str().unwrap_or("").to_owned()).unwrap_or_default(),
+    )
+}
+
+fn jti_of(token: &str) -> String {
+    use base64::Engine as _;
+    let payload = token.split('.').nth(1).expect("payload");
+    let v: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).expect("b64"),
+    )
+    .expect("json");
+    v["jti"].as_str().expect("jti").into()
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Level {
+    Token,
+    Instance,
+    Agent,
+    Device,
+    All,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoke_at_each_level_refuses_the_next_call_and_stops_running_instances() {
+    let up = Upstream::start(|_| respond(200, &[], "ok")).await;
+    // Accepts connections and never answers: a guest parked on it can only
+    // be ended from outside.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let slow = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = listener.accept().await {
+            held.push(s);
+        }
+    });
+
+    for (i, level) in [Level::Token, Level::Instance, Level::Agent, Level::Device, Level::All].into_iter().enumerate() {
+        let seed = 100 * i as u64;
+        let svc = Service::start(&config(&up.origin(), &slow), &[("API_KEY", KEY)], Arc::new(SystemClock))
+            .await
+            .expect("service");
+        let busy = Arc::new(attest(&svc, seed + 1).await);
+        let parked = Arc::new(attest(&svc, seed + 2).await);
+        let (token, token_instance) = raw_token(&svc, seed + 3).await;
+        assert_eq!(egress_with(&svc, &token, &format!("{}/v1/x", up.origin())).await.0, 200);
+
+        let busy_task = {
+            let busy = Arc::clone(&busy);
+            let url = format!("{}/v1/x", up.origin());
+            tokio::spawn(async move { busy.run(&format!("stubborn {url}")).await })
+        };
+        let parked_task = {
+            let parked = Arc::clone(&parked);
+            let url = format!("{slow}/v1/wait");
+            tokio::spawn(async move { parked.run(&format!("fetch GET {url}")).await })
+        };
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(!busy_task.is_finished() && !parked_task.is_finished(), "{level:?}: both running");
+
+        let kinds = match level {
+            Level::Token => vec![RevocationKind::Token { jti: jti_of(&token) }],
+            Level::Instance => vec![
+                RevocationKind::Instance { id: busy.identity().instance_id.clone() },
+                RevocationKind::Instance { id: parked.identity().instance_id.clone() },
+                RevocationKind::Instance { id: token_instance.clone() },
+            ],
+            Level::Agent => vec![RevocationKind::Agent { name: "hostile".into(), before_generation: None }],
+            Level::Device => vec![RevocationKind::Device { id: "dev-1".into() }],
+            Level::All => vec![RevocationKind::All { at: SystemClock.now() }],
+        };
+        let revoked_at = Instant::now();
+        for k in &kinds {
+            svc.tokens.revoke(k, "test-admin", "test").expect("revoke");
+        }
+        // The very next call with the affected token is refused.
+        assert_eq!(
+            egress_with(&svc, &token, &format!("{}/v1/x", up.origin())).await,
+            (401, "revoked".to_owned()),
+            "{level:?}"
+        );
+
+        if matches!(level, Level::Token) {
+            // Only that token: the running instances carry on.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            assert!(!busy_task.is_finished() && !parked_task.is_finished());
+            busy.stop("test over");
+            parked.stop("test over");
+            let _ = busy_task.await;
+            let _ = parked_task.await;
+            continue;
+        }
+        for (name, task) in [("busy", busy_task), ("parked", parked_task)] {
+            let report = tokio::time::timeout(Duration::from_secs(10), task)
+                .await
+                .unwrap_or_else(|_| panic!("{level:?}: {name} was not stopped"))
+                .expect("join");
+            match report.outcome {
+                Err(TaskError::Stopped { reason }) => {
+                    assert!(reason.contains("revoked") || reason.contains("kill switch"), "{level:?} {name}: {reason}");
+                }
+                other => panic!("{level:?}: {name} ended with {other:?}"),
+            }
+        }
+        eprintln!("{level:?}: both instances stopped {:?} after the revoke", revoked_at.elapsed());
+        // A stopped instance runs nothing more.
+        assert!(matches!(busy.run("env").await.outcome, Err(TaskError::Stopped { .. })));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rfc7009_a_holder_can_revoke_its_own_token() {
+    let up = Upstream::start(|_| respond(200, &[], "ok")).await;
+    let svc = Service::start(&config(&up.origin(), &up.origin()), &[("API_KEY", KEY)], Arc::new(SystemClock))
+        .await
+        .expect("service");
+    let (token, _) = raw_token(&svc, 9).await;
+    let url = format!("{}/v1/x", up.origin());
+    assert_eq!(egress_with(&svc, &token, &url).await.0, 200);
+    for t in [token.as_str(), "garbage"] {
+        let r = svc
+            .client
+            .post_form(&format!("{}/v1/revoke", svc.url), &[("token", t), ("token_type_hint", "access_token")])
+            .await
+            .expect("revoke");
+        assert_eq!(r.status(), 200, "RFC 7009 answers 200 either way");
+    }
+    assert_eq!(egress_with(&svc, &token, &url).await, (401, "revoked".to_owned()));
+}
