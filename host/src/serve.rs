@@ -2,9 +2,9 @@
 
 use anyhow::Context as _;
 use edgeward_backend::exchange::{ServiceKeys, SharedEntropy, TokenService};
-use edgeward_backend::{Backend, service, tls};
 use edgeward_backend::import::import;
 use edgeward_backend::store::{SqliteStore, Store};
+use edgeward_backend::{Backend, service, tls};
 use edgeward_core::clock::{Clock, SystemClock};
 use edgeward_core::config::Config;
 use std::net::SocketAddr;
@@ -29,7 +29,8 @@ pub async fn run(
     crate::embedded::os_entropy(&mut epoch);
     let db = data_dir.join("edgeward.db");
     let store: Arc<dyn Store> = Arc::new(
-        SqliteStore::open(&db).with_context(|| format!("cannot open the registry {}", db.display()))?,
+        SqliteStore::open(&db)
+            .with_context(|| format!("cannot open the registry {}", db.display()))?,
     );
     // A new registry is seeded from the config; afterwards the registry is
     // the source of truth and `edgeward import` applies config changes.
@@ -54,8 +55,7 @@ pub async fn run(
         entropy,
     )
     .context("cannot start the token service")?;
-    let backend =
-        Backend::new(Arc::new(tokens)).context("cannot start the backend")?;
+    let backend = Backend::new(Arc::new(tokens)).context("cannot start the backend")?;
     let addr = listen.unwrap_or(config.backend.listen);
     let listener = tokio::net::TcpListener::bind(addr)
         .await

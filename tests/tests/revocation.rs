@@ -67,13 +67,19 @@ async fn attest(svc: &Service, seed: u64) -> AgentInstance {
     let loaded = runtime()
         .load(
             component(HOSTILE_WASM),
-            AgentSpec { name: "hostile".into(), allowed_digests: vec![digest(HOSTILE_WASM)] },
+            AgentSpec {
+                name: "hostile".into(),
+                allowed_digests: vec![digest(HOSTILE_WASM)],
+            },
         )
         .expect("load");
     let remote = Arc::new(svc.remote());
     loaded
         .attest(AttestOptions {
-            device: DeviceIdentity { id: "dev-1".into(), signer: Arc::new(device()) },
+            device: DeviceIdentity {
+                id: "dev-1".into(),
+                signer: Arc::new(device()),
+            },
             exchange: remote.clone(),
             egress: remote.clone(),
             stop_channel: Some(remote),
@@ -90,7 +96,11 @@ async fn attest(svc: &Service, seed: u64) -> AgentInstance {
 async fn raw_token(svc: &Service, seed: u64) -> (String, String) {
     let nonce: Value = serde_json::from_slice(
         svc.client
-            .send(http::Request::get(format!("{}/v1/challenge", svc.url)).body(Bytes::new()).unwrap())
+            .send(
+                http::Request::get(format!("{}/v1/challenge", svc.url))
+                    .body(Bytes::new())
+                    .unwrap(),
+            )
             .await
             .expect("challenge")
             .body(),
@@ -144,7 +154,10 @@ async fn egress_with(svc: &Service, token: &str, url: &str) -> (u16, String) {
         .expect("egress");
     (
         r.status().as_u16(),
-        r.headers().get("edgeward-refusal").map(|v| v.to_str().unwrap_or("").to_owned()).unwrap_or_default(),
+        r.headers()
+            .get("edgeward-refusal")
+            .map(|v| v.to_str().unwrap_or("").to_owned())
+            .unwrap_or_default(),
     )
 }
 
@@ -152,7 +165,9 @@ fn jti_of(token: &str) -> String {
     use base64::Engine as _;
     let payload = token.split('.').nth(1).expect("payload");
     let v: Value = serde_json::from_slice(
-        &base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).expect("b64"),
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .expect("b64"),
     )
     .expect("json");
     v["jti"].as_str().expect("jti").into()
@@ -172,7 +187,9 @@ async fn revoke_at_each_level_refuses_the_next_call_and_stops_running_instances(
     let up = Upstream::start(|_| respond(200, &[], "ok")).await;
     // Accepts connections and never answers: a guest parked on it can only
     // be ended from outside.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let slow = format!("http://{}", listener.local_addr().expect("addr"));
     tokio::spawn(async move {
         let mut held = Vec::new();
@@ -181,15 +198,33 @@ async fn revoke_at_each_level_refuses_the_next_call_and_stops_running_instances(
         }
     });
 
-    for (i, level) in [Level::Token, Level::Instance, Level::Agent, Level::Device, Level::All].into_iter().enumerate() {
+    for (i, level) in [
+        Level::Token,
+        Level::Instance,
+        Level::Agent,
+        Level::Device,
+        Level::All,
+    ]
+    .into_iter()
+    .enumerate()
+    {
         let seed = 100 * i as u64;
-        let svc = Service::start(&config(&up.origin(), &slow), &[("API_KEY", KEY)], Arc::new(SystemClock))
-            .await
-            .expect("service");
+        let svc = Service::start(
+            &config(&up.origin(), &slow),
+            &[("API_KEY", KEY)],
+            Arc::new(SystemClock),
+        )
+        .await
+        .expect("service");
         let busy = Arc::new(attest(&svc, seed + 1).await);
         let parked = Arc::new(attest(&svc, seed + 2).await);
         let (token, token_instance) = raw_token(&svc, seed + 3).await;
-        assert_eq!(egress_with(&svc, &token, &format!("{}/v1/x", up.origin())).await.0, 200);
+        assert_eq!(
+            egress_with(&svc, &token, &format!("{}/v1/x", up.origin()))
+                .await
+                .0,
+            200
+        );
 
         let busy_task = {
             let busy = Arc::clone(&busy);
@@ -202,18 +237,34 @@ async fn revoke_at_each_level_refuses_the_next_call_and_stops_running_instances(
             tokio::spawn(async move { parked.run(&format!("fetch GET {url}")).await })
         };
         tokio::time::sleep(Duration::from_millis(500)).await;
-        assert!(!busy_task.is_finished() && !parked_task.is_finished(), "{level:?}: both running");
+        assert!(
+            !busy_task.is_finished() && !parked_task.is_finished(),
+            "{level:?}: both running"
+        );
 
         let kinds = match level {
-            Level::Token => vec![RevocationKind::Token { jti: jti_of(&token) }],
+            Level::Token => vec![RevocationKind::Token {
+                jti: jti_of(&token),
+            }],
             Level::Instance => vec![
-                RevocationKind::Instance { id: busy.identity().instance_id.clone() },
-                RevocationKind::Instance { id: parked.identity().instance_id.clone() },
-                RevocationKind::Instance { id: token_instance.clone() },
+                RevocationKind::Instance {
+                    id: busy.identity().instance_id.clone(),
+                },
+                RevocationKind::Instance {
+                    id: parked.identity().instance_id.clone(),
+                },
+                RevocationKind::Instance {
+                    id: token_instance.clone(),
+                },
             ],
-            Level::Agent => vec![RevocationKind::Agent { name: "hostile".into(), before_generation: None }],
+            Level::Agent => vec![RevocationKind::Agent {
+                name: "hostile".into(),
+                before_generation: None,
+            }],
             Level::Device => vec![RevocationKind::Device { id: "dev-1".into() }],
-            Level::All => vec![RevocationKind::All { at: SystemClock.now() }],
+            Level::All => vec![RevocationKind::All {
+                at: SystemClock.now(),
+            }],
         };
         let revoked_at = Instant::now();
         for k in &kinds {
@@ -239,37 +290,61 @@ async fn revoke_at_each_level_refuses_the_next_call_and_stops_running_instances(
         for (name, task) in [("busy", busy_task), ("parked", parked_task)] {
             let report = tokio::time::timeout(Duration::from_secs(10), task)
                 .await
-                .unwrap_or_else(|_| panic!("{level:?}: {name} was not stopped"))
+                .unwrap_or_else(|_| {
+                    panic!(
+                        "{level:?}: {name} was not stopped\n{}",
+                        edgeward_tests::host_logs()
+                    )
+                })
                 .expect("join");
             match report.outcome {
                 Err(TaskError::Stopped { reason }) => {
-                    assert!(reason.contains("revoked") || reason.contains("kill switch"), "{level:?} {name}: {reason}");
+                    assert!(
+                        reason.contains("revoked") || reason.contains("kill switch"),
+                        "{level:?} {name}: {reason}"
+                    );
                 }
                 other => panic!("{level:?}: {name} ended with {other:?}"),
             }
         }
-        eprintln!("{level:?}: both instances stopped {:?} after the revoke", revoked_at.elapsed());
+        eprintln!(
+            "{level:?}: both instances stopped {:?} after the revoke",
+            revoked_at.elapsed()
+        );
         // A stopped instance runs nothing more.
-        assert!(matches!(busy.run("env").await.outcome, Err(TaskError::Stopped { .. })));
+        assert!(matches!(
+            busy.run("env").await.outcome,
+            Err(TaskError::Stopped { .. })
+        ));
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rfc7009_a_holder_can_revoke_its_own_token() {
     let up = Upstream::start(|_| respond(200, &[], "ok")).await;
-    let svc = Service::start(&config(&up.origin(), &up.origin()), &[("API_KEY", KEY)], Arc::new(SystemClock))
-        .await
-        .expect("service");
+    let svc = Service::start(
+        &config(&up.origin(), &up.origin()),
+        &[("API_KEY", KEY)],
+        Arc::new(SystemClock),
+    )
+    .await
+    .expect("service");
     let (token, _) = raw_token(&svc, 9).await;
     let url = format!("{}/v1/x", up.origin());
     assert_eq!(egress_with(&svc, &token, &url).await.0, 200);
     for t in [token.as_str(), "garbage"] {
         let r = svc
             .client
-            .post_form(&format!("{}/v1/revoke", svc.url), &[("token", t), ("token_type_hint", "access_token")])
+            .post_form(
+                &format!("{}/v1/revoke", svc.url),
+                &[("token", t), ("token_type_hint", "access_token")],
+            )
             .await
             .expect("revoke");
         assert_eq!(r.status(), 200, "RFC 7009 answers 200 either way");
     }
-    assert_eq!(egress_with(&svc, &token, &url).await, (401, "revoked".to_owned()));
+    assert_eq!(
+        egress_with(&svc, &token, &url).await,
+        (401, "revoked".to_owned())
+    );
 }

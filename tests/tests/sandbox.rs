@@ -257,3 +257,43 @@ async fn the_pooling_allocator_can_be_turned_off_for_small_devices() {
         Err(TaskError::Limit(LimitExceeded::Memory { limit: 16 << 20 }))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_ends_a_task_parked_in_a_host_call() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let slow = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = listener.accept().await {
+            held.push(s);
+        }
+    });
+    let h = Harness::new(
+        &config(&slow, "task_timeout_ms = 20000"),
+        "hostile",
+        HOSTILE_WASM,
+        &[("API_KEY", KEY)],
+    )
+    .await
+    .expect("harness");
+    let h = std::sync::Arc::new(h);
+    let task = {
+        let h = std::sync::Arc::clone(&h);
+        let url = format!("fetch GET {slow}/x");
+        tokio::spawn(async move { h.run(&url).await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!task.is_finished());
+    h.instance.stop("test stop");
+    let report = tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("stopped promptly")
+        .expect("join");
+    assert!(
+        matches!(report.outcome, Err(TaskError::Stopped { .. })),
+        "{:?}",
+        report.outcome
+    );
+}

@@ -14,11 +14,11 @@
 //! 4. mint. The instance id is derived from (device, agent, instance key), so
 //!    a renewal with the same instance key keeps the same identity.
 
+use crate::revocation::{RevocationKind, Revocations};
+use crate::store::{self, IssuedToken, Store, StoreError};
 use edgeward_core::attest::{UnverifiedAttestation, VerifiedAttestation};
 use edgeward_core::clock::Clock;
 use edgeward_core::config::{BackendSettings, EMBEDDED_DEVICE};
-use crate::revocation::{RevocationKind, Revocations};
-use crate::store::{self, IssuedToken, Store, StoreError};
 use edgeward_core::egress::{AgentProfile, StopPoll};
 use edgeward_core::entropy::Entropy;
 use edgeward_core::grant::GrantName;
@@ -93,7 +93,6 @@ pub struct Minted {
     /// The public rules and limits the runtime needs.
     pub profile: AgentProfile,
 }
-
 
 /// Randomness for the service, behind a lock (it is `FnMut`-like).
 pub type SharedEntropy = Arc<Mutex<Box<dyn Entropy + Send>>>;
@@ -456,7 +455,9 @@ impl TokenService {
     /// after this returns), then in memory, where it takes effect on the
     /// next call of any affected token and wakes the stop channel.
     pub fn revoke(&self, kind: &RevocationKind, by: &str, reason: &str) -> Result<(), StoreError> {
-        let stored = self.store.add_revocation(&to_stored(kind), self.clock.now(), by, reason)?;
+        let stored = self
+            .store
+            .add_revocation(&to_stored(kind), self.clock.now(), by, reason)?;
         tracing::warn!(?kind, by, "revoked");
         self.revocations.add(&from_stored(&stored));
         Ok(())

@@ -52,7 +52,10 @@ pub fn import(
         summary.grants += 1;
     }
     for d in &config.devices {
-        match store.device(&d.id).map_err(at(format!("device {}", d.id)))? {
+        match store
+            .device(&d.id)
+            .map_err(at(format!("device {}", d.id)))?
+        {
             Some(existing) if existing.public_key != d.public_key => {
                 return Err(ImportError::DeviceKeyChanged(d.id.clone()));
             }
@@ -95,7 +98,9 @@ pub fn import(
                         .then_some(a.max_instances_per_device),
                 };
                 if update != AgentUpdate::default() {
-                    store.update_agent(&a.name, &update, now).map_err(at(entry))?;
+                    store
+                        .update_agent(&a.name, &update, now)
+                        .map_err(at(entry))?;
                     summary.agents_updated += 1;
                 }
             }

@@ -72,7 +72,9 @@ impl Default for Revocations {
 
 /// The last path segment after `marker` in a SPIFFE id.
 pub fn spiffe_segment<'a>(id: &'a str, marker: &str) -> Option<&'a str> {
-    id.rsplit_once(marker).map(|(_, rest)| rest).filter(|s| !s.contains('/'))
+    id.rsplit_once(marker)
+        .map(|(_, rest)| rest)
+        .filter(|s| !s.contains('/'))
 }
 
 impl Revocations {

@@ -208,12 +208,14 @@ async fn stop(backend: &Backend, req: hyper::Request<hyper::body::Incoming>) -> 
         );
     };
     match backend.tokens().poll_stop(&token).await {
-        Ok(edgeward_core::egress::StopPoll::Stop { reason }) => {
-            json(StatusCode::OK, &serde_json::json!({ "stop": true, "reason": reason }))
-        }
-        Ok(edgeward_core::egress::StopPoll::Continue { lease_secs }) => {
-            json(StatusCode::OK, &serde_json::json!({ "stop": false, "lease": lease_secs }))
-        }
+        Ok(edgeward_core::egress::StopPoll::Stop { reason }) => json(
+            StatusCode::OK,
+            &serde_json::json!({ "stop": true, "reason": reason }),
+        ),
+        Ok(edgeward_core::egress::StopPoll::Continue { lease_secs }) => json(
+            StatusCode::OK,
+            &serde_json::json!({ "stop": false, "lease": lease_secs }),
+        ),
         Err(e) => json(
             StatusCode::UNAUTHORIZED,
             &serde_json::json!({ "error": "invalid_token", "error_description": e.to_string() }),
@@ -224,7 +226,9 @@ async fn stop(backend: &Backend, req: hyper::Request<hyper::body::Incoming>) -> 
 /// RFC 7009: whoever holds a token may revoke it. The answer is 200 whether
 /// or not the token was valid (§2.2), so it reveals nothing.
 async fn revoke(backend: &Backend, req: hyper::Request<hyper::body::Incoming>) -> Response {
-    let body = Limited::new(req.into_body(), MAX_FORM_BYTES).collect().await;
+    let body = Limited::new(req.into_body(), MAX_FORM_BYTES)
+        .collect()
+        .await;
     if let Ok(body) = body {
         let body = body.to_bytes();
         if let Some((_, token)) = form_urlencoded::parse(&body).find(|(k, _)| k == "token") {

@@ -699,8 +699,20 @@ impl RawBackend {
                 86_400,
             )?,
             listen,
-            stop_poll_secs: in_range("backend.stop_poll_s", self.stop_poll_s, d.stop_poll_secs, 1, 300)?,
-            stop_lease_secs: in_range("backend.stop_lease_s", self.stop_lease_s, d.stop_lease_secs, 2, 3600)?,
+            stop_poll_secs: in_range(
+                "backend.stop_poll_s",
+                self.stop_poll_s,
+                d.stop_poll_secs,
+                1,
+                300,
+            )?,
+            stop_lease_secs: in_range(
+                "backend.stop_lease_s",
+                self.stop_lease_s,
+                d.stop_lease_secs,
+                2,
+                3600,
+            )?,
         })
     }
 }

@@ -2,11 +2,11 @@
 
 use crate::bindings::{Agent, AgentPre};
 use crate::credentials::{DeviceIdentity, InstanceToken};
-use crate::stop::{StopSignal, spawn_watcher};
 use crate::egress_hook::{EgressHooks, InstanceEgress};
 use crate::engine::{EpochTicker, RuntimeConfig, build_engine, build_linker};
 use crate::error::{RuntimeError, TaskError};
 use crate::limits::{LimitExceeded, TaskLimiter};
+use crate::stop::{StopSignal, spawn_watcher};
 use crate::task::{Captured, InstanceIdentity, LogRecord, TaskState};
 use edgeward_core::clock::Clock;
 use edgeward_core::config::Limits;
@@ -348,13 +348,18 @@ impl AgentInstance {
                 .map_err(Stage::Start)?;
             agent.call_run(&mut store, task).await.map_err(Stage::Run)
         };
-        let outcome = match tokio::time::timeout(limits.task_timeout + HOST_CALL_GRACE, call).await
-        {
-            Ok(Ok(result)) => Ok(result),
-            Ok(Err(stage)) => Err(self.classify(stage, &captured)),
-            Err(_elapsed) => Err(TaskError::Timeout {
-                limit: limits.task_timeout,
-            }),
+        let timed = tokio::time::timeout(limits.task_timeout + HOST_CALL_GRACE, call);
+        // Dropping the call on a stop order also drops the guest's in-flight
+        // request futures: epochs do not interrupt a guest parked in a host call.
+        let outcome = tokio::select! {
+            timed = timed => match timed {
+                Ok(Ok(result)) => Ok(result),
+                Ok(Err(stage)) => Err(self.classify(stage, &captured)),
+                Err(_elapsed) => Err(TaskError::Timeout {
+                    limit: limits.task_timeout,
+                }),
+            },
+            _ = self.stop.wait() => Err(TaskError::Stopped { reason: self.stop.reason() }),
         };
         let state = store.into_data();
         let mut logs = state.logs;

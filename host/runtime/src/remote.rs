@@ -265,8 +265,10 @@ impl StopChannel for RemoteBackend {
     fn poll_stop(&self, token: BearerToken) -> BoxFuture<Result<StopPoll, ExchangeFailure>> {
         let this = self.clone();
         Box::pin(async move {
-            let mut auth = HeaderValue::from_str(&format!("Bearer {}", token.expose()))
-                .map_err(|_| ExchangeFailure::Local("the access token is not a header value".into()))?;
+            let mut auth =
+                HeaderValue::from_str(&format!("Bearer {}", token.expose())).map_err(|_| {
+                    ExchangeFailure::Local("the access token is not a header value".into())
+                })?;
             auth.set_sensitive(true);
             let request = http::Request::get(format!("{}/v1/stop", this.base))
                 .header(http::header::AUTHORIZATION, auth)
@@ -286,12 +288,19 @@ impl StopChannel for RemoteBackend {
             }
             match doc["stop"].as_bool() {
                 Some(true) => Ok(StopPoll::Stop {
-                    reason: doc["reason"].as_str().unwrap_or("revoked").chars().take(200).collect(),
+                    reason: doc["reason"]
+                        .as_str()
+                        .unwrap_or("revoked")
+                        .chars()
+                        .take(200)
+                        .collect(),
                 }),
                 Some(false) => Ok(StopPoll::Continue {
                     lease_secs: doc["lease"].as_u64().unwrap_or(30),
                 }),
-                None => Err(ExchangeFailure::Unreachable("the stop answer has no verdict".into())),
+                None => Err(ExchangeFailure::Unreachable(
+                    "the stop answer has no verdict".into(),
+                )),
             }
         })
     }

@@ -95,7 +95,9 @@ pub(crate) fn spawn_watcher(
                 Err(ExchangeFailure::Refused { error, description }) => {
                     // The backend refused to renew: revoked or deprovisioned.
                     tracing::warn!(%instance, "token renewal refused: {error}: {description}");
-                    signal.stop(format!("the backend refused this instance ({error}: {description})"));
+                    signal.stop(format!(
+                        "the backend refused this instance ({error}: {description})"
+                    ));
                     return;
                 }
                 Err(e) => {
