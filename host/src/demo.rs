@@ -20,8 +20,18 @@ const GRANT: &str = "demo-api";
 pub async fn run(component: &[u8]) -> anyhow::Result<ExitCode> {
     // A fresh key per run, known only to the demo upstream and the backend.
     let key = format!("demo_live_{}", hex::encode(rand::random::<[u8; 16]>()));
-    let dir = std::env::temp_dir().join(format!("edgeward-demo-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).context("cannot create the demo's temp dir")?;
+    // A fresh, unguessable directory, created (not reused) with owner-only
+    // access: nothing another user planted can be followed.
+    let dir = std::env::temp_dir().join(format!(
+        "edgeward-demo-{}",
+        hex::encode(rand::random::<[u8; 12]>())
+    ));
+    let mut builder = std::fs::DirBuilder::new();
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder
+        .create(&dir)
+        .context("cannot create the demo's temp dir")?;
     let key_file = dir.join("api-key");
     write_private(&key_file, key.as_bytes())?;
 
@@ -137,7 +147,7 @@ fn print_task(report: &TaskReport, guard: &Redactor) -> bool {
 fn write_private(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
     use std::io::Write as _;
     let mut options = std::fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
+    options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     let mut file = options

@@ -143,7 +143,8 @@ async fn egress_with(svc: &Service, token: &str, url: &str) -> (u16, String) {
     let r = svc
         .client
         .send(
-            http::Request::get(format!("{}/v1/egress", svc.url))
+            http::Request::post(format!("{}/v1/egress", svc.url))
+                .header("edgeward-method", "GET")
                 .header("authorization", format!("Bearer {token}"))
                 .header("edgeward-target", url)
                 .header("edgeward-grant", "api")

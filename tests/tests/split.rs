@@ -495,7 +495,8 @@ async fn every_attestation_refusal_and_pre_verification_ones_look_the_same() {
 async fn egress_with(svc: &Service, token: &str, grant: &str, url: &str) -> http::Response<Bytes> {
     svc.client
         .send(
-            http::Request::get(format!("{}/v1/egress", svc.url))
+            http::Request::post(format!("{}/v1/egress", svc.url))
+                .header("edgeward-method", "GET")
                 .header("authorization", format!("Bearer {token}"))
                 .header("edgeward-target", url)
                 .header("edgeward-grant", grant)

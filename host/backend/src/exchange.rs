@@ -22,7 +22,7 @@ use edgeward_core::config::{BackendSettings, EMBEDDED_DEVICE};
 use edgeward_core::egress::{AgentProfile, StopPoll};
 use edgeward_core::entropy::Entropy;
 use edgeward_core::grant::GrantName;
-use edgeward_core::keys::PublicKey;
+use edgeward_core::keys::{Ed25519Signer, Es256Signer, PublicKey, SigAlg, Signer as _};
 use edgeward_core::nonce::{NonceIssuer, ReplayCache};
 use edgeward_core::token::{Mint, TokenError, TokenIssuer, TokenVerifier, VerifiedToken};
 use sha2::{Digest as _, Sha256};
@@ -121,6 +121,9 @@ pub struct TokenService {
     verifier: TokenVerifier,
     clock: Arc<dyn Clock>,
     entropy: SharedEntropy,
+    /// Keys no device holds (Ed25519, P-256): unknown devices are verified
+    /// against them so timing matches a known device with a bad signature.
+    stand_in: (PublicKey, PublicKey),
     /// Serialises the live-instance count and the token record of one
     /// exchange, so two racing exchanges cannot both take the last slot.
     minting: Mutex<()>,
@@ -159,6 +162,18 @@ impl TokenService {
             CLOCK_TOLERANCE,
         );
         verifier.add_key(issuer.kid().to_owned(), issuer.public_key());
+        let stand_in = {
+            let mut seed = [0u8; 32];
+            entropy
+                .lock()
+                .map_err(|_| ServiceError::Entropy)?
+                .fill(&mut seed);
+            let ed = Ed25519Signer::from_seed(&seed).map_err(|_| ServiceError::Entropy)?;
+            let es =
+                Es256Signer::generate(&mut **entropy.lock().map_err(|_| ServiceError::Entropy)?)
+                    .map_err(|_| ServiceError::Entropy)?;
+            (ed.public_key(), es.public_key())
+        };
         let revocations = Revocations::default();
         for r in store.revocations()? {
             revocations.add(&from_stored(&r));
@@ -175,6 +190,7 @@ impl TokenService {
             clock,
             entropy,
             minting: Mutex::new(()),
+            stand_in,
         })
     }
 
@@ -247,10 +263,22 @@ impl TokenService {
         let unverified = UnverifiedAttestation::parse(actor)
             .map_err(|e| ExchangeError::before(format!("malformed attestation: {e}")))?;
         let device = unverified.device_id().to_owned();
-        let key = self.device_key(&device)?;
-        let verified = unverified
-            .verify(&key)
-            .map_err(|e| ExchangeError::before(format!("device {device}: {e}")))?;
+        // An unknown device is checked against a stand-in key of the claimed
+        // algorithm, so it costs what a bad signature costs: response time
+        // does not tell which device ids exist.
+        let (key, known) = match self.device_key(&device) {
+            Ok(key) => (key, true),
+            Err(e) => (self.stand_in_key(unverified.alg()), {
+                tracing::debug!("{}", e.reason);
+                false
+            }),
+        };
+        let verified = unverified.verify(&key);
+        if !known {
+            return Err(ExchangeError::before(format!("unknown device {device:?}")));
+        }
+        let verified =
+            verified.map_err(|e| ExchangeError::before(format!("device {device}: {e}")))?;
         self.authorize_and_mint(&device, &verified)
     }
 
@@ -417,6 +445,13 @@ impl TokenService {
         }
     }
 
+    fn stand_in_key(&self, alg: SigAlg) -> PublicKey {
+        match alg {
+            SigAlg::ES256 => self.stand_in.1,
+            _ => self.stand_in.0,
+        }
+    }
+
     /// The store behind the service.
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
@@ -575,6 +610,9 @@ pub enum ServiceError {
     /// The store failed.
     #[error("store: {0}")]
     Store(#[from] StoreError),
+    /// The randomness source failed.
+    #[error("the randomness source is unavailable")]
+    Entropy,
 }
 
 fn poisoned() -> ExchangeError {

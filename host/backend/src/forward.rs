@@ -80,6 +80,9 @@ struct Inner {
     /// Every credential this backend holds, so no response carries any of
     /// them back, whichever grant the call used.
     redactor: Redactor,
+    /// The same credentials lower-cased, for header names (which HTTP
+    /// lower-cases).
+    name_redactor: Redactor,
     tokens: Arc<TokenService>,
 }
 
@@ -143,10 +146,17 @@ impl Backend {
         }
         let redactor = Redactor::new(grants.values().map(|g| g.secret.expose()))
             .map_err(BackendError::Redactor)?;
+        let lowered: Vec<zeroize::Zeroizing<Vec<u8>>> = grants
+            .values()
+            .map(|g| zeroize::Zeroizing::new(g.secret.expose().to_ascii_lowercase()))
+            .collect();
+        let name_redactor =
+            Redactor::new(lowered.iter().map(|v| v.as_slice())).map_err(BackendError::Redactor)?;
         Ok(Backend {
             inner: Arc::new(Inner {
                 grants,
                 redactor,
+                name_redactor,
                 tokens,
             }),
         })
@@ -156,6 +166,24 @@ impl Backend {
     /// other output, e.g. the CLI's own messages).
     pub fn redactor(&self) -> &Redactor {
         &self.inner.redactor
+    }
+
+    /// Check a presented token (valid, not revoked) and return its agent's
+    /// request body limit — before any body is read.
+    pub fn body_limit_for(&self, token: &str) -> Result<usize, Refusal> {
+        let verified = self
+            .inner
+            .tokens
+            .check_access(token)
+            .map_err(|e| token_refusal(&e))?;
+        let agent = self
+            .inner
+            .tokens
+            .store()
+            .agent(verified.agent())
+            .map_err(|_| Refusal::upstream("the registry is unavailable"))?
+            .ok_or_else(|| Refusal::denied("the agent is not registered"))?;
+        Ok(agent.limits.max_request_bytes)
     }
 
     /// The token service.
@@ -380,7 +408,14 @@ impl Inner {
         )
         .map_err(|e| match e {
             DecodeError::TooLarge { .. } => response_too_large(max_response),
-            other => Refusal::upstream(format!("the upstream response cannot be scanned: {other}")),
+            other => {
+                // The coding name is upstream bytes: the log gets it, the
+                // guest does not.
+                tracing::warn!(grant = %grant.rules.name, "undecodable upstream body: {other}");
+                Refusal::upstream(
+                    "the upstream answered in a content coding edgeward cannot decode and scan",
+                )
+            }
         })?;
 
         sanitize_response(&mut parts.headers);
@@ -397,11 +432,26 @@ impl Inner {
         parts
             .headers
             .insert(http::header::CONTENT_LENGTH, HeaderValue::from(body.len()));
-        parts.version = http::Version::HTTP_11;
-        Ok(http::Response::from_parts(parts, body))
+        // A fresh response: only the status and the cleaned headers. The
+        // upstream's reason phrase and any other extension stay behind.
+        let mut response = http::Response::new(body);
+        *response.status_mut() = parts.status;
+        *response.headers_mut() = parts.headers;
+        Ok(response)
     }
 
     fn redact_headers(&self, headers: &mut http::HeaderMap) {
+        // A header *named* after a credential cannot be redacted in place:
+        // drop it. Names are lower case on the wire side of `http`, so the
+        // credential is checked lower-cased too.
+        let named: Vec<http::HeaderName> = headers
+            .keys()
+            .filter(|k| self.name_redactor.contains_secret(k.as_str().as_bytes()))
+            .cloned()
+            .collect();
+        for name in named {
+            headers.remove(&name);
+        }
         let tainted: Vec<http::HeaderName> = headers
             .iter()
             .filter(|(_, v)| self.redactor.contains_secret(v.as_bytes()))

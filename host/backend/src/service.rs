@@ -9,7 +9,7 @@
 //! | `GET /.well-known/oauth-authorization-server` | RFC 8414 metadata |
 //! | `GET /v1/stop` | the stop channel: a long poll with the instance's token; answers `{"stop": true, "reason"}` when it is revoked, else `{"stop": false, "lease"}` after the poll time |
 //! | `POST /v1/revoke` | RFC 7009: a token holder revokes its own token |
-//! | `<any method> /v1/egress` | a guest request: `authorization: Bearer <token>`, `edgeward-target: <absolute URL>`, `edgeward-grant: <grant>`, the guest's headers and body |
+//! | `POST /v1/egress` | a guest request: `authorization: Bearer <token>`, `edgeward-method: <method>`, `edgeward-target: <absolute URL>`, `edgeward-grant: <grant>`, the guest's headers and body |
 //!
 //! The egress route runs exactly the code embedded mode calls
 //! ([`Backend`]'s [`Egress`] implementation).
@@ -32,11 +32,12 @@ use std::time::Duration;
 
 /// Header carrying the guest request's absolute URL on the egress route.
 pub const TARGET_HEADER: &str = "edgeward-target";
+/// Header carrying the guest request's method on the egress route.
+pub const METHOD_HEADER: &str = "edgeward-method";
 /// Largest token request body.
 const MAX_FORM_BYTES: usize = 16 * 1024;
-/// Largest egress request body the service reads; the agent's own, smaller
-/// limit is applied after the token names the agent.
-const MAX_EGRESS_BYTES: usize = 64 << 20;
+/// Time allowed to receive an egress request body.
+const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The RFC 8693 form for an exchange request (shared with embedded mode).
@@ -128,7 +129,7 @@ async fn route(backend: &Backend, req: hyper::Request<hyper::body::Incoming>) ->
                 &backend.tokens().metadata(&format!("https://{host}")),
             )
         }
-        (_, "/v1/egress") => egress(backend, req).await,
+        (Method::POST, "/v1/egress") => egress(backend, req).await,
         (Method::GET, "/v1/stop") => stop(backend, req).await,
         (Method::POST, "/v1/revoke") => revoke(backend, req).await,
         _ => json(
@@ -239,7 +240,7 @@ async fn revoke(backend: &Backend, req: hyper::Request<hyper::body::Incoming>) -
 }
 
 async fn egress(backend: &Backend, req: hyper::Request<hyper::body::Incoming>) -> Response {
-    match egress_call(req).await {
+    match egress_call(backend, req).await {
         Ok(call) => match backend.forward(call).await {
             Ok(resp) => resp.map(Full::new),
             Err(refusal) => refusal.to_response().map(Full::new),
@@ -249,7 +250,10 @@ async fn egress(backend: &Backend, req: hyper::Request<hyper::body::Incoming>) -
 }
 
 /// Rebuild the guest request from the egress route's envelope.
-async fn egress_call(req: hyper::Request<hyper::body::Incoming>) -> Result<EgressCall, Refusal> {
+async fn egress_call(
+    backend: &Backend,
+    req: hyper::Request<hyper::body::Incoming>,
+) -> Result<EgressCall, Refusal> {
     let (mut parts, body) = req.into_parts();
     let token = parts
         .headers
@@ -275,13 +279,27 @@ async fn egress_call(req: hyper::Request<hyper::body::Incoming>) -> Result<Egres
         .remove(GRANT_HEADER)
         .and_then(|v| v.to_str().ok().and_then(|s| GrantName::new(s).ok()))
         .ok_or_else(|| Refusal::invalid("the egress route needs an edgeward-grant header"))?;
-    let body = Limited::new(body, MAX_EGRESS_BYTES)
-        .collect()
+    let method = parts
+        .headers
+        .remove(METHOD_HEADER)
+        .and_then(|v| Method::from_bytes(v.as_bytes()).ok())
+        .ok_or_else(|| Refusal::invalid("the egress route needs a valid edgeward-method header"))?;
+    // The token is checked before the body is read: an unauthenticated
+    // caller cannot make the backend buffer anything, and an authenticated
+    // one only up to its agent's own limit, within a deadline.
+    let limit = backend.body_limit_for(&token)?;
+    let body = tokio::time::timeout(BODY_READ_TIMEOUT, Limited::new(body, limit).collect())
         .await
-        .map_err(|_| Refusal::limit("the request body is too large"))?
+        .map_err(|_| Refusal::invalid("the request body did not arrive in time"))?
+        .map_err(|_| {
+            Refusal::limit(format!(
+                "the request body is over this agent's limit of {limit} bytes"
+            ))
+            .with_status(StatusCode::PAYLOAD_TOO_LARGE)
+        })?
         .to_bytes();
     let mut request = http::Request::new(body);
-    *request.method_mut() = parts.method;
+    *request.method_mut() = method;
     *request.uri_mut() = target;
     *request.headers_mut() = parts.headers;
     Ok(EgressCall {

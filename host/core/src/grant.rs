@@ -268,19 +268,47 @@ impl GrantRules {
 }
 
 /// Refuse paths whose meaning could differ between edgeward's prefix check and
-/// the upstream's router: dot segments (raw or percent-encoded), encoded
-/// slashes and backslashes, and backslashes.
+/// the upstream's router: dot segments (raw, percent-encoded, or with
+/// `;params` as Tomcat and Spring read `..;`), encoded slashes and
+/// backslashes, backslashes, double encoding (`%25`), encoded NUL and
+/// control bytes, non-ASCII escapes (overlong UTF-8 such as `%c0%ae`), and
+/// percent-encoded unreserved characters (which have one canonical,
+/// unencoded spelling).
 pub fn check_path_is_canonical(path: &str) -> Result<(), Refusal> {
-    let lower = path.to_ascii_lowercase();
-    if path.contains('\\') || lower.contains("%2f") || lower.contains("%5c") {
-        return Err(Refusal::invalid(
-            "the request path contains a backslash or an encoded slash",
-        ));
+    let refuse = |why: &str| Err(Refusal::invalid(format!("the request path {why}")));
+    if path.contains('\\') {
+        return refuse("contains a backslash");
+    }
+    let bytes = path.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok());
+            let Some(value) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) else {
+                return refuse("has a malformed percent escape");
+            };
+            match value {
+                b'/' | b'\\' => return refuse("contains an encoded slash"),
+                b'%' => return refuse("is percent-encoded twice"),
+                0x00..=0x1f | 0x7f => return refuse("contains an encoded control byte"),
+                0x80..=0xff => return refuse("contains a non-ASCII escape"),
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                    return refuse("percent-encodes a character that needs no encoding");
+                }
+                _ => {}
+            }
+            i += 3;
+        } else {
+            i += 1;
+        }
     }
     for segment in path.split('/') {
-        let decoded = percent_encoding::percent_decode_str(segment).decode_utf8_lossy();
-        if decoded == "." || decoded == ".." {
-            return Err(Refusal::invalid("the request path contains a dot segment"));
+        // `..;x` is `..` to Tomcat, Jetty and Spring.
+        let name = segment.split(';').next().unwrap_or(segment);
+        if name == "." || name == ".." {
+            return refuse("contains a dot segment");
         }
     }
     Ok(())
@@ -476,6 +504,7 @@ mod tests {
             );
         }
         assert!(check_path_is_canonical("/v1/a.b/..c").is_ok());
+        assert!(check_path_is_canonical("/v1/a%20b;v=1/%3F").is_ok());
     }
 
     #[test]

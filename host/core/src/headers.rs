@@ -25,6 +25,33 @@ const HOP_BY_HOP: [&str; 8] = [
     "http2-settings",
 ];
 
+/// Headers that make some upstreams act on another method, path or host
+/// than the one edgeward checked (method overrides, URL rewrites, forwarding
+/// headers read by reverse proxies). A request carrying one is refused.
+const OVERRIDE_HEADERS: [&str; 15] = [
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "x-original-method",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-original-uri",
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-forwarded-path",
+    "x-host",
+];
+
+/// Whether a header could redirect what the upstream does past edgeward's
+/// method and path checks.
+pub fn is_override_header(name: &HeaderName) -> bool {
+    OVERRIDE_HEADERS.contains(&name.as_str())
+}
+
 /// Whether a header carries credentials that only edgeward may attach.
 pub fn is_credential_header(name: &HeaderName) -> bool {
     *name == header::AUTHORIZATION || *name == header::COOKIE || name.as_str().starts_with("proxy-")
@@ -45,7 +72,8 @@ pub fn is_forbidden_guest_header(name: &HeaderName) -> bool {
 /// Sanitise a guest request's headers before the credential is injected.
 ///
 /// Refuses credential headers (including `credential_header`, the grant's own
-/// header such as `x-api-key`); strips hop-by-hop headers, headers named by
+/// header such as `x-api-key`) and method/URL override and forwarding
+/// headers; strips `Range` and `If-Range`, hop-by-hop headers, headers named by
 /// `Connection`, `Host`, `Content-Length` (recomputed by the sender),
 /// `Accept-Encoding` (edgeward asks only for codings it can decode and scan)
 /// and the `edgeward-grant` routing header.
@@ -59,12 +87,21 @@ pub fn sanitize_request(
                 "the guest may not set the {name} header: credentials are attached by edgeward"
             )));
         }
+        if is_override_header(name) {
+            return Err(Refusal::invalid(format!(
+                "the guest may not set the {name} header: it could change the method, path or host the upstream acts on"
+            )));
+        }
     }
     strip_connection_headers(headers);
     headers.remove(header::HOST);
     headers.remove(header::CONTENT_LENGTH);
     headers.remove(header::ACCEPT_ENCODING);
     headers.remove(GRANT_HEADER);
+    // A ranged response could carry an echoed credential in pieces that no
+    // redaction pattern matches whole.
+    headers.remove(header::RANGE);
+    headers.remove(header::IF_RANGE);
     Ok(())
 }
 
@@ -125,6 +162,28 @@ mod tests {
         h.insert("x-api-key", HeaderValue::from_static("guess"));
         let own = HeaderName::from_static("x-api-key");
         assert!(sanitize_request(&mut h, Some(&own)).is_err());
+    }
+
+    #[test]
+    fn override_headers_are_refused() {
+        for name in [
+            "x-http-method-override",
+            "x-original-url",
+            "forwarded",
+            "x-forwarded-host",
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert(
+                HeaderName::from_static(name),
+                HeaderValue::from_static("DELETE"),
+            );
+            let err = sanitize_request(&mut h, None).unwrap_err();
+            assert_eq!(err.class, ProblemClass::InvalidRequest, "{name}");
+        }
+        let mut h = HeaderMap::new();
+        h.insert("range", HeaderValue::from_static("bytes=0-3"));
+        sanitize_request(&mut h, None).unwrap();
+        assert!(h.is_empty());
     }
 
     #[test]

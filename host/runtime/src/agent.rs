@@ -310,6 +310,7 @@ impl AgentInstance {
             limiter: TaskLimiter {
                 memory_bytes: limits.memory_bytes,
                 table_elements: MAX_TABLE_ELEMENTS,
+                memory_used: 0,
             },
         };
         if self.stop.is_stopped() {

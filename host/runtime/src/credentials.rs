@@ -105,12 +105,24 @@ impl InstanceToken {
         if let Some(c) = current.as_ref() {
             // Renew once three quarters of the lifetime are gone, so a call
             // never leaves with a token about to expire in flight.
-            let margin = ((c.expires_at - c.issued_at) / 4).max(1);
-            if now + margin < c.expires_at {
+            let margin = (c.expires_at.saturating_sub(c.issued_at) / 4).max(1);
+            if now.saturating_add(margin) < c.expires_at {
                 return Ok(c.token.clone());
             }
         }
-        let fresh = self.attest().await?;
+        let fresh = match self.attest().await {
+            Ok(fresh) => fresh,
+            // A failed renewal does not throw away a token that is still
+            // valid; a refusal (revoked) does.
+            Err(ExchangeFailure::Unreachable(e)) => match current.as_ref() {
+                Some(c) if now < c.expires_at => {
+                    tracing::warn!("token renewal failed, using the current token: {e}");
+                    return Ok(c.token.clone());
+                }
+                _ => return Err(ExchangeFailure::Unreachable(e)),
+            },
+            Err(e) => return Err(e),
+        };
         let token = fresh.token.clone();
         self.expires_at.store(fresh.expires_at, Ordering::Relaxed);
         *current = Some(fresh);
@@ -154,7 +166,7 @@ impl InstanceToken {
         Ok(Current {
             token: grant.access_token,
             issued_at: now,
-            expires_at: now + grant.expires_in,
+            expires_at: now.saturating_add(grant.expires_in),
         })
     }
 }

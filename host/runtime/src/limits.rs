@@ -38,10 +38,13 @@ impl fmt::Display for LimitExceeded {
 
 impl std::error::Error for LimitExceeded {}
 
-/// Per-store limiter.
+/// Per-store limiter. The memory bound is for the whole task: a component
+/// may have several linear memories, and their sizes are added up.
 pub(crate) struct TaskLimiter {
     pub(crate) memory_bytes: u64,
     pub(crate) table_elements: u64,
+    /// Bytes of linear memory granted so far, across all memories.
+    pub(crate) memory_used: u64,
 }
 
 /// Core instances, tables and memories a component may create. A Rust std
@@ -49,20 +52,25 @@ pub(crate) struct TaskLimiter {
 /// to exhaust host structures.
 const MAX_INSTANCES: usize = 64;
 const MAX_TABLES: usize = 64;
-const MAX_MEMORIES: usize = 8;
+const MAX_MEMORIES: usize = 4;
 
 impl wasmtime::ResourceLimiter for TaskLimiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired as u64 > self.memory_bytes {
+        let growth = (desired as u64).saturating_sub(current as u64);
+        let total = self.memory_used.saturating_add(growth);
+        if total > self.memory_bytes {
             return Err(wasmtime::Error::new(LimitExceeded::Memory {
                 limit: self.memory_bytes,
             }));
         }
+        // Counted when granted; a growth that then fails (rare) stays
+        // counted, which errs on the side of the bound.
+        self.memory_used = total;
         Ok(true)
     }
 

@@ -23,6 +23,8 @@ use std::time::Duration;
 /// Header carrying the guest request's absolute URL (see the backend's
 /// service module).
 const TARGET_HEADER: &str = "edgeward-target";
+/// Header carrying the guest request's method.
+const METHOD_HEADER: &str = "edgeward-method";
 /// Largest backend answer read (the backend applies the agent's own limit).
 const MAX_RESPONSE_BYTES: usize = 64 << 20;
 const MAX_TOKEN_RESPONSE_BYTES: usize = 64 * 1024;
@@ -311,8 +313,11 @@ impl Egress for RemoteBackend {
         let this = self.clone();
         Box::pin(async move {
             let (parts, body) = call.request.into_parts();
+            // The envelope is always a POST: the guest's method travels in a
+            // header, so CONNECT, HEAD and friends cannot change how the
+            // envelope itself is framed or routed.
             let mut request = http::Request::new(Full::new(body));
-            *request.method_mut() = parts.method;
+            *request.method_mut() = http::Method::POST;
             *request.uri_mut() = format!("{}/v1/egress", this.base)
                 .parse()
                 .map_err(|_| Refusal::upstream("bad backend URL"))?;
@@ -322,6 +327,11 @@ impl Egress for RemoteBackend {
             let target = HeaderValue::from_str(&parts.uri.to_string())
                 .map_err(|_| Refusal::invalid("the request URL cannot be forwarded"))?;
             headers.insert(TARGET_HEADER, target);
+            headers.insert(
+                METHOD_HEADER,
+                HeaderValue::from_str(parts.method.as_str())
+                    .map_err(|_| Refusal::invalid("the request method cannot be forwarded"))?,
+            );
             headers.insert(
                 GRANT_HEADER,
                 HeaderValue::from_str(call.grant.as_str())
