@@ -15,7 +15,7 @@
 //!    a renewal with the same instance key keeps the same identity.
 
 use crate::revocation::{RevocationKind, Revocations};
-use crate::store::{self, IssuedToken, Store, StoreError};
+use crate::store::{self, AuditEntry, Checkpoint, IssuedToken, Store, StoreError};
 use edgeward_core::attest::{UnverifiedAttestation, VerifiedAttestation};
 use edgeward_core::clock::Clock;
 use edgeward_core::config::{BackendSettings, EMBEDDED_DEVICE};
@@ -29,6 +29,8 @@ use sha2::{Digest as _, Sha256};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+/// Sign an audit checkpoint every this many records.
+pub const CHECKPOINT_EVERY: u64 = 64;
 /// How long a challenge stays valid, seconds.
 pub const NONCE_MAX_AGE: u64 = 60;
 /// Clock tolerance for token verification, seconds.
@@ -92,6 +94,8 @@ pub struct Minted {
     pub device: String,
     /// The public rules and limits the runtime needs.
     pub profile: AgentProfile,
+    /// The token's `jti`.
+    pub jti: String,
 }
 
 /// Randomness for the service, behind a lock (it is `FnMut`-like).
@@ -124,6 +128,8 @@ pub struct TokenService {
     /// Keys no device holds (Ed25519, P-256): unknown devices are verified
     /// against them so timing matches a known device with a bad signature.
     stand_in: (PublicKey, PublicKey),
+    /// Signs audit checkpoints (the token signing key).
+    checkpoint_key: Ed25519Signer,
     /// Serialises the live-instance count and the token record of one
     /// exchange, so two racing exchanges cannot both take the last slot.
     minting: Mutex<()>,
@@ -162,6 +168,8 @@ impl TokenService {
             CLOCK_TOLERANCE,
         );
         verifier.add_key(issuer.kid().to_owned(), issuer.public_key());
+        let checkpoint_key =
+            Ed25519Signer::from_seed(keys.signing_seed).map_err(|_| ServiceError::Entropy)?;
         let stand_in = {
             let mut seed = [0u8; 32];
             entropy
@@ -191,6 +199,7 @@ impl TokenService {
             entropy,
             minting: Mutex::new(()),
             stand_in,
+            checkpoint_key,
         })
     }
 
@@ -215,6 +224,58 @@ impl TokenService {
         &self.settings
     }
 
+    /// Append an audit record; every [`CHECKPOINT_EVERY`] records, sign a
+    /// checkpoint with the backend key. A failure is returned: callers fail
+    /// closed (no decision without its record).
+    pub fn audit(&self, mut entry: AuditEntry) -> Result<(), StoreError> {
+        entry.at = self.clock.now();
+        let record = self.store.append_audit(&entry)?;
+        if record.seq % CHECKPOINT_EVERY == 0 {
+            self.checkpoint_at(record.seq, record.hash)?;
+        }
+        Ok(())
+    }
+
+    /// Sign a checkpoint of the current head (also called by `audit verify`
+    /// callers who want the tail covered).
+    pub fn checkpoint(&self) -> Result<Option<u64>, StoreError> {
+        match self.store.audit_head()? {
+            Some((seq, hash)) => {
+                self.checkpoint_at(seq, hash)?;
+                Ok(Some(seq))
+            }
+            None => Ok(None),
+        }
+    }
+
+    fn checkpoint_at(&self, seq: u64, hash: [u8; 32]) -> Result<(), StoreError> {
+        let mut cp = Checkpoint {
+            seq,
+            hash,
+            at: self.clock.now(),
+            kid: self.issuer.kid().to_owned(),
+            signature: Vec::new(),
+        };
+        cp.signature =
+            self.checkpoint_key
+                .sign(&cp.signing_input())
+                .map_err(|e| StoreError::Invalid {
+                    field: "checkpoint",
+                    reason: e.to_string(),
+                })?;
+        self.store.add_checkpoint(&cp)
+    }
+
+    /// Whether a checkpoint carries a valid signature of this backend's key.
+    pub fn checkpoint_is_authentic(&self, cp: &Checkpoint) -> bool {
+        cp.kid == self.issuer.kid()
+            && self
+                .checkpoint_key
+                .public_key()
+                .verify(SigAlg::EdDSA, &cp.signing_input(), &cp.signature)
+                .is_ok()
+    }
+
     /// RFC 8414 metadata for a backend reachable at `base_url`.
     pub fn metadata(&self, base_url: &str) -> serde_json::Value {
         serde_json::json!({
@@ -229,8 +290,38 @@ impl TokenService {
         })
     }
 
-    /// RFC 8693 exchange. `form` is the decoded request body.
+    /// RFC 8693 exchange. `form` is the decoded request body. Every outcome
+    /// is audited; without its audit record, no token leaves.
     pub fn exchange(&self, form: &HashMap<String, String>) -> Result<Minted, ExchangeError> {
+        let result = self.exchange_unaudited(form);
+        let entry = match &result {
+            Ok(m) => AuditEntry {
+                kind: "exchange".into(),
+                decision: "allow".into(),
+                agent: Some(m.agent.clone()),
+                instance: Some(m.instance_id.clone()),
+                device: Some(m.device.clone()),
+                jti: Some(m.jti.clone()),
+                ..AuditEntry::default()
+            },
+            Err(e) => AuditEntry {
+                kind: "exchange".into(),
+                decision: "deny".into(),
+                reason: Some(e.reason.chars().take(1000).collect()),
+                ..AuditEntry::default()
+            },
+        };
+        if let Err(e) = self.audit(entry) {
+            tracing::error!("cannot write the audit log: {e}");
+            return Err(ExchangeError::after(
+                "server_error",
+                "the audit log is unavailable",
+            ));
+        }
+        result
+    }
+
+    fn exchange_unaudited(&self, form: &HashMap<String, String>) -> Result<Minted, ExchangeError> {
         let field = |name: &str| form.get(name).map(String::as_str);
         if field("grant_type") != Some(edgeward_core::egress::TOKEN_EXCHANGE_GRANT) {
             return Err(ExchangeError::before("grant_type is not token-exchange"));
@@ -426,6 +517,7 @@ impl TokenService {
             agent: agent_name.to_owned(),
             device: device.to_owned(),
             profile,
+            jti: mint.jti,
         })
     }
 

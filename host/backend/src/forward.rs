@@ -2,6 +2,7 @@
 
 use crate::exchange::{AccessError, TokenService};
 use crate::secrets::{SecretError, resolve_secret};
+use crate::store::AuditEntry;
 use bytes::Bytes;
 use edgeward_core::codec::{self, DecodeError};
 
@@ -280,10 +281,26 @@ impl Egress for Backend {
             let method = call.request.method().clone();
             // Captured before injection: a query credential must never be logged.
             let path = call.request.uri().path().to_owned();
+            let origin =
+                edgeward_core::grant::Origin::of_uri(call.request.uri()).map(|o| o.to_string());
+            let mut entry = AuditEntry {
+                kind: "egress".into(),
+                grant: Some(grant.to_string()),
+                method: Some(method.to_string()),
+                origin,
+                path: Some(path.clone()),
+                ..AuditEntry::default()
+            };
             let (agent, instance, result) = match inner.tokens.check_access(call.token.expose()) {
                 Ok(token) => {
                     let agent = token.agent().to_owned();
                     let instance = token.instance().to_owned();
+                    entry.agent = Some(agent.clone());
+                    entry.instance = crate::revocation::spiffe_segment(&instance, "/instance/")
+                        .map(str::to_owned);
+                    entry.device = crate::revocation::spiffe_segment(token.device(), "/device/")
+                        .map(str::to_owned);
+                    entry.jti = Some(token.jti().to_owned());
                     let result = inner.forward(&agent, token.scope(), call).await;
                     (agent, instance, result)
                 }
@@ -302,10 +319,28 @@ impl Egress for Backend {
             }
             // Defence in depth: whatever produced a refusal's detail, it
             // leaves without any credential in it.
-            result.map_err(|mut r| {
+            let result = result.map_err(|mut r| {
                 r.detail = inner.redactor.redact_str(&r.detail).0;
                 r
-            })
+            });
+            match &result {
+                Ok(resp) => {
+                    entry.decision = "allow".into();
+                    entry.reason = Some(format!("upstream answered {}", resp.status().as_u16()));
+                }
+                Err(r) => {
+                    entry.decision = "deny".into();
+                    entry.reason = Some(format!("{}: {}", r.class, r.detail));
+                }
+            }
+            // No decision without its record: if the audit log cannot take
+            // it, the guest gets no upstream bytes either.
+            if let Err(e) = inner.tokens.audit(entry) {
+                tracing::error!("cannot write the audit log: {e}");
+                return Err(Refusal::upstream("the audit log is unavailable")
+                    .with_status(StatusCode::SERVICE_UNAVAILABLE));
+            }
+            result
         })
     }
 }
