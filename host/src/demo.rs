@@ -128,7 +128,10 @@ fn print_task(report: &TaskReport, guard: &Redactor) -> bool {
     let mut leaked = false;
     for record in &report.logs {
         leaked |= guard.contains_secret(record.message.as_bytes());
-        println!("   agent log: {}", record.message);
+        println!(
+            "   agent log: {}",
+            embedded::without_controls(&record.message)
+        );
     }
     match &report.outcome {
         Ok(Ok(result)) => {

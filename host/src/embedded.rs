@@ -114,6 +114,21 @@ pub async fn start(
     Ok(instance)
 }
 
+/// Guest text on a terminal: control characters (escape sequences, carriage
+/// returns) are shown escaped, so an agent cannot drive the terminal or fake
+/// lines of output.
+pub fn without_controls(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            if c.is_control() {
+                c.escape_default().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
+        .collect()
+}
+
 /// Print the agent log to stderr and the result to stdout; the exit code says
 /// how the task ended (0 ok, 1 the agent returned an error, 3 the sandbox
 /// stopped it).
@@ -124,7 +139,11 @@ pub fn print_report(report: &TaskReport) -> ExitCode {
             LogSource::Stdout => "stdout",
             LogSource::Stderr => "stderr",
         };
-        eprintln!("[agent {source} {:?}] {}", record.level, record.message);
+        eprintln!(
+            "[agent {source} {:?}] {}",
+            record.level,
+            without_controls(&record.message)
+        );
     }
     if report.logs_dropped > 0 {
         eprintln!(

@@ -329,6 +329,13 @@ async fn every_attestation_refusal_and_pre_verification_ones_look_the_same() {
             .await,
     ));
     pre.push(("malformed", w.exchange("not.an.attestation").await));
+    let c_es = claims(w.nonce().await, "dev-es", "hello", hello, &["api"], 60);
+    pre.push((
+        "EdDSA attestation for an ES256 device",
+        w.exchange(&sign_attestation(&c_es, "dev-es", &d.ed).expect("sign"))
+            .await,
+    ));
+    pre.push(("oversized", w.exchange(&"a".repeat(20_000)).await));
     let good = sign_attestation(&c, "dev-ed", &d.ed).expect("sign");
     let other = sign_attestation(
         &claims(w.nonce().await, "dev-ed", "hello", hello, &["api"], 60),
@@ -720,4 +727,62 @@ fn public_keys_round_trip_in_config_form() {
         let text = key.to_string();
         assert_eq!(text.parse::<PublicKey>().expect("parse"), key);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_runtime_trusts_only_the_pinned_ca() {
+    let up = upstream().await;
+    let d = devices();
+    let svc = Service::start(
+        &config(&up.origin(), &d, ""),
+        &[("API_KEY", KEY)],
+        Arc::new(SystemClock),
+    )
+    .await
+    .expect("service");
+    let other = Service::start(
+        &config(&up.origin(), &d, ""),
+        &[("API_KEY", KEY)],
+        Arc::new(SystemClock),
+    )
+    .await
+    .expect("service");
+    // The other backend's CA, not this one's: the handshake must fail.
+    let wrong_ca = edgeward_runtime::remote::load_ca(&other.dir.join("ca.pem")).expect("ca");
+    let remote =
+        Arc::new(edgeward_runtime::remote::RemoteBackend::new(&svc.url, wrong_ca).expect("remote"));
+    let loaded = runtime()
+        .load(
+            component(HELLO_WASM),
+            AgentSpec {
+                name: "hello".into(),
+                allowed_digests: vec![digest(HELLO_WASM)],
+            },
+        )
+        .expect("load");
+    let err = loaded
+        .attest(AttestOptions {
+            device: DeviceIdentity {
+                id: "dev-ed".into(),
+                signer: Arc::new(
+                    Ed25519Signer::from_pkcs8_pem(&d.ed.to_pkcs8_pem().expect("pem")).expect("key"),
+                ),
+            },
+            exchange: remote.clone(),
+            egress: remote.clone(),
+            stop_channel: Some(remote),
+            clock: Arc::new(SystemClock),
+            entropy: &mut SeededEntropy::new(1),
+            grants: vec![],
+            lifetime: None,
+        })
+        .await
+        .err()
+        .expect("a backend with a certificate from another CA is refused");
+    assert!(
+        matches!(err, edgeward_core::egress::ExchangeFailure::Unreachable(_)),
+        "{err}"
+    );
+    // And plain http to a TLS URL is not even attempted.
+    assert!(edgeward_runtime::remote::RemoteBackend::new("http://127.0.0.1:1", vec![]).is_err());
 }

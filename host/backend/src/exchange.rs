@@ -294,6 +294,21 @@ impl TokenService {
     /// is audited; without its audit record, no token leaves.
     pub fn exchange(&self, form: &HashMap<String, String>) -> Result<Minted, ExchangeError> {
         let result = self.exchange_unaudited(form);
+        match &result {
+            Ok(m) => tracing::info!(
+                agent = %m.agent,
+                device = %m.device,
+                instance = %m.instance_id,
+                expires_in = m.expires_in,
+                "token minted"
+            ),
+            // Debug-formatted: the reason may quote unauthenticated input.
+            Err(e) => tracing::warn!(
+                authenticated = e.authenticated,
+                reason = ?e.reason,
+                "token exchange refused"
+            ),
+        }
         let entry = match &result {
             Ok(m) => AuditEntry {
                 kind: "exchange".into(),

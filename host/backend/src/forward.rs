@@ -205,18 +205,10 @@ impl TokenExchange for Backend {
         let form = crate::service::exchange_form(&request);
         let result = self.inner.tokens.exchange(&form);
         Box::pin(async move {
-            let minted = result.map_err(|e| {
-                tracing::warn!(
-                    authenticated = e.authenticated,
-                    "token exchange refused: {}",
-                    e.reason
-                );
-                ExchangeFailure::Refused {
-                    error: e.error.to_owned(),
-                    description: e.public_description().to_owned(),
-                }
+            let minted = result.map_err(|e| ExchangeFailure::Refused {
+                error: e.error.to_owned(),
+                description: e.public_description().to_owned(),
             })?;
-            tracing::info!(agent = %minted.agent, device = %minted.device, instance = %minted.instance_id, expires_in = minted.expires_in, "token minted");
             Ok(TokenGrant {
                 access_token: edgeward_core::egress::BearerToken::new(minted.token),
                 expires_in: minted.expires_in,

@@ -117,18 +117,14 @@ async fn route(backend: &Backend, req: hyper::Request<hyper::body::Incoming>) ->
         ),
         (Method::POST, "/v1/token") => token(backend, req).await,
         (Method::GET, "/.well-known/jwks.json") => json(StatusCode::OK, &backend.tokens().jwks()),
-        (Method::GET, "/.well-known/oauth-authorization-server") => {
-            let host = req
-                .headers()
-                .get(http::header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .filter(|h| h.bytes().all(|b| b.is_ascii_graphic()))
-                .unwrap_or("localhost");
-            json(
-                StatusCode::OK,
-                &backend.tokens().metadata(&format!("https://{host}")),
-            )
-        }
+        // From configuration, never from the request's Host header: the
+        // metadata must name the same endpoints whoever asks (RFC 8414 §3.3).
+        (Method::GET, "/.well-known/oauth-authorization-server") => json(
+            StatusCode::OK,
+            &backend
+                .tokens()
+                .metadata(&backend.tokens().settings().public_url),
+        ),
         (Method::POST, "/v1/egress") => egress(backend, req).await,
         (Method::GET, "/v1/stop") => stop(backend, req).await,
         (Method::POST, "/v1/revoke") => revoke(backend, req).await,
@@ -153,7 +149,11 @@ async fn token(backend: &Backend, req: hyper::Request<hyper::body::Incoming>) ->
     let refused = || oauth_error("invalid_grant", "the attestation was not accepted");
     let Ok(body) = body else { return refused() };
     if !form_type {
-        tracing::warn!("token request refused: not a form body");
+        tracing::warn!(
+            authenticated = false,
+            reason = "not a form body",
+            "token exchange refused"
+        );
         return refused();
     }
     let body = body.to_bytes();
@@ -161,13 +161,16 @@ async fn token(backend: &Backend, req: hyper::Request<hyper::body::Incoming>) ->
     for (k, v) in form_urlencoded::parse(&body) {
         // A repeated parameter is ambiguous (RFC 6749 §3.2): refuse it.
         if form.insert(k.into_owned(), v.into_owned()).is_some() {
-            tracing::warn!("token request refused: repeated parameter");
+            tracing::warn!(
+                authenticated = false,
+                reason = "repeated parameter",
+                "token exchange refused"
+            );
             return refused();
         }
     }
     match backend.tokens().exchange(&form) {
         Ok(minted) => {
-            tracing::info!(agent = %minted.agent, device = %minted.device, instance = %minted.instance_id, expires_in = minted.expires_in, "token minted");
             let scope: Vec<&str> = minted.scope.iter().map(GrantName::as_str).collect();
             json(
                 StatusCode::OK,
@@ -182,14 +185,7 @@ async fn token(backend: &Backend, req: hyper::Request<hyper::body::Incoming>) ->
                 }),
             )
         }
-        Err(e) => {
-            tracing::warn!(
-                authenticated = e.authenticated,
-                "token exchange refused: {}",
-                e.reason
-            );
-            oauth_error(e.error, e.public_description())
-        }
+        Err(e) => oauth_error(e.error, e.public_description()),
     }
 }
 

@@ -101,6 +101,9 @@ pub struct BackendSettings {
     pub default_token_lifetime: u64,
     /// Address `edgeward serve` listens on.
     pub listen: std::net::SocketAddr,
+    /// The URL devices reach the backend at (for RFC 8414 metadata);
+    /// defaults to the issuer.
+    pub public_url: String,
     /// How long one long poll of the stop channel waits, seconds.
     pub stop_poll_secs: u64,
     /// How long a runtime may be cut off from the backend before it stops
@@ -116,6 +119,7 @@ impl Default for BackendSettings {
             trust_domain: "edgeward.local".into(),
             default_token_lifetime: 300,
             listen: std::net::SocketAddr::from(([127, 0, 0, 1], 8443)),
+            public_url: "https://edgeward.local".into(),
             stop_poll_secs: 25,
             stop_lease_secs: 60,
         }
@@ -309,6 +313,7 @@ struct RawBackend {
     listen: Option<String>,
     stop_poll_s: Option<u64>,
     stop_lease_s: Option<u64>,
+    public_url: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -687,8 +692,17 @@ impl RawBackend {
             })?,
             None => d.listen,
         };
+        let issuer = text("issuer", self.issuer, d.issuer)?;
+        let public_url = text("public_url", self.public_url, issuer.clone())?;
+        if !public_url.starts_with("https://") && !public_url.starts_with("http://") {
+            return Err(invalid(
+                "backend.public_url",
+                "an http(s) URL, e.g. https://edgeward.example:8443",
+            ));
+        }
         Ok(BackendSettings {
-            issuer: text("issuer", self.issuer, d.issuer)?,
+            public_url: public_url.trim_end_matches('/').to_owned(),
+            issuer,
             audience: text("audience", self.audience, d.audience)?,
             trust_domain,
             default_token_lifetime: in_range(

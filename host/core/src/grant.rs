@@ -417,9 +417,13 @@ pub fn inject_credential(
             let path = parts.uri.path();
             let query = parts.uri.query();
             if let Some(q) = query {
-                let shadowed = q.split('&').any(|pair| {
-                    let key = pair.split('=').next().unwrap_or("");
-                    percent_encoding::percent_decode_str(key).decode_utf8_lossy() == param.as_str()
+                // `;` separates parameters for some servers, and some match
+                // names case-insensitively: refuse every spelling.
+                let shadowed = q.split(['&', ';']).any(|pair| {
+                    let key = pair.split('=').next().unwrap_or("").replace('+', " ");
+                    percent_encoding::percent_decode_str(&key)
+                        .decode_utf8_lossy()
+                        .eq_ignore_ascii_case(param)
                 });
                 if shadowed {
                     return Err(Refusal::invalid(format!(
@@ -561,11 +565,16 @@ mod tests {
         inject_credential(&mut parts, &kind, &secret).unwrap();
         assert_eq!(parts.uri.query(), Some("a=1&key=s3cr3t%2Fvalue%2B1"));
 
-        let (mut parts, ()) = http::Request::get("https://one.example/v1?key=mine")
-            .body(())
-            .unwrap()
-            .into_parts();
-        assert!(inject_credential(&mut parts, &kind, &secret).is_err());
+        for q in ["key=mine", "a=1;key=mine", "KEY=mine", "%6Bey=mine"] {
+            let (mut parts, ()) = http::Request::get(format!("https://one.example/v1?{q}"))
+                .body(())
+                .unwrap()
+                .into_parts();
+            assert!(
+                inject_credential(&mut parts, &kind, &secret).is_err(),
+                "{q}"
+            );
+        }
 
         let (mut parts, ()) = http::Request::get("https://one.example/v1")
             .body(())

@@ -191,7 +191,10 @@ impl log::Host for TaskState {
             agent = %self.identity.agent,
             instance = %self.identity.instance_id,
             ?level,
-            "{message}"
+            // Debug-formatted: guest text must not forge log lines
+            // (newlines) or drive a terminal (escape sequences).
+            message = ?message,
+            "agent log"
         );
         self.logs.push(LogRecord {
             level,
