@@ -786,3 +786,75 @@ async fn the_runtime_trusts_only_the_pinned_ca() {
     // And plain http to a TLS URL is not even attempted.
     assert!(edgeward_runtime::remote::RemoteBackend::new("http://127.0.0.1:1", vec![]).is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_rotation_keeps_old_tokens_valid_and_publishes_both_keys() {
+    let up = upstream().await;
+    let d = devices();
+    let svc = Service::start(
+        &config(&up.origin(), &d, ""),
+        &[("API_KEY", KEY)],
+        Arc::new(SystemClock),
+    )
+    .await
+    .expect("service");
+    let w = Wire { svc: &svc };
+    let mint = |nonce| {
+        sign_attestation(
+            &claims(nonce, "dev-ed", "hello", digest(HELLO_WASM), &["api"], 60),
+            "dev-ed",
+            &d.ed,
+        )
+        .expect("sign")
+    };
+    let before = w.exchange(&mint(w.nonce().await)).await;
+    let before: Value = serde_json::from_slice(before.body()).expect("json");
+    let old_token = before["access_token"].as_str().expect("token").to_owned();
+    let old_kid = svc.tokens.jwks()["keys"][0]["kid"]
+        .as_str()
+        .expect("kid")
+        .to_owned();
+
+    let new_kid = svc.tokens.rotate_signing_key().expect("rotate");
+    assert_ne!(new_kid, old_kid);
+    let kids: Vec<String> = svc.tokens.jwks()["keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .filter_map(|k| k["kid"].as_str().map(str::to_owned))
+        .collect();
+    assert!(
+        kids.contains(&old_kid) && kids.contains(&new_kid),
+        "{kids:?}"
+    );
+
+    let after = w.exchange(&mint(w.nonce().await)).await;
+    let after: Value = serde_json::from_slice(after.body()).expect("json");
+    let new_token = after["access_token"].as_str().expect("token").to_owned();
+    use base64::Engine as _;
+    let header: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(new_token.split('.').next().expect("header"))
+            .expect("b64"),
+    )
+    .expect("json");
+    assert_eq!(header["kid"], new_kid.as_str());
+    let url = format!("{}/v1/x", up.origin());
+    assert_eq!(
+        egress_with(&svc, &old_token, "api", &url).await.status(),
+        200,
+        "old key's token still valid"
+    );
+    assert_eq!(
+        egress_with(&svc, &new_token, "api", &url).await.status(),
+        200
+    );
+    // Checkpoints signed by either key verify.
+    svc.tokens.checkpoint().expect("checkpoint");
+    edgeward_backend::store::verify_store(
+        svc.tokens.store().as_ref(),
+        |cp| svc.tokens.checkpoint_is_authentic(cp),
+        None,
+    )
+    .expect("log verifies across the rotation");
+}

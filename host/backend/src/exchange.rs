@@ -121,15 +121,12 @@ pub struct TokenService {
     settings: BackendSettings,
     nonces: NonceIssuer,
     replay: Mutex<ReplayCache>,
-    issuer: TokenIssuer,
-    verifier: TokenVerifier,
+    keys: std::sync::RwLock<SigningKeys>,
     clock: Arc<dyn Clock>,
     entropy: SharedEntropy,
     /// Keys no device holds (Ed25519, P-256): unknown devices are verified
     /// against them so timing matches a known device with a bad signature.
     stand_in: (PublicKey, PublicKey),
-    /// Signs audit checkpoints (the token signing key).
-    checkpoint_key: Ed25519Signer,
     /// Serialises the live-instance count and the token record of one
     /// exchange, so two racing exchanges cannot both take the last slot.
     minting: Mutex<()>,
@@ -157,19 +154,7 @@ impl TokenService {
         clock: Arc<dyn Clock>,
         entropy: SharedEntropy,
     ) -> Result<TokenService, ServiceError> {
-        let issuer = TokenIssuer::new(
-            keys.signing_seed,
-            settings.issuer.clone(),
-            settings.audience.clone(),
-        )?;
-        let mut verifier = TokenVerifier::new(
-            settings.issuer.clone(),
-            settings.audience.clone(),
-            CLOCK_TOLERANCE,
-        );
-        verifier.add_key(issuer.kid().to_owned(), issuer.public_key());
-        let checkpoint_key =
-            Ed25519Signer::from_seed(keys.signing_seed).map_err(|_| ServiceError::Entropy)?;
+        let signing = SigningKeys::load(store.as_ref(), &settings, keys.signing_seed, clock.now())?;
         let stand_in = {
             let mut seed = [0u8; 32];
             entropy
@@ -192,14 +177,12 @@ impl TokenService {
             embedded_device,
             nonces: NonceIssuer::new(*keys.nonce_key, keys.boot_epoch, NONCE_MAX_AGE),
             replay: Mutex::new(ReplayCache::default()),
-            issuer,
-            verifier,
+            keys: std::sync::RwLock::new(signing),
             settings,
             clock,
             entropy,
             minting: Mutex::new(()),
             stand_in,
-            checkpoint_key,
         })
     }
 
@@ -216,7 +199,10 @@ impl TokenService {
 
     /// The JWKS document.
     pub fn jwks(&self) -> serde_json::Value {
-        self.issuer.jwks()
+        match self.keys.read() {
+            Ok(k) => k.jwks(self.clock.now()),
+            Err(_) => serde_json::json!({ "keys": [] }),
+        }
     }
 
     /// Token service settings.
@@ -249,31 +235,72 @@ impl TokenService {
     }
 
     fn checkpoint_at(&self, seq: u64, hash: [u8; 32]) -> Result<(), StoreError> {
+        let keys = self.keys.read().map_err(|_| StoreError::Busy)?;
+        let current = keys.current();
         let mut cp = Checkpoint {
             seq,
             hash,
             at: self.clock.now(),
-            kid: self.issuer.kid().to_owned(),
+            kid: current.issuer.kid().to_owned(),
             signature: Vec::new(),
         };
         cp.signature =
-            self.checkpoint_key
+            current
+                .signer
                 .sign(&cp.signing_input())
                 .map_err(|e| StoreError::Invalid {
                     field: "checkpoint",
                     reason: e.to_string(),
                 })?;
+        drop(keys);
         self.store.add_checkpoint(&cp)
     }
 
-    /// Whether a checkpoint carries a valid signature of this backend's key.
+    /// Whether a checkpoint carries a valid signature of one of this
+    /// backend's keys (current or rotated out).
     pub fn checkpoint_is_authentic(&self, cp: &Checkpoint) -> bool {
-        cp.kid == self.issuer.kid()
-            && self
-                .checkpoint_key
-                .public_key()
-                .verify(SigAlg::EdDSA, &cp.signing_input(), &cp.signature)
-                .is_ok()
+        let Ok(keys) = self.keys.read() else {
+            return false;
+        };
+        keys.all.iter().any(|k| {
+            k.issuer.kid() == cp.kid
+                && k.signer
+                    .public_key()
+                    .verify(SigAlg::EdDSA, &cp.signing_input(), &cp.signature)
+                    .is_ok()
+        })
+    }
+
+    /// `keys rotate`: a new signing key signs from now on; the old one stays
+    /// in the JWKS and the verifier until every token it signed has expired.
+    /// Returns the new `kid`.
+    pub fn rotate_signing_key(&self) -> Result<String, StoreError> {
+        let mut seed = zeroize::Zeroizing::new([0u8; 32]);
+        self.entropy
+            .lock()
+            .map_err(|_| StoreError::Busy)?
+            .fill(seed.as_mut());
+        let now = self.clock.now();
+        let key =
+            SigningKey::new(&seed, &self.settings, None).map_err(|e| StoreError::Invalid {
+                field: "signing key",
+                reason: e.to_string(),
+            })?;
+        let kid = key.issuer.kid().to_owned();
+        let mut keys = self.keys.write().map_err(|_| StoreError::Busy)?;
+        let old = keys.current().issuer.kid().to_owned();
+        self.store.add_signing_key(&kid, seed.as_ref(), now)?;
+        self.store.retire_signing_key(&old, now)?;
+        keys.rotate(key, now);
+        drop(keys);
+        tracing::warn!(%kid, retired = %old, "signing key rotated");
+        self.audit(AuditEntry {
+            kind: "admin".into(),
+            decision: "allow".into(),
+            reason: Some(format!("signing key rotated: {old} -> {kid}")),
+            ..AuditEntry::default()
+        })?;
+        Ok(kid)
     }
 
     /// RFC 8414 metadata for a backend reachable at `base_url`.
@@ -500,6 +527,10 @@ impl TokenService {
             jti: hex::encode(jti),
         };
         let token = self
+            .keys
+            .read()
+            .map_err(|_| poisoned())?
+            .current()
             .issuer
             .mint(&mint)
             .map_err(|e| ExchangeError::after("server_error", format!("cannot mint: {e}")))?;
@@ -534,6 +565,13 @@ impl TokenService {
             profile,
             jti: mint.jti,
         })
+    }
+
+    fn verify_signed(&self, token: &str, now: u64) -> Result<VerifiedToken, TokenError> {
+        match self.keys.read() {
+            Ok(keys) => keys.verifier.verify(token, now),
+            Err(_) => Err(TokenError::UnknownKey),
+        }
     }
 
     /// The key of a device that may attest; `unknown device` otherwise. A
@@ -572,7 +610,7 @@ impl TokenService {
     /// Verify an access token presented on the egress path: valid, not
     /// revoked, of the agent's current generation.
     pub fn check_access(&self, token: &str) -> Result<VerifiedToken, AccessError> {
-        let verified = self.verifier.verify(token, self.clock.now())?;
+        let verified = self.verify_signed(token, self.clock.now())?;
         if let Some(reason) = self.revocations.check(&verified) {
             return Err(AccessError::Revoked(reason));
         }
@@ -620,7 +658,7 @@ impl TokenService {
         let Some(iat) = unverified_iat(token) else {
             return;
         };
-        if let Ok(verified) = self.verifier.verify(token, iat) {
+        if let Ok(verified) = self.verify_signed(token, iat) {
             let kind = RevocationKind::Token {
                 jti: verified.jti().to_owned(),
             };
@@ -724,6 +762,119 @@ pub enum ServiceError {
 
 fn poisoned() -> ExchangeError {
     ExchangeError::after("server_error", "internal state lock poisoned")
+}
+
+/// One token signing key: the issuer (tokens, JWKS) and a raw signer over
+/// the same seed (audit checkpoints).
+struct SigningKey {
+    issuer: TokenIssuer,
+    signer: Ed25519Signer,
+    retired_at: Option<u64>,
+}
+
+impl SigningKey {
+    fn new(
+        seed: &[u8; 32],
+        settings: &BackendSettings,
+        retired_at: Option<u64>,
+    ) -> Result<SigningKey, TokenError> {
+        Ok(SigningKey {
+            issuer: TokenIssuer::new(seed, settings.issuer.clone(), settings.audience.clone())?,
+            signer: Ed25519Signer::from_seed(seed).map_err(|_| TokenError::BadSigningKey)?,
+            retired_at,
+        })
+    }
+}
+
+/// Every signing key the backend has had; the last one signs.
+struct SigningKeys {
+    all: Vec<SigningKey>,
+    verifier: TokenVerifier,
+    /// How long after retirement a key's tokens may still be valid.
+    max_lifetime: u64,
+}
+
+impl SigningKeys {
+    /// Load from the store; a new store gets the data directory's key.
+    fn load(
+        store: &dyn Store,
+        settings: &BackendSettings,
+        first_seed: &[u8; 32],
+        now: u64,
+    ) -> Result<SigningKeys, ServiceError> {
+        let mut records = store.signing_keys()?;
+        if records.is_empty() {
+            let first = SigningKey::new(first_seed, settings, None)?;
+            store.add_signing_key(first.issuer.kid(), first_seed, now)?;
+            records = store.signing_keys()?;
+        }
+        records.sort_by_key(|r| (r.retired_at.is_none(), r.created_at));
+        let mut all = Vec::new();
+        for r in records {
+            let seed: [u8; 32] = r.seed.as_slice().try_into().map_err(|_| {
+                ServiceError::Store(StoreError::Invalid {
+                    field: "signing key",
+                    reason: "not 32 bytes".into(),
+                })
+            })?;
+            all.push(SigningKey::new(&seed, settings, r.retired_at)?);
+        }
+        let mut keys = SigningKeys {
+            all,
+            verifier: TokenVerifier::new(
+                settings.issuer.clone(),
+                settings.audience.clone(),
+                CLOCK_TOLERANCE,
+            ),
+            // Tokens never live longer than a day (config bound).
+            max_lifetime: 86_400,
+        };
+        keys.refresh_verifier(now);
+        Ok(keys)
+    }
+
+    fn current(&self) -> &SigningKey {
+        // `load` always leaves at least one key and `rotate` only adds.
+        &self.all[self.all.len() - 1]
+    }
+
+    /// Keys whose tokens may still be valid: the current one, and retired
+    /// ones for at most the longest token lifetime after retirement.
+    fn live(&self, now: u64) -> impl Iterator<Item = &SigningKey> {
+        let max = self.max_lifetime;
+        self.all
+            .iter()
+            .filter(move |k| k.retired_at.is_none_or(|r| r.saturating_add(max) > now))
+    }
+
+    fn refresh_verifier(&mut self, now: u64) {
+        let max = self.max_lifetime;
+        for k in &self.all {
+            if k.retired_at.is_some_and(|r| r.saturating_add(max) <= now) {
+                self.verifier.remove_key(k.issuer.kid());
+            }
+        }
+        let live: Vec<(String, edgeward_core::keys::Ed25519PublicKey)> = self
+            .live(now)
+            .map(|k| (k.issuer.kid().to_owned(), k.issuer.public_key()))
+            .collect();
+        for (kid, key) in live {
+            self.verifier.add_key(kid, key);
+        }
+    }
+
+    fn rotate(&mut self, key: SigningKey, now: u64) {
+        if let Some(last) = self.all.last_mut() {
+            last.retired_at = Some(now);
+        }
+        self.all.push(key);
+        self.refresh_verifier(now);
+    }
+
+    fn jwks(&self, now: u64) -> serde_json::Value {
+        let keys: Vec<serde_json::Value> = self.live(now).map(|k| k.issuer.jwk()).collect();
+        serde_json::json!({ "keys": keys })
+    }
 }
 
 /// Instance ids are derived, not stored: the same device, agent and instance
