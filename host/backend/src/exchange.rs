@@ -127,6 +127,10 @@ pub struct TokenService {
     /// Keys no device holds (Ed25519, P-256): unknown devices are verified
     /// against them so timing matches a known device with a bad signature.
     stand_in: (PublicKey, PublicKey),
+    /// When the last revocation was applied (monotonic), to measure stops.
+    last_revoke: Mutex<Option<std::time::Instant>>,
+    /// Per agent, the last stop order sent.
+    last_stops: Mutex<HashMap<String, LastStop>>,
     /// Serialises the live-instance count and the token record of one
     /// exchange, so two racing exchanges cannot both take the last slot.
     minting: Mutex<()>,
@@ -182,6 +186,8 @@ impl TokenService {
             clock,
             entropy,
             minting: Mutex::new(()),
+            last_revoke: Mutex::new(None),
+            last_stops: Mutex::new(HashMap::new()),
             stand_in,
         })
     }
@@ -640,6 +646,9 @@ impl TokenService {
             .add_revocation(&to_stored(kind), self.clock.now(), by, reason)?;
         tracing::warn!(?kind, by, "revoked");
         self.revocations.add(&from_stored(&stored));
+        if let Ok(mut t) = self.last_revoke.lock() {
+            *t = Some(std::time::Instant::now());
+        }
         Ok(())
     }
 
@@ -647,6 +656,9 @@ impl TokenService {
     /// generation bumps).
     pub fn note_revoked(&self, kind: &RevocationKind) {
         self.revocations.add(kind);
+        if let Ok(mut t) = self.last_revoke.lock() {
+            *t = Some(std::time::Instant::now());
+        }
     }
 
     /// RFC 7009: revoke a presented token if it is one of ours (expired or
@@ -668,6 +680,53 @@ impl TokenService {
         }
     }
 
+    /// Record that a stop order left for an instance, and how long after
+    /// the last revocation: the inventory's "how fast revocable".
+    fn note_stop_delivered(&self, token: &str, reason: &str) {
+        let now = self.clock.now();
+        let Ok(verified) = self.verify_signed(token, now) else {
+            return;
+        };
+        let after = self
+            .last_revoke
+            .lock()
+            .ok()
+            .and_then(|t| *t)
+            .map(|t| u64::try_from(t.elapsed().as_millis()).unwrap_or(u64::MAX));
+        if let Ok(mut stops) = self.last_stops.lock() {
+            stops.insert(
+                verified.agent().to_owned(),
+                LastStop {
+                    at: now,
+                    after_revoke_ms: after,
+                },
+            );
+        }
+        let instance =
+            crate::revocation::spiffe_segment(verified.instance(), "/instance/").map(str::to_owned);
+        let entry = AuditEntry {
+            kind: "stop".into(),
+            decision: "stop".into(),
+            agent: Some(verified.agent().to_owned()),
+            instance,
+            jti: Some(verified.jti().to_owned()),
+            reason: Some(match after {
+                Some(ms) => format!("stop order sent {ms} ms after the revocation: {reason}"),
+                None => format!("stop order sent: {reason}"),
+            }),
+            ..AuditEntry::default()
+        };
+        if let Err(e) = self.audit(entry) {
+            tracing::error!("cannot write the audit log: {e}");
+        }
+    }
+
+    /// When the last stop order for an agent's instance left, and how long
+    /// after the revocation that caused it.
+    pub fn last_stop(&self, agent: &str) -> Option<LastStop> {
+        self.last_stops.lock().ok()?.get(agent).copied()
+    }
+
     /// Long-poll the stop channel for the instance holding `token`: returns
     /// at once if it is revoked, else when a revocation concerns it, else
     /// after the poll time with the lease.
@@ -679,7 +738,10 @@ impl TokenService {
             changes.borrow_and_update();
             match self.check_access(token) {
                 Ok(_) => {}
-                Err(AccessError::Revoked(reason)) => return Ok(StopPoll::Stop { reason }),
+                Err(AccessError::Revoked(reason)) => {
+                    self.note_stop_delivered(token, &reason);
+                    return Ok(StopPoll::Stop { reason });
+                }
                 Err(e) => return Err(e),
             }
             match tokio::time::timeout_at(until, changes.changed()).await {
@@ -762,6 +824,15 @@ pub enum ServiceError {
 
 fn poisoned() -> ExchangeError {
     ExchangeError::after("server_error", "internal state lock poisoned")
+}
+
+/// A stop order sent for an agent's instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct LastStop {
+    /// When it was sent, unix seconds.
+    pub at: u64,
+    /// Milliseconds from the revocation to the order leaving the backend.
+    pub after_revoke_ms: Option<u64>,
 }
 
 /// One token signing key: the issuer (tokens, JWKS) and a raw signer over
