@@ -93,7 +93,7 @@ async fn attest(svc: &Service, seed: u64) -> AgentInstance {
 }
 
 /// A token from a raw exchange (another instance of the same agent and device).
-async fn raw_token(svc: &Service, seed: u64) -> (String, String) {
+async fn raw_token(svc: &Service, seed: u64) -> (String, String, Ed25519Signer) {
     let nonce: Value = serde_json::from_slice(
         svc.client
             .send(
@@ -136,16 +136,33 @@ async fn raw_token(svc: &Service, seed: u64) -> (String, String) {
     (
         v["access_token"].as_str().expect("token").into(),
         v["edgeward_instance_id"].as_str().expect("id").into(),
+        instance_key,
     )
 }
 
-async fn egress_with(svc: &Service, token: &str, url: &str) -> (u16, String) {
+async fn egress_with(svc: &Service, token: &str, key: &Ed25519Signer, url: &str) -> (u16, String) {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let mut jti = [0u8; 16];
+    jti[..8].copy_from_slice(
+        &N.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            .to_be_bytes(),
+    );
+    let proof = edgeward_core::dpop::create_proof(
+        key,
+        &http::Method::GET,
+        &url.parse().expect("url"),
+        token,
+        SystemClock.now(),
+        &jti,
+    )
+    .expect("proof");
     let r = svc
         .client
         .send(
             http::Request::post(format!("{}/v1/egress", svc.url))
                 .header("edgeward-method", "GET")
-                .header("authorization", format!("Bearer {token}"))
+                .header("authorization", format!("DPoP {token}"))
+                .header("dpop", proof)
                 .header("edgeward-target", url)
                 .header("edgeward-grant", "api")
                 .body(Bytes::new())
@@ -219,9 +236,9 @@ async fn revoke_at_each_level_refuses_the_next_call_and_stops_running_instances(
         .expect("service");
         let busy = Arc::new(attest(&svc, seed + 1).await);
         let parked = Arc::new(attest(&svc, seed + 2).await);
-        let (token, token_instance) = raw_token(&svc, seed + 3).await;
+        let (token, token_instance, key) = raw_token(&svc, seed + 3).await;
         assert_eq!(
-            egress_with(&svc, &token, &format!("{}/v1/x", up.origin()))
+            egress_with(&svc, &token, &key, &format!("{}/v1/x", up.origin()))
                 .await
                 .0,
             200
@@ -273,7 +290,7 @@ async fn revoke_at_each_level_refuses_the_next_call_and_stops_running_instances(
         }
         // The very next call with the affected token is refused.
         assert_eq!(
-            egress_with(&svc, &token, &format!("{}/v1/x", up.origin())).await,
+            egress_with(&svc, &token, &key, &format!("{}/v1/x", up.origin())).await,
             (401, "revoked".to_owned()),
             "{level:?}"
         );
@@ -330,9 +347,9 @@ async fn rfc7009_a_holder_can_revoke_its_own_token() {
     )
     .await
     .expect("service");
-    let (token, _) = raw_token(&svc, 9).await;
+    let (token, _, key) = raw_token(&svc, 9).await;
     let url = format!("{}/v1/x", up.origin());
-    assert_eq!(egress_with(&svc, &token, &url).await.0, 200);
+    assert_eq!(egress_with(&svc, &token, &key, &url).await.0, 200);
     for t in [token.as_str(), "garbage"] {
         let r = svc
             .client
@@ -345,7 +362,7 @@ async fn rfc7009_a_holder_can_revoke_its_own_token() {
         assert_eq!(r.status(), 200, "RFC 7009 answers 200 either way");
     }
     assert_eq!(
-        egress_with(&svc, &token, &url).await,
+        egress_with(&svc, &token, &key, &url).await,
         (401, "revoked".to_owned())
     );
 }

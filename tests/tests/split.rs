@@ -160,7 +160,7 @@ async fn split_mode_happy_path_with_ed25519_and_es256_devices() {
                 egress: remote.clone(),
                 stop_channel: Some(remote),
                 clock: Arc::new(SystemClock),
-                entropy: &mut SeededEntropy::new(1),
+                entropy: &mut SeededEntropy::new(u64::from(id.as_bytes()[5])),
                 grants: vec![],
                 lifetime: Some(600),
             })
@@ -287,6 +287,14 @@ fn claims(
     }
 }
 
+/// The instance key `claims` uses for an attestation with this nonce.
+fn instance_key_for(nonce: &str) -> Ed25519Signer {
+    let seed = nonce
+        .bytes()
+        .fold(17u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+    Ed25519Signer::generate(&mut SeededEntropy::new(seed)).expect("key")
+}
+
 fn error_of(r: &http::Response<Bytes>) -> (u16, String, String) {
     let v: Value = serde_json::from_slice(r.body()).expect("json");
     (
@@ -381,7 +389,7 @@ async fn every_attestation_refusal_and_pre_verification_ones_look_the_same() {
     let accepted = w.exchange(&good).await;
     assert_eq!(accepted.status(), 200, "{:?}", error_of(&accepted));
     let body: Value = serde_json::from_slice(accepted.body()).expect("json");
-    assert_eq!(body["token_type"], "Bearer");
+    assert_eq!(body["token_type"], "DPoP");
     assert_eq!(
         body["issued_token_type"],
         "urn:ietf:params:oauth:token-type:access_token"
@@ -498,13 +506,43 @@ async fn every_attestation_refusal_and_pre_verification_ones_look_the_same() {
     }
 }
 
-/// Send one guest request through the egress route with a given token.
-async fn egress_with(svc: &Service, token: &str, grant: &str, url: &str) -> http::Response<Bytes> {
+/// Send one guest request through the egress route with a given token and
+/// a DPoP proof signed by `key` at `now`.
+async fn egress_with(
+    svc: &Service,
+    token: &str,
+    key: &dyn Signer,
+    now: u64,
+    grant: &str,
+    url: &str,
+) -> http::Response<Bytes> {
+    let uri: http::Uri = url.parse().expect("url");
+    let mut jti = [0u8; 16];
+    edgeward_core::entropy::Entropy::fill(
+        &mut SeededEntropy::new(now ^ url.len() as u64 ^ token.len() as u64),
+        &mut jti,
+    );
+    jti[0] = jti[0].wrapping_add(PROOFS.fetch_add(1, std::sync::atomic::Ordering::SeqCst) as u8);
+    let proof = edgeward_core::dpop::create_proof(key, &http::Method::GET, &uri, token, now, &jti)
+        .expect("proof");
+    send_egress(svc, token, &proof, grant, url).await
+}
+
+static PROOFS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+async fn send_egress(
+    svc: &Service,
+    token: &str,
+    proof: &str,
+    grant: &str,
+    url: &str,
+) -> http::Response<Bytes> {
     svc.client
         .send(
             http::Request::post(format!("{}/v1/egress", svc.url))
                 .header("edgeward-method", "GET")
-                .header("authorization", format!("Bearer {token}"))
+                .header("authorization", format!("DPoP {token}"))
+                .header("dpop", proof)
                 .header("edgeward-target", url)
                 .header("edgeward-grant", grant)
                 .body(Bytes::new())
@@ -553,14 +591,24 @@ async fn bad_tokens_are_refused_on_the_egress_route() {
     let r = w
         .exchange(&sign_attestation(&c, "dev-ed", &d.ed).expect("sign"))
         .await;
+    let key = instance_key_for(&c.nonce);
     let body: Value = serde_json::from_slice(r.body()).expect("json");
+    assert_eq!(body["token_type"], "DPoP");
     let token = body["access_token"].as_str().expect("token").to_owned();
-    let ok = egress_with(&svc, &token, "api", &url).await;
+    let ok = egress_with(&svc, &token, &key, clock.now(), "api", &url).await;
     assert_eq!(ok.status(), 200, "{:?}", problem(&ok));
     assert_eq!(ok.body().as_ref(), b"ok /v1/x");
 
     // The same token for another grant of the same agent.
-    let r = egress_with(&svc, &token, "other-api", &format!("{}/v2/x", up.origin())).await;
+    let r = egress_with(
+        &svc,
+        &token,
+        &key,
+        clock.now(),
+        "other-api",
+        &format!("{}/v2/x", up.origin()),
+    )
+    .await;
     let (status, class, detail) = problem(&r);
     assert_eq!((status, class.as_str()), (403, "denied"), "{detail}");
     assert!(
@@ -581,6 +629,8 @@ async fn bad_tokens_are_refused_on_the_egress_route() {
         &egress_with(
             &svc,
             &tampered,
+            &key,
+            clock.now(),
             "other-api",
             &format!("{}/v2/x", up.origin()),
         )
@@ -590,10 +640,12 @@ async fn bad_tokens_are_refused_on_the_egress_route() {
 
     // Expired, and not yet valid.
     clock.set(NOW + 3600);
-    let (status, class, _) = problem(&egress_with(&svc, &token, "api", &url).await);
+    let (status, class, _) =
+        problem(&egress_with(&svc, &token, &key, clock.now(), "api", &url).await);
     assert_eq!((status, class.as_str()), (401, "expired"));
     clock.set(NOW - 3600);
-    let (status, class, _) = problem(&egress_with(&svc, &token, "api", &url).await);
+    let (status, class, _) =
+        problem(&egress_with(&svc, &token, &key, clock.now(), "api", &url).await);
     assert_eq!((status, class.as_str()), (401, "denied"));
     clock.set(NOW);
 
@@ -610,7 +662,7 @@ async fn bad_tokens_are_refused_on_the_egress_route() {
                 agent: "hostile".into(),
                 scope: vec![GrantName::new("api").expect("grant")],
                 generation: 1,
-                jkt: "x".into(),
+                jkt: key.public_key().jwk_thumbprint(),
                 now: NOW,
                 lifetime: 60,
                 jti: "jti-1".into(),
@@ -631,20 +683,80 @@ async fn bad_tokens_are_refused_on_the_egress_route() {
             mint("https://backend.test", "edgeward-test", &[7u8; 32]),
         ),
     ] {
-        let (status, class, _) = problem(&egress_with(&svc, &forged, "api", &url).await);
+        let (status, class, _) =
+            problem(&egress_with(&svc, &forged, &key, clock.now(), "api", &url).await);
         assert_eq!((status, class.as_str()), (401, "denied"), "{name}");
     }
     // And the control: the same minting with the right issuer, audience and key passes.
     let control = mint("https://backend.test", "edgeward-test", &seed);
-    assert_eq!(egress_with(&svc, &control, "api", &url).await.status(), 200);
-
-    let (status, _, _) = problem(&egress_with(&svc, "", "api", &url).await);
-    assert_eq!(status, 401);
     assert_eq!(
-        up.received().len(),
-        2,
-        "only the two valid calls reached the upstream"
+        egress_with(&svc, &control, &key, clock.now(), "api", &url)
+            .await
+            .status(),
+        200
     );
+
+    let (status, _, _) = problem(&egress_with(&svc, "", &key, clock.now(), "api", &url).await);
+    assert_eq!(status, 401);
+
+    // Proof of possession: the real token with a proof from another key is
+    // refused, and so is a replayed proof.
+    let thief = Ed25519Signer::generate(&mut SeededEntropy::new(31337)).expect("key");
+    let (status, class, detail) =
+        problem(&egress_with(&svc, &token, &thief, clock.now(), "api", &url).await);
+    assert_eq!((status, class.as_str()), (401, "denied"), "{detail}");
+    assert!(detail.contains("proof of possession"), "{detail}");
+    let uri: http::Uri = url.parse().expect("url");
+    let proof = edgeward_core::dpop::create_proof(
+        &key,
+        &http::Method::GET,
+        &uri,
+        &token,
+        clock.now(),
+        &[9; 16],
+    )
+    .expect("proof");
+    assert_eq!(
+        send_egress(&svc, &token, &proof, "api", &url)
+            .await
+            .status(),
+        200
+    );
+    let (status, _, detail) = problem(&send_egress(&svc, &token, &proof, "api", &url).await);
+    assert_eq!(status, 401, "a replayed proof: {detail}");
+    // A proof for another URL is not a proof for this one.
+    let other: http::Uri = format!("{}/v1/other", up.origin()).parse().expect("url");
+    let wrong = edgeward_core::dpop::create_proof(
+        &key,
+        &http::Method::GET,
+        &other,
+        &token,
+        clock.now(),
+        &[10; 16],
+    )
+    .expect("proof");
+    assert_eq!(
+        send_egress(&svc, &token, &wrong, "api", &url)
+            .await
+            .status(),
+        401
+    );
+    // A bearer presentation of a DPoP-bound token is refused.
+    let bearer = svc
+        .client
+        .send(
+            http::Request::post(format!("{}/v1/egress", svc.url))
+                .header("edgeward-method", "GET")
+                .header("authorization", format!("Bearer {token}"))
+                .header("edgeward-target", url.as_str())
+                .header("edgeward-grant", "api")
+                .body(Bytes::new())
+                .unwrap(),
+        )
+        .await
+        .expect("egress");
+    assert_eq!(bearer.status(), 401);
+    assert_eq!(up.received().len(), 3, "only the three valid calls reached the upstream");
 }
 
 fn hex_seed(svc: &Service) -> [u8; 32] {
@@ -807,7 +919,9 @@ async fn key_rotation_keeps_old_tokens_valid_and_publishes_both_keys() {
         )
         .expect("sign")
     };
-    let before = w.exchange(&mint(w.nonce().await)).await;
+    let n1 = w.nonce().await;
+    let key1 = instance_key_for(&n1);
+    let before = w.exchange(&mint(n1)).await;
     let before: Value = serde_json::from_slice(before.body()).expect("json");
     let old_token = before["access_token"].as_str().expect("token").to_owned();
     let old_kid = svc.tokens.jwks()["keys"][0]["kid"]
@@ -828,7 +942,9 @@ async fn key_rotation_keeps_old_tokens_valid_and_publishes_both_keys() {
         "{kids:?}"
     );
 
-    let after = w.exchange(&mint(w.nonce().await)).await;
+    let n2 = w.nonce().await;
+    let key2 = instance_key_for(&n2);
+    let after = w.exchange(&mint(n2)).await;
     let after: Value = serde_json::from_slice(after.body()).expect("json");
     let new_token = after["access_token"].as_str().expect("token").to_owned();
     use base64::Engine as _;
@@ -841,12 +957,16 @@ async fn key_rotation_keeps_old_tokens_valid_and_publishes_both_keys() {
     assert_eq!(header["kid"], new_kid.as_str());
     let url = format!("{}/v1/x", up.origin());
     assert_eq!(
-        egress_with(&svc, &old_token, "api", &url).await.status(),
+        egress_with(&svc, &old_token, &key1, SystemClock.now(), "api", &url)
+            .await
+            .status(),
         200,
         "old key's token still valid"
     );
     assert_eq!(
-        egress_with(&svc, &new_token, "api", &url).await.status(),
+        egress_with(&svc, &new_token, &key2, SystemClock.now(), "api", &url)
+            .await
+            .status(),
         200
     );
     // Checkpoints signed by either key verify.

@@ -122,6 +122,8 @@ pub struct TokenService {
     nonces: NonceIssuer,
     replay: Mutex<ReplayCache>,
     keys: std::sync::RwLock<SigningKeys>,
+    /// DPoP proofs seen (jkt + jti), until they could no longer be fresh.
+    proof_replay: Mutex<ReplayCache>,
     clock: Arc<dyn Clock>,
     entropy: SharedEntropy,
     /// Keys no device holds (Ed25519, P-256): unknown devices are verified
@@ -181,6 +183,7 @@ impl TokenService {
             embedded_device,
             nonces: NonceIssuer::new(*keys.nonce_key, keys.boot_epoch, NONCE_MAX_AGE),
             replay: Mutex::new(ReplayCache::default()),
+            proof_replay: Mutex::new(ReplayCache::default()),
             keys: std::sync::RwLock::new(signing),
             settings,
             clock,
@@ -658,6 +661,39 @@ impl TokenService {
         self.revocations.add(kind);
         if let Ok(mut t) = self.last_revoke.lock() {
             *t = Some(std::time::Instant::now());
+        }
+    }
+
+    /// Check a DPoP proof for a request made with a verified token bound to
+    /// `jkt`; its `jti` is then remembered so it cannot be replayed.
+    pub fn check_proof(
+        &self,
+        proof: &str,
+        method: &http::Method,
+        uri: &http::Uri,
+        token: &str,
+        jkt: &str,
+    ) -> Result<(), edgeward_core::dpop::DpopError> {
+        use edgeward_core::dpop::{DpopError, Expected, MAX_SKEW_SECS, UnverifiedProof};
+        let now = self.clock.now();
+        let claims = UnverifiedProof::parse(proof)?.verify(&Expected {
+            method,
+            uri,
+            token,
+            jkt,
+            now,
+        })?;
+        // Remembered only after it verified: forged proofs cannot fill the cache.
+        let key = format!("{jkt}.{}", claims.jti);
+        let fresh = self
+            .proof_replay
+            .lock()
+            .map(|mut c| c.insert_if_new(&key, claims.iat + MAX_SKEW_SECS + 1, now))
+            .unwrap_or(false);
+        if fresh {
+            Ok(())
+        } else {
+            Err(DpopError::Malformed("replayed proof"))
         }
     }
 

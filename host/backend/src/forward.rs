@@ -287,13 +287,27 @@ impl Egress for Backend {
                 Ok(token) => {
                     let agent = token.agent().to_owned();
                     let instance = token.instance().to_owned();
+                    let proof = inner.tokens.check_proof(
+                        &call.proof,
+                        call.request.method(),
+                        call.request.uri(),
+                        call.token.expose(),
+                        token.jkt(),
+                    );
                     entry.agent = Some(agent.clone());
                     entry.instance = crate::revocation::spiffe_segment(&instance, "/instance/")
                         .map(str::to_owned);
                     entry.device = crate::revocation::spiffe_segment(token.device(), "/device/")
                         .map(str::to_owned);
                     entry.jti = Some(token.jti().to_owned());
-                    let result = inner.forward(&agent, token.scope(), call).await;
+                    let result = match proof {
+                        Ok(()) => inner.forward(&agent, token.scope(), call).await,
+                        Err(e) => {
+                            tracing::warn!(%grant, "DPoP proof refused: {e}");
+                            Err(Refusal::denied(format!("proof of possession refused: {e}"))
+                                .with_status(StatusCode::UNAUTHORIZED))
+                        }
+                    };
                     (agent, instance, result)
                 }
                 Err(e) => {

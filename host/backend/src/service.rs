@@ -177,7 +177,7 @@ async fn token(backend: &Backend, req: hyper::Request<hyper::body::Incoming>) ->
                 &serde_json::json!({
                     "access_token": minted.token,
                     "issued_token_type": ACCESS_TOKEN_TYPE,
-                    "token_type": "Bearer",
+                    "token_type": "DPoP",
                     "expires_in": minted.expires_in,
                     "scope": scope.join(" "),
                     "edgeward_instance_id": minted.instance_id,
@@ -251,16 +251,26 @@ async fn egress_call(
     req: hyper::Request<hyper::body::Incoming>,
 ) -> Result<EgressCall, Refusal> {
     let (mut parts, body) = req.into_parts();
+    // DPoP-bound tokens are presented as `DPoP <token>` with a `DPoP` proof
+    // header (RFC 9449 §7); a bearer presentation is refused.
     let token = parts
         .headers
         .remove(http::header::AUTHORIZATION)
         .and_then(|v| {
             v.to_str()
                 .ok()
-                .and_then(|s| s.strip_prefix("Bearer ").map(str::to_owned))
+                .and_then(|s| s.strip_prefix("DPoP ").map(str::to_owned))
         })
         .ok_or_else(|| {
-            Refusal::denied("the egress route needs an access token")
+            Refusal::denied("the egress route needs a DPoP-bound access token")
+                .with_status(StatusCode::UNAUTHORIZED)
+        })?;
+    let proof = parts
+        .headers
+        .remove("dpop")
+        .and_then(|v| v.to_str().ok().map(str::to_owned))
+        .ok_or_else(|| {
+            Refusal::denied("the egress route needs a DPoP proof")
                 .with_status(StatusCode::UNAUTHORIZED)
         })?;
     let target: http::Uri = parts
@@ -300,6 +310,7 @@ async fn egress_call(
     *request.headers_mut() = parts.headers;
     Ok(EgressCall {
         token: BearerToken::new(token),
+        proof,
         grant,
         request,
     })

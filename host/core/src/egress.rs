@@ -46,6 +46,9 @@ pub struct EgressCall {
     /// The instance's current access token: the backend takes the caller's
     /// identity and scope from it, never from the runtime's say-so.
     pub token: BearerToken,
+    /// The DPoP proof (RFC 9449) for this request, signed by the instance
+    /// key the token is bound to.
+    pub proof: String,
     /// The grant the runtime selected by origin (and `edgeward-grant`).
     pub grant: GrantName,
     /// The request, without the `edgeward-grant` header.

@@ -16,6 +16,7 @@ pub mod clock;
 pub mod codec;
 pub mod config;
 pub mod digest;
+pub mod dpop;
 pub mod egress;
 pub mod entropy;
 pub mod grant;

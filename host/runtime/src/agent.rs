@@ -175,6 +175,8 @@ impl LoadedAgent {
         &self,
         options: AttestOptions<'_>,
     ) -> Result<AgentInstance, ExchangeFailure> {
+        let mut jti_prefix = [0u8; 8];
+        options.entropy.fill(&mut jti_prefix);
         let instance_key = Ed25519Signer::generate(options.entropy)
             .map_err(|e| ExchangeFailure::Local(format!("cannot make the instance key: {e}")))?;
         let token = Arc::new(InstanceToken::new(
@@ -186,6 +188,7 @@ impl LoadedAgent {
             options.lifetime.unwrap_or(0),
             options.exchange,
             options.clock,
+            jti_prefix,
         ));
         // The first token proves the attestation was accepted.
         token.token().await?;

@@ -53,6 +53,10 @@ pub(crate) struct InstanceToken {
     expires_at: AtomicU64,
     instance_id: std::sync::OnceLock<String>,
     profile: std::sync::OnceLock<AgentProfile>,
+    /// DPoP `jti`s: a random per-instance prefix and a counter, unique
+    /// without needing randomness on every call.
+    jti_prefix: [u8; 8],
+    jti_counter: AtomicU64,
 }
 
 impl InstanceToken {
@@ -66,6 +70,7 @@ impl InstanceToken {
         lifetime: u64,
         exchange: Arc<dyn TokenExchange>,
         clock: Arc<dyn Clock>,
+        jti_prefix: [u8; 8],
     ) -> InstanceToken {
         InstanceToken {
             device,
@@ -80,7 +85,36 @@ impl InstanceToken {
             expires_at: AtomicU64::new(0),
             instance_id: std::sync::OnceLock::new(),
             profile: std::sync::OnceLock::new(),
+            jti_prefix,
+            jti_counter: AtomicU64::new(0),
         }
+    }
+
+    /// A DPoP proof for one request with the current token, signed by the
+    /// instance key (which never leaves this process).
+    pub(crate) fn proof(
+        &self,
+        method: &http::Method,
+        uri: &http::Uri,
+        token: &BearerToken,
+    ) -> Result<String, ExchangeFailure> {
+        let mut jti = [0u8; 16];
+        jti[..8].copy_from_slice(&self.jti_prefix);
+        jti[8..].copy_from_slice(
+            &self
+                .jti_counter
+                .fetch_add(1, Ordering::Relaxed)
+                .to_be_bytes(),
+        );
+        edgeward_core::dpop::create_proof(
+            self.instance_key.as_ref(),
+            method,
+            uri,
+            token.expose(),
+            self.clock.now(),
+            &jti,
+        )
+        .map_err(|e| ExchangeFailure::Local(format!("cannot sign a DPoP proof: {e}")))
     }
 
     /// The backend-assigned instance id, once the first exchange succeeded.

@@ -154,8 +154,13 @@ impl InstanceEgress {
             .token()
             .await
             .map_err(|e| named(renewal_refusal(&e)))?;
+        let proof = self
+            .token
+            .proof(&parts.method, &parts.uri, &token)
+            .map_err(|e| named(renewal_refusal(&e)))?;
         let call = EgressCall {
             token,
+            proof,
             grant: grant.clone(),
             request: http::Request::from_parts(parts, body),
         };

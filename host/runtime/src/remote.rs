@@ -337,10 +337,15 @@ impl Egress for RemoteBackend {
                 HeaderValue::from_str(call.grant.as_str())
                     .map_err(|_| Refusal::invalid("bad grant name"))?,
             );
-            let mut auth = HeaderValue::from_str(&format!("Bearer {}", call.token.expose()))
+            let mut auth = HeaderValue::from_str(&format!("DPoP {}", call.token.expose()))
                 .map_err(|_| Refusal::upstream("the access token is not a header value"))?;
             auth.set_sensitive(true);
             headers.insert(http::header::AUTHORIZATION, auth);
+            headers.insert(
+                "dpop",
+                HeaderValue::from_str(&call.proof)
+                    .map_err(|_| Refusal::upstream("the DPoP proof is not a header value"))?,
+            );
             // The backend's answer — an upstream response it already cleaned,
             // or its own refusal — goes to the guest as it is.
             this.send(request, MAX_RESPONSE_BYTES)
