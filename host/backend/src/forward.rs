@@ -1,10 +1,12 @@
 //! The egress proxy: check, inject, forward, decode, redact.
 
 use crate::exchange::{AccessError, TokenService};
+use crate::resolve::PublicResolver;
 use crate::secrets::{SecretError, resolve_secret};
 use crate::store::AuditEntry;
 use bytes::Bytes;
 use edgeward_core::codec::{self, DecodeError};
+use hyper_util::client::legacy::connect::dns::GaiResolver;
 
 use edgeward_core::egress::{
     BearerToken, BoxFuture, Egress, EgressCall, EgressFuture, ExchangeFailure, StopChannel,
@@ -26,7 +28,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector<PublicResolver>>, Full<Bytes>>;
 
 /// Building the backend failed.
 #[derive(Debug, thiserror::Error)]
@@ -119,7 +121,10 @@ impl Backend {
                     min: edgeward_core::redact::MIN_SECRET_LEN,
                 });
             }
-            let mut http = HttpConnector::new();
+            // Names must resolve to public addresses: SSRF into the backend's
+            // network is only possible through a grant naming it literally.
+            let mut http =
+                HttpConnector::new_with_resolver(PublicResolver::new(GaiResolver::new()));
             http.set_connect_timeout(Some(g.connect_timeout));
             http.set_nodelay(true);
             http.enforce_http(false);
@@ -412,7 +417,12 @@ impl Inner {
             let response = grant.client.request(request).await.map_err(|e| {
                 // hyper's errors are summarised, never printed: some embed the
                 // URI, which may carry a query credential.
-                if e.is_connect() {
+                if is_private_only(&e) {
+                    Refusal::denied(
+                        crate::resolve::PRIVATE_ONLY.to_owned()
+                            + "; only a grant naming such an address literally may reach it",
+                    )
+                } else if e.is_connect() {
                     Refusal::upstream("could not connect to the upstream")
                 } else {
                     Refusal::upstream("the upstream connection failed")
@@ -514,6 +524,21 @@ impl Inner {
             }
         }
     }
+}
+
+/// Whether a client error comes from [`PublicResolver`] refusing a name.
+fn is_private_only(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(e);
+    while let Some(err) = source {
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::PermissionDenied
+            && io.to_string().contains(crate::resolve::PRIVATE_ONLY)
+        {
+            return true;
+        }
+        source = err.source();
+    }
+    false
 }
 
 fn response_too_large(limit: usize) -> Refusal {

@@ -24,6 +24,7 @@
 pub mod embedded;
 pub mod exchange;
 mod forward;
+pub mod resolve;
 pub mod import;
 pub mod revocation;
 mod secrets;
