@@ -24,8 +24,8 @@
 pub mod embedded;
 pub mod exchange;
 mod forward;
-pub mod resolve;
 pub mod import;
+pub mod resolve;
 pub mod revocation;
 mod secrets;
 pub mod service;
