@@ -34,6 +34,9 @@ impl Agent for Hostile {
             }
             ["repeat", n, ms, url] => repeat(count(n)?, count(ms)?, url),
             ["stubborn", url] => stubborn(url),
+            ["recurse", n] => Ok(format!("depth {}", recurse(count(n)? as u64))),
+            ["flood", n, url] => flood(count(n)?, url),
+            ["identity"] => Ok(identity()),
             ["log", n] => {
                 let n = count(n)?;
                 for i in 0..n {
@@ -142,6 +145,44 @@ fn stubborn(url: &str) -> ! {
             counter = black_box(counter.wrapping_add(1));
         }
     }
+}
+
+/// `recurse <n>`: recursion `n` deep, each frame holding a buffer, to
+/// exhaust the wasm stack.
+#[inline(never)]
+fn recurse(n: u64) -> u64 {
+    let frame = black_box([n as u8; 256]);
+    if n == 0 {
+        return u64::from(frame[0]);
+    }
+    black_box(recurse(n - 1)) + u64::from(frame[255] & 1)
+}
+
+/// `flood <n> <url>`: `n` requests in a tight loop; counts the outcomes.
+fn flood(n: usize, url: &str) -> Result<String, String> {
+    let mut by_outcome = std::collections::BTreeMap::<String, usize>::new();
+    for _ in 0..n {
+        let key = match Request::get(url).send() {
+            Ok(r) => r.status.to_string(),
+            Err(Error::Refused(p)) => p.class.as_str().to_owned(),
+            Err(_) => "error".to_owned(),
+        };
+        *by_outcome.entry(key).or_default() += 1;
+    }
+    Ok(json!(by_outcome).to_string())
+}
+
+/// `identity`: everything the identity interface reveals.
+fn identity() -> String {
+    use edgeward_sdk::identity as id;
+    json!({
+        "agent": id::agent_name(),
+        "instance": id::instance_id(),
+        "user": id::on_behalf_of(),
+        "grants": id::grants(),
+        "token_expires_at": id::token_expires_at(),
+    })
+    .to_string()
 }
 
 /// What a request came to, as JSON.

@@ -385,6 +385,8 @@ impl AgentInstance {
             Stage::Start(e) => (e, true),
             Stage::Run(e) => (e, false),
         };
+        // The full chain for the operator; the task error keeps one line.
+        tracing::debug!(error = ?err, "task failed");
         if err.downcast_ref::<StopTrap>().is_some() {
             return TaskError::Stopped {
                 reason: self.stop.reason(),
@@ -429,13 +431,29 @@ impl AgentInstance {
             };
         }
         TaskError::Trap {
-            reason: first_line(&format!("{err:#}")),
+            // Debug carries the cause chain ("Caused by:"); Display does not.
+            reason: first_line(&format!("{err:?}")),
         }
     }
 }
 
+/// The useful line of a wasmtime error: the root cause after the backtrace
+/// ("Caused by:"), else the first line.
 fn first_line(s: &str) -> String {
-    s.lines().next().unwrap_or("").to_owned()
+    let cause = s
+        .rsplit_once("Caused by:")
+        .map(|(_, c)| c)
+        .unwrap_or(s)
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("");
+    // Causes are numbered ("0: ...") when there are several.
+    cause
+        .split_once(": ")
+        .filter(|(n, _)| n.chars().all(|c| c.is_ascii_digit()))
+        .map_or(cause, |(_, rest)| rest)
+        .to_owned()
 }
 
 /// The trap raised in running wasm when the instance is stopped.
