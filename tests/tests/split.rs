@@ -756,7 +756,11 @@ async fn bad_tokens_are_refused_on_the_egress_route() {
         .await
         .expect("egress");
     assert_eq!(bearer.status(), 401);
-    assert_eq!(up.received().len(), 3, "only the three valid calls reached the upstream");
+    assert_eq!(
+        up.received().len(),
+        3,
+        "only the three valid calls reached the upstream"
+    );
 }
 
 fn hex_seed(svc: &Service) -> [u8; 32] {
