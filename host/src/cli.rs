@@ -1,6 +1,6 @@
 //! Command-line interface.
 
-use crate::{demo, embedded, keys, serve, split};
+use crate::{admin_cli, demo, embedded, keys, serve, split};
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use edgeward_core::digest::ComponentDigest;
@@ -74,7 +74,8 @@ enum Command {
         component: PathBuf,
     },
     /// Create the backend's data directory: a private CA, the server
-    /// certificate, the token signing key and the nonce key (files 0600).
+    /// certificate, the token signing key and the nonce key (files 0600),
+    /// the registry database and the first admin's credential.
     Init {
         /// Where to put them.
         #[arg(long)]
@@ -111,6 +112,10 @@ enum Command {
         /// guest requests then travel in clear text.
         #[arg(long)]
         danger_plaintext_http: bool,
+        /// The admin API's Unix socket, created with mode 0600 (default:
+        /// <data-dir>/admin.sock).
+        #[arg(long, value_name = "PATH")]
+        admin_socket: Option<PathBuf>,
     },
     /// Start a demo upstream that requires an API key, run the example agent
     /// against it, and show that the agent never saw the key.
@@ -119,6 +124,8 @@ enum Command {
         #[arg(long, default_value = "guest/target/wasm32-wasip2/release/hello.wasm")]
         component: PathBuf,
     },
+    #[command(flatten)]
+    Admin(admin_cli::AdminCommand),
 }
 
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -180,6 +187,22 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 rand::RngCore::fill_bytes(&mut rand::rng(), b)
             })?;
             println!("created backend key material in {}", data_dir.display());
+            let now = edgeward_core::clock::Clock::now(&edgeward_core::clock::SystemClock);
+            match edgeward_backend::tls::init_registry(&data_dir, now, &mut |b: &mut [u8]| {
+                rand::RngCore::fill_bytes(&mut rand::rng(), b)
+            })? {
+                Some(credential) => println!(
+                    "  the first admin principal is `{}`; its credential is in {} (mode 0600): \
+                     export EDGEWARD_ADMIN_CREDENTIAL=\"$(cat {})\" or pass --credential-file",
+                    edgeward_backend::tls::FIRST_ADMIN,
+                    credential.display(),
+                    credential.display()
+                ),
+                None => println!(
+                    "  the registry {} already has admin principals; they are kept",
+                    data_dir.join(edgeward_backend::tls::REGISTRY_DB).display()
+                ),
+            }
             println!(
                 "  give devices the CA certificate: {}",
                 data_dir.join(edgeward_backend::tls::CA_CERT).display()
@@ -208,13 +231,16 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             data_dir,
             listen,
             danger_plaintext_http,
+            admin_socket,
         } => {
             let config = load_config(&config)?;
+            let admin_socket = admin_socket.unwrap_or_else(|| data_dir.join("admin.sock"));
             tokio_runtime()?.block_on(serve::run(
                 &config,
                 &data_dir,
                 listen,
                 danger_plaintext_http,
+                &admin_socket,
             ))
         }
         Command::Demo { component } => {
@@ -225,6 +251,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             })?;
             tokio_runtime()?.block_on(demo::run(&bytes))
         }
+        Command::Admin(cmd) => admin_cli::run(cmd),
     }
 }
 

@@ -1,6 +1,7 @@
 //! `edgeward`: the command-line binary. It wires the edge runtime and the
 //! backend together; neither library depends on the other.
 
+mod admin_cli;
 mod cli;
 mod demo;
 mod embedded;

@@ -4,7 +4,7 @@ use anyhow::Context as _;
 use edgeward_backend::exchange::{ServiceKeys, SharedEntropy, TokenService};
 use edgeward_backend::import::import;
 use edgeward_backend::store::{SqliteStore, Store};
-use edgeward_backend::{Backend, service, tls};
+use edgeward_backend::{Backend, admin, service, tls};
 use edgeward_core::clock::{Clock, SystemClock};
 use edgeward_core::config::Config;
 use std::net::SocketAddr;
@@ -17,6 +17,7 @@ pub async fn run(
     data_dir: &Path,
     listen: Option<SocketAddr>,
     danger_plaintext_http: bool,
+    admin_socket: &Path,
 ) -> anyhow::Result<ExitCode> {
     let keys = tls::load(data_dir).with_context(|| {
         format!(
@@ -52,15 +53,24 @@ pub async fn run(
         },
         None,
         Arc::new(SystemClock),
-        entropy,
+        Arc::clone(&entropy),
     )
     .context("cannot start the token service")?;
-    let backend = Backend::new(Arc::new(tokens)).context("cannot start the backend")?;
+    let tokens = Arc::new(tokens);
+    let backend = Backend::new(Arc::clone(&tokens)).context("cannot start the backend")?;
     let addr = listen.unwrap_or(config.backend.listen);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
     let local = listener.local_addr()?;
+    // The admin API is bound before anything is printed: once the
+    // "listening" line is out, both listeners accept.
+    let admin_listener = admin::bind_admin_socket(admin_socket).with_context(|| {
+        format!(
+            "cannot listen on the admin socket {}",
+            admin_socket.display()
+        )
+    })?;
     let tls = if danger_plaintext_http {
         tracing::warn!(
             "DANGER: serving plain HTTP; tokens and guest requests travel in clear text"
@@ -71,6 +81,13 @@ pub async fn run(
         println!("listening on https://{local}");
         Some(keys.tls)
     };
-    service::serve(listener, tls, backend).await?;
+    // On stderr: stdout carries only the one "listening" line that scripts
+    // and tests read (and a reader may close the pipe after it).
+    tracing::info!("admin API on {}", admin_socket.display());
+    let admin = admin::serve_admin(admin_listener, admin::AdminContext::new(tokens, entropy));
+    tokio::select! {
+        served = service::serve(listener, tls, backend) => served?,
+        served = admin => served.context("the admin API stopped")?,
+    }
     Ok(ExitCode::SUCCESS)
 }

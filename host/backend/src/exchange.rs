@@ -459,6 +459,12 @@ impl TokenService {
             .ok_or_else(|| {
                 ExchangeError::after("invalid_grant", format!("unknown agent {agent_name:?}"))
             })?;
+        if let Some(reason) = self
+            .revocations
+            .refuses_generation(agent_name, agent.generation)
+        {
+            return Err(ExchangeError::after("invalid_grant", reason));
+        }
         if device != EMBEDDED_DEVICE && !agent.devices.iter().any(|d| d == device) {
             return Err(ExchangeError::after(
                 "invalid_grant",

@@ -172,6 +172,20 @@ impl Revocations {
         None
     }
 
+    /// Whether an agent's current generation is revoked (new exchanges
+    /// refused until the agent is re-issued at a higher generation).
+    pub fn refuses_generation(&self, agent: &str, generation: u64) -> Option<String> {
+        let Ok(s) = self.set.read() else {
+            return Some("revocation state unavailable".into());
+        };
+        match s.agents_before.get(agent) {
+            Some(g) if generation < *g => Some(format!(
+                "agent {agent} was revoked at generation {generation}; re-issue it to use it again"
+            )),
+            _ => None,
+        }
+    }
+
     /// A receiver that sees every change (for long polls).
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
         self.changed.subscribe()

@@ -2,6 +2,9 @@
 //! the token signing key and the nonce HMAC key, all in one data directory
 //! with owner-only permissions.
 //!
+//! [`init_registry`] adds the registry database and the first admin
+//! principal's credential to the same directory.
+//!
 //! Devices pin the CA (`edgeward run --ca ca.pem`), so the backend needs no
 //! public PKI certificate and a stolen web-PKI certificate cannot impersonate
 //! it.
@@ -20,6 +23,12 @@ pub const SERVER_CERT: &str = "server.pem";
 const SERVER_KEY: &str = "server-key.pem";
 const SIGNING_KEY: &str = "signing-key";
 const NONCE_KEY: &str = "nonce-key";
+/// The registry database.
+pub const REGISTRY_DB: &str = "edgeward.db";
+/// The first admin's credential, written by [`init_registry`].
+pub const ADMIN_CREDENTIAL: &str = "admin-credential";
+/// The name of the first admin principal.
+pub const FIRST_ADMIN: &str = "admin";
 
 /// Key material could not be created or loaded.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +61,9 @@ pub enum KeyMaterialError {
     /// A key file is readable by others.
     #[error("{0} is readable by group or others; run chmod 600 on it")]
     Permissions(PathBuf),
+    /// The registry database could not be created or written.
+    #[error("the registry: {0}")]
+    Registry(#[source] crate::store::StoreError),
 }
 
 fn io_err(path: &Path) -> impl Fn(std::io::Error) -> KeyMaterialError + '_ {
@@ -141,6 +153,46 @@ pub fn init(
         true,
     )?;
     Ok(())
+}
+
+/// Create the registry database in a data directory (if it is not there)
+/// and, if it has no admin principal yet, the first one: [`FIRST_ADMIN`]
+/// with the admin role and a random 32-byte credential (hex), written to
+/// [`ADMIN_CREDENTIAL`] with mode 0600. Returns that file's path, or `None`
+/// when the registry already had principals (they are kept as they are).
+pub fn init_registry(
+    dir: &Path,
+    now: u64,
+    random: &mut dyn FnMut(&mut [u8]),
+) -> Result<Option<PathBuf>, KeyMaterialError> {
+    use crate::store::{AdminRecord, Role, SqliteStore, Store as _};
+    use sha2::Digest as _;
+    let store = SqliteStore::open(&dir.join(REGISTRY_DB)).map_err(KeyMaterialError::Registry)?;
+    if !store
+        .admins()
+        .map_err(KeyMaterialError::Registry)?
+        .is_empty()
+    {
+        return Ok(None);
+    }
+    let mut raw = Zeroizing::new([0u8; 32]);
+    random(raw.as_mut());
+    let credential = Zeroizing::new(hex::encode(raw.as_ref()));
+    let path = dir.join(ADMIN_CREDENTIAL);
+    // The file first: a principal whose credential was never written down
+    // would lock everyone out.
+    write_file(&path, credential.as_bytes(), true)?;
+    let added = store.add_admin(&AdminRecord {
+        name: FIRST_ADMIN.to_owned(),
+        roles: vec![Role::Admin],
+        credential_hash: sha2::Sha256::digest(credential.as_bytes()).into(),
+        created_at: now,
+    });
+    if let Err(e) = added {
+        let _ = std::fs::remove_file(&path);
+        return Err(KeyMaterialError::Registry(e));
+    }
+    Ok(Some(path))
 }
 
 /// Load a data directory made by [`init`].
