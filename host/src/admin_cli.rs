@@ -38,6 +38,13 @@ pub struct Conn {
     credential_file: Option<PathBuf>,
 }
 
+/// `edgeward keys …`.
+#[derive(Subcommand, Debug)]
+pub enum KeysCmd {
+    /// Make a new token signing key the active one.
+    Rotate,
+}
+
 /// The admin commands, as top-level subcommands of `edgeward`.
 #[derive(Subcommand, Debug)]
 pub enum AdminCommand {
@@ -77,6 +84,14 @@ pub enum AdminCommand {
         /// Flag reviews older than this many days (default 90).
         #[arg(long, value_name = "N")]
         review_max_age_days: Option<u64>,
+    },
+    /// Token signing keys: `keys rotate` makes a new key sign from now on;
+    /// the old one stays published and accepted until its tokens expire.
+    Keys {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(subcommand)]
+        cmd: KeysCmd,
     },
     /// The hash-chained audit log: tail, export, verify.
     Audit {
@@ -350,6 +365,19 @@ async fn execute(cmd: AdminCommand) -> anyhow::Result<ExitCode> {
             }
             let v = c.post("/v1/revoke", body).await?;
             print_revoked(&v);
+            Ok(ExitCode::SUCCESS)
+        }
+        AdminCommand::Keys {
+            conn,
+            cmd: KeysCmd::Rotate,
+        } => {
+            let c = Client::new(&conn)?;
+            let v = c.post("/v1/keys/rotate", json!({})).await?;
+            println!(
+                "new signing key {}; {}",
+                shown(v["kid"].as_str().unwrap_or("?")),
+                shown(v["note"].as_str().unwrap_or(""))
+            );
             Ok(ExitCode::SUCCESS)
         }
         AdminCommand::Inventory {
@@ -925,6 +953,7 @@ fn print_inventory(inv: &Inventory) {
             "LIVE",
             "TOKENS",
             "LAST REVOCATION",
+            "LAST STOP AFTER",
         ],
         inv.agents
             .iter()
@@ -970,12 +999,16 @@ fn print_inventory(inv: &Inventory) {
                     a.revocation.live_instances.len().to_string(),
                     a.revocation.outstanding_tokens.to_string(),
                     last,
+                    a.revocation
+                        .last_stop_seconds
+                        .map(|s| format!("{s:.3} s"))
+                        .unwrap_or_else(|| "-".into()),
                 ]
             })
             .collect(),
     );
     println!(
-        "reviews older than {} days are flagged; revoke an agent with `edgeward revoke --agent NAME`; time of the last stop: not measured yet",
+        "reviews older than {} days are flagged; revoke an agent with `edgeward revoke --agent NAME`; LAST STOP AFTER: from the revocation to the stop order leaving the backend, since it started",
         inv.review_max_age_days
     );
 }

@@ -991,3 +991,71 @@ async fn revoke_agent_through_the_cli_refuses_the_next_exchange() {
         "only the call before the revocation"
     );
 }
+
+impl Server {
+    /// SIGKILL the server (no shutdown of any kind) and start it again on
+    /// the same data directory.
+    fn kill_9_and_restart(&mut self) {
+        self.child.kill().expect("SIGKILL");
+        let _ = self.child.wait();
+        let config = self.dir.join("edgeward.toml");
+        let (child, stdout, url) = spawn_serve(&config, &self.data, &self.socket);
+        self.child = child;
+        self._stdout = stdout;
+        self.url = url;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_survives_kill_9_right_after_it_was_acknowledged() {
+    let upstream = Upstream::start(|_| respond(200, &[], "ok")).await;
+    let origin = upstream.origin();
+    let task = format!("{origin}/v1/hi");
+    tokio::task::spawn_blocking(move || {
+        let (text, key) = config("kill9", &origin);
+        let mut server = Server::start("kill9", &text);
+        let run_agent = |server: &Server| {
+            let mut cmd = edgeward();
+            cmd.args(["run", "--backend", &server.url, "--ca"])
+                .arg(server.data.join("ca.pem"))
+                .args(["--device", "dev-1", "--device-key"])
+                .arg(&key.key)
+                .args(["--agent", "hello", "--task", &task, HELLO_WASM]);
+            run(cmd)
+        };
+        run_agent(&server).ok();
+        let out = server.admin(&["keys", "rotate"]);
+        out.ok();
+        assert!(out.stdout.contains("new signing key"), "{}", out.stdout);
+
+        // Acknowledged, then SIGKILL at once.
+        server
+            .admin(&["revoke", "--device", "dev-1", "--reason", "stolen"])
+            .ok();
+        server.kill_9_and_restart();
+
+        let out = run_agent(&server);
+        assert_ne!(
+            out.code,
+            Some(0),
+            "ran after the revocation and restart:\n{}",
+            out.stdout
+        );
+        assert!(
+            out.stderr.contains("device dev-1 was revoked"),
+            "stderr:\n{}",
+            out.stderr
+        );
+        let devices = server.admin(&["device", "list", "--json"]).ok().json();
+        assert!(devices.to_string().contains("revoked"), "{devices}");
+        // The audit log survived the kill too, intact.
+        server.admin(&["audit", "verify"]).ok();
+    })
+    .await
+    .expect("join");
+    assert_eq!(
+        upstream.received().len(),
+        1,
+        "only the call before the revocation"
+    );
+}

@@ -315,8 +315,9 @@ pub struct RevocabilityView {
     /// The last revocation that covered it (of the agent, one of its
     /// devices, or everything).
     pub last_revocation: Option<RevocationView>,
-    /// Seconds from the last revocation to its instances stopping, when
-    /// that was measured (nothing measures it yet: always `null`).
+    /// Seconds from the last revocation to the stop order leaving the
+    /// backend for one of its instances, as measured since this backend
+    /// started (`null` when no stop order was sent since).
     pub last_stop_seconds: Option<f64>,
     /// The command that revokes it.
     pub revoke_with: String,

@@ -402,6 +402,7 @@ enum Route {
     AgentReview,
     AgentDeprovision,
     Revoke,
+    KeysRotate,
     Import,
     Inventory,
     AuditRange,
@@ -423,6 +424,7 @@ const ROUTES: &[(&str, &str, Route)] = &[
     ("POST", "/v1/agents/review", Route::AgentReview),
     ("POST", "/v1/agents/deprovision", Route::AgentDeprovision),
     ("POST", "/v1/revoke", Route::Revoke),
+    ("POST", "/v1/keys/rotate", Route::KeysRotate),
     ("POST", "/v1/import", Route::Import),
     ("GET", "/v1/inventory", Route::Inventory),
     ("GET", "/v1/audit", Route::AuditRange),
@@ -471,6 +473,7 @@ impl Route {
             Route::AgentReview => "agent review",
             Route::AgentDeprovision => "agent deprovision",
             Route::Revoke => "revoke",
+            Route::KeysRotate => "keys rotate",
             Route::Import => "import",
             Route::Inventory => "inventory",
             Route::AuditRange => "audit read",
@@ -497,6 +500,7 @@ impl Route {
             | Route::AgentReview
             | Route::AgentDeprovision
             | Route::Revoke
+            | Route::KeysRotate
             | Route::Import => Access::Write,
         }
     }

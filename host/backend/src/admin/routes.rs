@@ -169,6 +169,15 @@ impl AdminContext {
                 who,
                 note,
             ),
+            Route::KeysRotate => {
+                Body::parse(body()?, &[])?;
+                let kid = self.tokens.rotate_signing_key()?;
+                note.detail = Some(format!(": new signing key {kid}"));
+                Ok(serde_json::json!({
+                    "kid": kid,
+                    "note": "the old key stays in the JWKS and is accepted until its tokens expire",
+                }))
+            }
             Route::Import => {
                 let mut b = Body::parse(body()?, &["toml"])?;
                 let text: String = b.req("toml")?;
@@ -731,7 +740,11 @@ impl AdminContext {
                     live_instances: instances.remove(&a.name).unwrap_or_default(),
                     outstanding_tokens: store.outstanding_tokens(Some(&a.name), now)?,
                     last_revocation,
-                    last_stop_seconds: None,
+                    last_stop_seconds: self
+                        .tokens
+                        .last_stop(&a.name)
+                        .and_then(|s| s.after_revoke_ms)
+                        .map(|ms| ms as f64 / 1000.0),
                     revoke_with: format!("edgeward revoke --agent {}", a.name),
                 },
                 name: a.name,
