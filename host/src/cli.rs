@@ -97,6 +97,25 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Enrol this device with a one-time code from `edgeward device invite`:
+    /// the device's public key goes to the backend, the private key stays.
+    Enroll {
+        /// The backend's URL, `https://host:port`.
+        #[arg(long)]
+        backend: String,
+        /// The backend's CA certificate.
+        #[arg(long)]
+        ca: PathBuf,
+        /// The one-time code.
+        #[arg(long)]
+        code: String,
+        /// The id to enrol this device as.
+        #[arg(long)]
+        device: String,
+        /// This device's private key (from `edgeward keygen`).
+        #[arg(long)]
+        device_key: PathBuf,
+    },
     /// Run the backend service: token exchange and the egress proxy, over TLS.
     Serve {
         /// The TOML config (agents, grants, devices, backend settings).
@@ -211,6 +230,22 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 "  then: edgeward serve --config edgeward.toml --data-dir {}",
                 data_dir.display()
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Enroll {
+            backend,
+            ca,
+            code,
+            device,
+            device_key,
+        } => {
+            let signer = keys::load(&device_key)?;
+            let remote = edgeward_runtime::remote::RemoteBackend::new(
+                &backend,
+                edgeward_runtime::remote::load_ca(&ca)?,
+            )?;
+            tokio_runtime()?.block_on(remote.enroll(&code, &device, &signer.public_key()))?;
+            println!("device {device} enrolled");
             Ok(ExitCode::SUCCESS)
         }
         Command::Keygen { alg, out } => {

@@ -1059,3 +1059,66 @@ async fn a_revocation_survives_kill_9_right_after_it_was_acknowledged() {
         "only the call before the revocation"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_enrols_itself_with_a_one_time_code() {
+    let upstream = Upstream::start(|_| respond(200, &[], "ok")).await;
+    let origin = upstream.origin();
+    tokio::task::spawn_blocking(move || {
+        let (text, _) = config("invite", &origin);
+        let server = Server::start("invite", &text);
+        let out = server.admin(&["device", "invite", "--owner", "fleet-team"]);
+        out.ok();
+        let code = out
+            .stdout
+            .lines()
+            .map(str::trim)
+            .find(|l| l.len() == 64 && l.bytes().all(|b| b.is_ascii_hexdigit()))
+            .expect("code line")
+            .to_owned();
+        assert_eq!(code.len(), 64, "{}", out.stdout);
+
+        let key = server.dir.join("new-device.key");
+        let mut keygen = edgeward();
+        keygen.args(["keygen", "--alg", "es256", "--out"]).arg(&key);
+        run(keygen).ok();
+        let enroll = |id: &str| {
+            let mut cmd = edgeward();
+            cmd.args(["enroll", "--backend", &server.url, "--ca"])
+                .arg(server.data.join("ca.pem"))
+                .args(["--code", &code, "--device", id, "--device-key"])
+                .arg(&key);
+            run(cmd)
+        };
+        let out = enroll("edge-7");
+        out.ok();
+        assert!(
+            out.stdout.contains("device edge-7 enrolled"),
+            "{}",
+            out.stdout
+        );
+        let devices = server.admin(&["device", "list", "--json"]).ok().json();
+        let text = devices.to_string();
+        assert!(
+            text.contains("edge-7") && text.contains("fleet-team"),
+            "{text}"
+        );
+        // One time only.
+        let out = enroll("edge-8");
+        assert_eq!(out.code, Some(2), "{}", out.stdout);
+        assert!(
+            out.stderr.contains("enrolment code is not valid"),
+            "{}",
+            out.stderr
+        );
+        assert!(
+            !server
+                .admin(&["device", "list", "--json"])
+                .ok()
+                .stdout
+                .contains("edge-8")
+        );
+    })
+    .await
+    .expect("join");
+}

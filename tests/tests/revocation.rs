@@ -366,3 +366,72 @@ async fn rfc7009_a_holder_can_revoke_its_own_token() {
         (401, "revoked".to_owned())
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_generation_bump_or_re_registration_never_revives_old_tokens() {
+    let up = Upstream::start(|_| respond(200, &[], "ok")).await;
+    let svc = Service::start(
+        &config(&up.origin(), &up.origin()),
+        &[("API_KEY", KEY)],
+        Arc::new(SystemClock),
+    )
+    .await
+    .expect("service");
+    let url = format!("{}/v1/x", up.origin());
+    let store = svc.tokens.store();
+    let (old, _, key) = raw_token(&svc, 21).await;
+    assert_eq!(egress_with(&svc, &old, &key, &url).await.0, 200);
+
+    // A lifecycle change (another allowed device list) bumps the generation.
+    let update = edgeward_backend::store::AgentUpdate {
+        digests: Some(vec![
+            digest(HOSTILE_WASM),
+            digest(edgeward_tests::HELLO_WASM),
+        ]),
+        ..Default::default()
+    };
+    let updated = store
+        .update_agent("hostile", &update, SystemClock.now())
+        .expect("update");
+    assert_eq!(updated.generation, 2);
+    assert_eq!(
+        egress_with(&svc, &old, &key, &url).await,
+        (401, "revoked".to_owned())
+    );
+    let (gen2, _, key2) = raw_token(&svc, 22).await;
+    assert_eq!(egress_with(&svc, &gen2, &key2, &url).await.0, 200);
+
+    // Deprovision and register the name again: a new identity, a higher
+    // generation, and no old token works.
+    let tomb = store
+        .deprovision_agent("hostile", SystemClock.now())
+        .expect("deprovision");
+    assert_eq!(tomb.last_generation, 2);
+    assert_eq!(
+        egress_with(&svc, &gen2, &key2, &url).await,
+        (401, "revoked".to_owned())
+    );
+    let again = edgeward_backend::store::NewAgent {
+        id: "00112233445566778899aabbccddeeff".into(),
+        ..edgeward_backend::store::NewAgent::from_config(
+            edgeward_core::config::Config::parse(&config(&up.origin(), &up.origin()))
+                .expect("config")
+                .agent("hostile")
+                .expect("agent"),
+            String::new(),
+            String::new(),
+        )
+    };
+    let registered = store
+        .register_agent(&again, SystemClock.now())
+        .expect("register");
+    assert_eq!(registered.generation, 3);
+    for (token, key) in [(&old, &key), (&gen2, &key2)] {
+        assert_eq!(
+            egress_with(&svc, token, key, &url).await,
+            (401, "revoked".to_owned())
+        );
+    }
+    let (gen3, _, key3) = raw_token(&svc, 23).await;
+    assert_eq!(egress_with(&svc, &gen3, &key3, &url).await.0, 200);
+}

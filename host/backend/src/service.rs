@@ -9,6 +9,7 @@
 //! | `GET /.well-known/oauth-authorization-server` | RFC 8414 metadata |
 //! | `GET /v1/stop` | the stop channel: a long poll with the instance's token; answers `{"stop": true, "reason"}` when it is revoked, else `{"stop": false, "lease"}` after the poll time |
 //! | `POST /v1/revoke` | RFC 7009: a token holder revokes its own token |
+//! | `POST /v1/enroll` | a device enrols itself with a one-time code from `edgeward device invite`: `{"code", "id", "public_key"}` |
 //! | `POST /v1/egress` | a guest request: `authorization: Bearer <token>`, `edgeward-method: <method>`, `edgeward-target: <absolute URL>`, `edgeward-grant: <grant>`, the guest's headers and body |
 //!
 //! The egress route runs exactly the code embedded mode calls
@@ -128,6 +129,7 @@ async fn route(backend: &Backend, req: hyper::Request<hyper::body::Incoming>) ->
         (Method::POST, "/v1/egress") => egress(backend, req).await,
         (Method::GET, "/v1/stop") => stop(backend, req).await,
         (Method::POST, "/v1/revoke") => revoke(backend, req).await,
+        (Method::POST, "/v1/enroll") => enroll(backend, req).await,
         _ => json(
             StatusCode::NOT_FOUND,
             &serde_json::json!({ "error": "not_found", "error_description": "no such route" }),
@@ -218,6 +220,83 @@ async fn stop(backend: &Backend, req: hyper::Request<hyper::body::Incoming>) -> 
             &serde_json::json!({ "error": "invalid_token", "error_description": e.to_string() }),
         ),
     }
+}
+
+/// Enrolment with a one-time code. Every failure of the code (unknown,
+/// used, expired) looks the same; the code is the only authentication here.
+async fn enroll(backend: &Backend, req: hyper::Request<hyper::body::Incoming>) -> Response {
+    let refused = |why: &str| {
+        json(
+            StatusCode::BAD_REQUEST,
+            &serde_json::json!({ "error": "invalid_grant", "error_description": why }),
+        )
+    };
+    let Ok(body) = Limited::new(req.into_body(), MAX_FORM_BYTES)
+        .collect()
+        .await
+    else {
+        return refused("the request body is too large");
+    };
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body.to_bytes()) else {
+        return refused("the body is not JSON");
+    };
+    let (Some(code), Some(id), Some(key)) = (
+        v["code"].as_str(),
+        v["id"].as_str(),
+        v["public_key"].as_str(),
+    ) else {
+        return refused("code, id and public_key are required");
+    };
+    if edgeward_core::grant::validate_name(id, "device").is_err() {
+        return refused("the device id must be 1 to 64 characters of a-z, 0-9, '-' or '_'");
+    }
+    let Ok(public_key) = key.parse::<edgeward_core::keys::PublicKey>() else {
+        return refused("the public key is not in the ed25519:… or p256:… form");
+    };
+    use sha2::Digest as _;
+    let hash: [u8; 32] = sha2::Sha256::digest(code.as_bytes()).into();
+    let tokens = backend.tokens();
+    let outcome = tokens
+        .store()
+        .redeem_invite(&hash, id, public_key, tokens.clock().now());
+    let (status, body, decision, reason) = match outcome {
+        Ok(Some(r)) => (
+            StatusCode::OK,
+            serde_json::json!({ "device": r.device.id, "owner": r.device.owner }),
+            "allow",
+            format!(
+                "device {id} enrolled with a code from {}",
+                r.invite.created_by
+            ),
+        ),
+        Ok(None) => (
+            StatusCode::BAD_REQUEST,
+            serde_json::json!({ "error": "invalid_grant", "error_description": "the enrolment code is not valid" }),
+            "deny",
+            "unknown, used or expired enrolment code".to_owned(),
+        ),
+        Err(e) => (
+            StatusCode::CONFLICT,
+            serde_json::json!({ "error": "invalid_request", "error_description": format!("cannot enrol device {id}: {e}") }),
+            "deny",
+            format!("enrolment of {id} failed: {e}"),
+        ),
+    };
+    let entry = crate::store::AuditEntry {
+        kind: "enroll".into(),
+        decision: decision.into(),
+        device: Some(id.to_owned()),
+        reason: Some(reason),
+        ..Default::default()
+    };
+    if let Err(e) = tokens.audit(entry) {
+        tracing::error!("cannot write the audit log: {e}");
+        return json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &serde_json::json!({ "error": "temporarily_unavailable", "error_description": "the audit log is unavailable" }),
+        );
+    }
+    json(status, &body)
 }
 
 /// RFC 7009: whoever holds a token may revoke it. The answer is 200 whether

@@ -189,6 +189,44 @@ pub mod danger {
     }
 }
 
+impl RemoteBackend {
+    /// Enrol this device with a one-time code from the backend's admin
+    /// (`edgeward device invite`). Only the public key is sent.
+    pub async fn enroll(
+        &self,
+        code: &str,
+        device_id: &str,
+        public_key: &edgeward_core::keys::PublicKey,
+    ) -> Result<(), ExchangeFailure> {
+        let body = serde_json::json!({
+            "code": code,
+            "id": device_id,
+            "public_key": public_key.to_string(),
+        });
+        let request = http::Request::post(format!("{}/v1/enroll", self.base))
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(body.to_string())))
+            .map_err(|_| ExchangeFailure::Local("bad backend URL".into()))?;
+        let response = self
+            .send(request, MAX_TOKEN_RESPONSE_BYTES)
+            .await
+            .map_err(ExchangeFailure::Unreachable)?;
+        if response.status() == StatusCode::OK {
+            return Ok(());
+        }
+        let doc: serde_json::Value = serde_json::from_slice(response.body()).unwrap_or_default();
+        Err(ExchangeFailure::Refused {
+            error: doc["error"].as_str().unwrap_or("unknown_error").to_owned(),
+            description: doc["error_description"]
+                .as_str()
+                .unwrap_or("")
+                .chars()
+                .take(300)
+                .collect(),
+        })
+    }
+}
+
 impl TokenExchange for RemoteBackend {
     fn challenge(&self) -> BoxFuture<Result<String, ExchangeFailure>> {
         let this = self.clone();

@@ -366,7 +366,7 @@ impl AdminContext {
             code: code.to_string(),
             owner,
             expires_at: invite.expires_at,
-            note: "a one-time code: only its hash is kept. The device-facing route that redeems it is not built yet".into(),
+            note: "a one-time code: only its hash is kept. On the device: edgeward enroll --backend URL --ca ca.pem --code CODE --device ID --device-key KEY".into(),
         })
     }
 
