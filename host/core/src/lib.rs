@@ -25,5 +25,6 @@ pub mod keys;
 pub mod nonce;
 pub mod problem;
 pub mod redact;
+pub mod scan;
 pub mod secret;
 pub mod token;

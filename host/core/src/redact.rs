@@ -242,7 +242,16 @@ impl Redactor {
         (text, hits)
     }
 
-    /// Whether `input` contains any secret in any matched encoding.
+    /// Where the secrets are: the byte ranges [`Redactor::redact`] replaces,
+    /// in order and disjoint (the same leftmost-longest search).
+    pub fn find_ranges(&self, input: &[u8]) -> Vec<std::ops::Range<usize>> {
+        match &self.matcher {
+            None => Vec::new(),
+            Some(m) => m.find_iter(input).map(|found| found.range()).collect(),
+        }
+    }
+
+    /// Whether `input` holds any secret in any encoding.
     pub fn contains_secret(&self, input: &[u8]) -> bool {
         self.matcher.as_ref().is_some_and(|m| m.is_match(input))
     }
