@@ -499,9 +499,13 @@ impl TlsClient {
             .enable_http1()
             .build();
         Ok(TlsClient {
+            // No pooling: tests send deliberately broken requests, after
+            // which the server closes the connection, and a pooled client
+            // could race that close on its next request.
             client: hyper_util::client::legacy::Client::builder(
                 hyper_util::rt::TokioExecutor::new(),
             )
+            .pool_max_idle_per_host(0)
             .build(https),
         })
     }

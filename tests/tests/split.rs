@@ -343,7 +343,7 @@ async fn every_attestation_refusal_and_pre_verification_ones_look_the_same() {
         w.exchange(&sign_attestation(&c_es, "dev-es", &d.ed).expect("sign"))
             .await,
     ));
-    pre.push(("oversized", w.exchange(&"a".repeat(20_000)).await));
+    pre.push(("oversized", w.exchange(&"a".repeat(12_000)).await));
     let good = sign_attestation(&c, "dev-ed", &d.ed).expect("sign");
     let other = sign_attestation(
         &claims(w.nonce().await, "dev-ed", "hello", hello, &["api"], 60),

@@ -37,6 +37,11 @@ impl Agent for Hostile {
             ["recurse", n] => Ok(format!("depth {}", recurse(count(n)? as u64))),
             ["flood", n, url] => flood(count(n)?, url),
             ["identity"] => Ok(identity()),
+            ["say", text] => {
+                log::info(&format!("saying {text}"));
+                println!("stdout {text}");
+                Ok(format!("said {text}"))
+            }
             ["log", n] => {
                 let n = count(n)?;
                 for i in 0..n {

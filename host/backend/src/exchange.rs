@@ -133,6 +133,9 @@ pub struct TokenService {
     last_revoke: Mutex<Option<std::time::Instant>>,
     /// Per agent, the last stop order sent.
     last_stops: Mutex<HashMap<String, LastStop>>,
+    /// Scans every audit record before it is written (set by the backend,
+    /// which holds the credentials).
+    audit_scanner: std::sync::OnceLock<edgeward_core::scan::Scanner>,
     /// Serialises the live-instance count and the token record of one
     /// exchange, so two racing exchanges cannot both take the last slot.
     minting: Mutex<()>,
@@ -189,6 +192,7 @@ impl TokenService {
             clock,
             entropy,
             minting: Mutex::new(()),
+            audit_scanner: std::sync::OnceLock::new(),
             last_revoke: Mutex::new(None),
             last_stops: Mutex::new(HashMap::new()),
             stand_in,
@@ -224,11 +228,19 @@ impl TokenService {
     /// closed (no decision without its record).
     pub fn audit(&self, mut entry: AuditEntry) -> Result<(), StoreError> {
         entry.at = self.clock.now();
+        if let Some(scanner) = self.audit_scanner.get() {
+            scrub_entry(scanner, &mut entry);
+        }
         let record = self.store.append_audit(&entry)?;
         if record.seq % CHECKPOINT_EVERY == 0 {
             self.checkpoint_at(record.seq, record.hash)?;
         }
         Ok(())
+    }
+
+    /// Install the scanner audit records go through (once).
+    pub fn set_audit_scanner(&self, scanner: edgeward_core::scan::Scanner) {
+        let _ = self.audit_scanner.set(scanner);
     }
 
     /// Sign a checkpoint of the current head (also called by `audit verify`
@@ -795,6 +807,44 @@ impl TokenService {
                 }
             }
         }
+    }
+}
+
+/// Replace secrets in every text field of an audit record (the rule names
+/// are appended to the reason, so the record says what was removed).
+fn scrub_entry(scanner: &edgeward_core::scan::Scanner, entry: &mut AuditEntry) {
+    let mut rules: Vec<&'static str> = Vec::new();
+    let fields: [&mut Option<String>; 11] = [
+        &mut entry.agent,
+        &mut entry.instance,
+        &mut entry.device,
+        &mut entry.user,
+        &mut entry.grant,
+        &mut entry.method,
+        &mut entry.origin,
+        &mut entry.path,
+        &mut entry.reason,
+        &mut entry.jti,
+        &mut entry.admin,
+    ];
+    for field in fields {
+        if let Some(text) = field.as_mut() {
+            let scanned = scanner.apply(text.as_bytes());
+            let acting: Vec<_> = scanned
+                .findings
+                .iter()
+                .filter(|f| f.action != edgeward_core::scan::Action::AuditOnly)
+                .collect();
+            if !acting.is_empty() {
+                rules.extend(acting.iter().map(|f| f.rule.name()));
+                *text = String::from_utf8_lossy(&scanned.bytes).into_owned();
+            }
+        }
+    }
+    if !rules.is_empty() {
+        rules.dedup();
+        let note = format!(" [secrets removed: {}]", rules.join(","));
+        entry.reason = Some(entry.reason.take().unwrap_or_default() + &note);
     }
 }
 

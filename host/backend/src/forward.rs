@@ -6,6 +6,8 @@ use crate::secrets::{SecretError, resolve_secret};
 use crate::store::AuditEntry;
 use bytes::Bytes;
 use edgeward_core::codec::{self, DecodeError};
+use edgeward_core::config::OutboundSecrets;
+use edgeward_core::scan::{Scanner, ScannerConfig};
 use hyper_util::client::legacy::connect::dns::GaiResolver;
 
 use edgeward_core::egress::{
@@ -70,6 +72,7 @@ pub enum BackendError {
 /// A grant with its secret loaded.
 struct LiveGrant {
     rules: GrantRules,
+    outbound_secrets: OutboundSecrets,
     credential: CredentialKind,
     secret: Secret,
     timeout: Duration,
@@ -86,6 +89,9 @@ struct Inner {
     /// The same credentials lower-cased, for header names (which HTTP
     /// lower-cases).
     name_redactor: Redactor,
+    /// Known secret formats plus every credential held: upstream responses
+    /// and outbound requests go through it.
+    scanner: Scanner,
     tokens: Arc<TokenService>,
 }
 
@@ -143,6 +149,7 @@ impl Backend {
                 g.rules.name.clone(),
                 LiveGrant {
                     rules: g.rules.clone(),
+                    outbound_secrets: g.outbound_secrets,
                     credential: g.credential.clone(),
                     secret,
                     timeout: g.timeout,
@@ -158,11 +165,17 @@ impl Backend {
             .collect();
         let name_redactor =
             Redactor::new(lowered.iter().map(|v| v.as_slice())).map_err(BackendError::Redactor)?;
+        let scanner = Scanner::new(ScannerConfig::default(), redactor.clone())
+            .map_err(|e| BackendError::Tokens(format!("secret scanner: {e}")))?;
+        // Audit records are scanned with the same rules before they are
+        // written: nothing a guest or upstream sent can plant a secret there.
+        tokens.set_audit_scanner(scanner.clone());
         Ok(Backend {
             inner: Arc::new(Inner {
                 grants,
                 redactor,
                 name_redactor,
+                scanner,
                 tokens,
             }),
         })
@@ -320,12 +333,18 @@ impl Egress for Backend {
                     ("-".to_owned(), "-".to_owned(), Err(token_refusal(&e)))
                 }
             };
+            // The path is the guest's text: scanned before it is logged.
+            let logged_path =
+                String::from_utf8_lossy(&inner.scanner.apply(path.as_bytes()).bytes).into_owned();
             match &result {
                 Ok(resp) => {
-                    tracing::info!(%agent, %instance, %grant, %method, %path, status = resp.status().as_u16(), "egress forwarded")
+                    tracing::info!(%agent, %instance, %grant, %method, path = %logged_path, status = resp.status().as_u16(), "egress forwarded")
                 }
                 Err(r) => {
-                    tracing::warn!(%agent, %instance, %grant, %method, %path, class = %r.class, detail = %r.detail, "egress refused")
+                    let detail =
+                        String::from_utf8_lossy(&inner.scanner.apply(r.detail.as_bytes()).bytes)
+                            .into_owned();
+                    tracing::warn!(%agent, %instance, %grant, %method, path = %logged_path, class = %r.class, %detail, "egress refused")
                 }
             }
             // Defence in depth: whatever produced a refusal's detail, it
@@ -404,6 +423,7 @@ impl Inner {
             _ => None,
         };
         sanitize_request(&mut parts.headers, own_header)?;
+        let body = self.scan_outbound(grant, &mut parts, body)?;
         inject_credential(&mut parts, &grant.credential, &grant.secret)?;
         parts.headers.insert(
             http::header::ACCEPT_ENCODING,
@@ -471,15 +491,16 @@ impl Inner {
 
         sanitize_response(&mut parts.headers);
         self.redact_headers(&mut parts.headers);
-        let redacted = self.redactor.redact(&decoded);
-        if redacted.hits > 0 {
+        let scanned = self.scanner.apply(&decoded);
+        if !scanned.findings.is_empty() {
+            // Rule names only: the log never gets the matched bytes.
             tracing::warn!(
                 grant = %grant.rules.name,
-                hits = redacted.hits,
+                findings = %rules_of(&scanned.findings),
                 "credential material redacted from an upstream response"
             );
         }
-        let body = Bytes::from(redacted.into_bytes());
+        let body = Bytes::from(scanned.bytes.into_owned());
         parts
             .headers
             .insert(http::header::CONTENT_LENGTH, HeaderValue::from(body.len()));
@@ -489,6 +510,77 @@ impl Inner {
         *response.status_mut() = parts.status;
         *response.headers_mut() = parts.headers;
         Ok(response)
+    }
+
+    /// Scan what the guest sends: its body and query for secrets in known
+    /// formats. Per grant, a finding blocks the request (default), is
+    /// redacted, or is only audited.
+    fn scan_outbound(
+        &self,
+        grant: &LiveGrant,
+        parts: &mut http::request::Parts,
+        body: Bytes,
+    ) -> Result<Bytes, Refusal> {
+        let query = parts.uri.query().unwrap_or("").as_bytes().to_vec();
+        let mut findings = self.scanner.scan(&body);
+        findings.extend(self.scanner.scan(&query));
+        for (_, v) in parts.headers.iter() {
+            findings.extend(self.scanner.scan(v.as_bytes()));
+        }
+        let acting: Vec<_> = findings
+            .iter()
+            .filter(|f| f.action != edgeward_core::scan::Action::AuditOnly)
+            .collect();
+        if acting.is_empty() {
+            if !findings.is_empty() {
+                tracing::info!(grant = %grant.rules.name, findings = %rules_of(&findings), "outbound request scanned (audit only)");
+            }
+            return Ok(body);
+        }
+        let rules = rules_of(&findings);
+        match grant.outbound_secrets {
+            OutboundSecrets::Audit => {
+                tracing::warn!(grant = %grant.rules.name, findings = %rules, "outbound request carries secret-like data (audit only)");
+                Ok(body)
+            }
+            OutboundSecrets::Block => {
+                tracing::warn!(grant = %grant.rules.name, findings = %rules, "outbound request blocked by secret scanning");
+                // The guest learns that, not which rule.
+                Err(Refusal::denied(
+                    "the request carries data that looks like a secret; secret scanning blocked it",
+                ))
+            }
+            OutboundSecrets::Redact => {
+                tracing::warn!(grant = %grant.rules.name, findings = %rules, "secret-like data redacted from an outbound request");
+                if !query.is_empty() {
+                    let q = String::from_utf8_lossy(&self.scanner.apply(&query).bytes).into_owned();
+                    let q = q.replace(edgeward_core::redact::REDACTION_MARKER, "REDACTED");
+                    let mut uri = parts.uri.clone().into_parts();
+                    uri.path_and_query = format!("{}?{q}", parts.uri.path()).parse().ok();
+                    if let Ok(u) = http::Uri::from_parts(uri) {
+                        parts.uri = u;
+                    }
+                }
+                let values: Vec<(http::HeaderName, HeaderValue)> = parts
+                    .headers
+                    .iter()
+                    .filter_map(|(k, v)| {
+                        let s = self.scanner.apply(v.as_bytes());
+                        (!s.findings.is_empty())
+                            .then(|| {
+                                HeaderValue::from_bytes(&s.bytes)
+                                    .ok()
+                                    .map(|v| (k.clone(), v))
+                            })
+                            .flatten()
+                    })
+                    .collect();
+                for (k, v) in values {
+                    parts.headers.insert(k, v);
+                }
+                Ok(Bytes::from(self.scanner.apply(&body).bytes.into_owned()))
+            }
+        }
     }
 
     fn redact_headers(&self, headers: &mut http::HeaderMap) {
@@ -505,7 +597,12 @@ impl Inner {
         }
         let tainted: Vec<http::HeaderName> = headers
             .iter()
-            .filter(|(_, v)| self.redactor.contains_secret(v.as_bytes()))
+            .filter(|(_, v)| {
+                self.scanner
+                    .scan(v.as_bytes())
+                    .iter()
+                    .any(|f| f.action != edgeward_core::scan::Action::AuditOnly)
+            })
             .map(|(k, _)| k.clone())
             .collect();
         for name in tainted {
@@ -539,6 +636,13 @@ fn is_private_only(e: &(dyn std::error::Error + 'static)) -> bool {
         source = err.source();
     }
     false
+}
+
+/// Rule names of findings, for logs and the audit log.
+fn rules_of(findings: &[edgeward_core::scan::Finding]) -> String {
+    let mut names: Vec<&str> = findings.iter().map(|f| f.rule.name()).collect();
+    names.dedup();
+    names.join(",")
 }
 
 fn response_too_large(limit: usize) -> Refusal {

@@ -159,10 +159,26 @@ pub struct GrantConfig {
     pub credential: CredentialKind,
     /// Where the backend reads the secret.
     pub secret: SecretSource,
+    /// What to do with secret-like data in a request the guest sends.
+    pub outbound_secrets: OutboundSecrets,
     /// Time allowed to connect to the upstream.
     pub connect_timeout: Duration,
     /// Time allowed for the whole upstream exchange.
     pub timeout: Duration,
+}
+
+/// What the backend does when a guest's request carries data that looks
+/// like a secret in a known format (an AWS key, a private key...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutboundSecrets {
+    /// Refuse the request (the default: exfiltration is the usual reason).
+    #[default]
+    Block,
+    /// Replace the secret with a marker and forward.
+    Redact,
+    /// Forward unchanged; record the finding.
+    Audit,
 }
 
 /// Per-agent limits. Defaults are safe for a small device.
@@ -361,6 +377,8 @@ struct RawGrant {
     secret: RawSecret,
     connect_timeout_ms: Option<u64>,
     timeout_ms: Option<u64>,
+    #[serde(default)]
+    outbound_secrets: OutboundSecrets,
 }
 
 #[derive(Deserialize)]
@@ -650,6 +668,7 @@ impl RawGrant {
             },
             credential,
             secret: self.secret.0,
+            outbound_secrets: self.outbound_secrets,
             connect_timeout,
             timeout,
         })

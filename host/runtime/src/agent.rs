@@ -15,6 +15,8 @@ use edgeward_core::egress::{Egress, ExchangeFailure, StopChannel, TokenExchange}
 use edgeward_core::entropy::Entropy;
 use edgeward_core::grant::GrantName;
 use edgeward_core::keys::Ed25519Signer;
+use edgeward_core::redact::Redactor;
+use edgeward_core::scan::{Action, Scanner, ScannerConfig};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -225,7 +227,10 @@ impl LoadedAgent {
                 instance_id.clone(),
             );
         }
+        let scanner = Scanner::new(ScannerConfig::default(), Redactor::empty())
+            .map_err(|e| ExchangeFailure::Local(format!("secret scanner: {e}")))?;
         let egress = Arc::new(InstanceEgress {
+            scanner,
             agent: self.spec.name.clone(),
             instance: instance_id,
             token,
@@ -368,14 +373,76 @@ impl AgentInstance {
         let state = store.into_data();
         let mut logs = state.logs;
         logs.extend(captured.into_records());
+        // Guest output leaves the sandbox only after a scan: known secret
+        // formats and this instance's own live token become a marker, and
+        // the log says which rule matched (never what).
+        let (outcome, logs) = self.scrub_output(outcome, logs);
         if let Err(e) = &outcome {
             tracing::warn!(agent = %self.identity.agent, instance = %self.identity.instance_id, "task stopped: {e}");
         }
+
         TaskReport {
             outcome,
             logs,
             logs_dropped: state.logs_dropped,
         }
+    }
+
+    fn scrub_output(
+        &self,
+        outcome: Result<Result<String, String>, TaskError>,
+        mut logs: Vec<LogRecord>,
+    ) -> (Result<Result<String, String>, TaskError>, Vec<LogRecord>) {
+        let token = self.egress.token.peek();
+        let live = token
+            .as_ref()
+            .and_then(|t| Redactor::new([t.expose().as_bytes()]).ok())
+            .unwrap_or_else(Redactor::empty);
+        let Ok(scanner) = Scanner::new(ScannerConfig::default(), live) else {
+            return (outcome, logs);
+        };
+        let mut rules: Vec<&'static str> = Vec::new();
+        let mut scrub = |text: &mut String| {
+            let scanned = scanner.apply(text.as_bytes());
+            let acting: Vec<&'static str> = scanned
+                .findings
+                .iter()
+                .filter(|f| f.action != Action::AuditOnly)
+                .map(|f| f.rule.name())
+                .collect();
+            if !acting.is_empty() {
+                rules.extend(acting);
+                *text = String::from_utf8_lossy(&scanned.bytes).into_owned();
+            }
+        };
+        let outcome = match outcome {
+            Ok(Ok(mut s)) => {
+                scrub(&mut s);
+                Ok(Ok(s))
+            }
+            Ok(Err(mut s)) => {
+                scrub(&mut s);
+                Ok(Err(s))
+            }
+            Err(TaskError::Trap { mut reason }) => {
+                scrub(&mut reason);
+                Err(TaskError::Trap { reason })
+            }
+            other => other,
+        };
+        for record in &mut logs {
+            scrub(&mut record.message);
+        }
+        if !rules.is_empty() {
+            rules.dedup();
+            tracing::warn!(
+                agent = %self.identity.agent,
+                instance = %self.identity.instance_id,
+                rules = %rules.join(","),
+                "secrets removed from the agent's output"
+            );
+        }
+        (outcome, logs)
     }
 
     /// Name the bound behind a failure, if one was hit.

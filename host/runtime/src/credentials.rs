@@ -122,6 +122,16 @@ impl InstanceToken {
         self.instance_id.get().map(String::as_str)
     }
 
+    /// The current token, if there is one and nobody is renewing it right
+    /// now (for scanning guest output; never renews).
+    pub(crate) fn peek(&self) -> Option<BearerToken> {
+        self.current
+            .try_lock()
+            .ok()?
+            .as_ref()
+            .map(|c| c.token.clone())
+    }
+
     /// The agent profile from the first exchange.
     pub(crate) fn profile(&self) -> Option<&AgentProfile> {
         self.profile.get()

@@ -26,6 +26,8 @@ use wasmtime_wasi_http::{
 
 /// Everything the egress path of one instance needs, shared by its tasks.
 pub(crate) struct InstanceEgress {
+    /// Known secret formats: guest text is scanned before it reaches a log.
+    pub(crate) scanner: edgeward_core::scan::Scanner,
     pub(crate) agent: String,
     pub(crate) instance: String,
     pub(crate) token: Arc<InstanceToken>,
@@ -84,6 +86,8 @@ impl InstanceEgress {
             // The backend logs its own refusals; log only the runtime's.
             Err((grant, refusal, from_backend)) => {
                 if !from_backend {
+                    let path = self.scrub(&path);
+                    let detail = self.scrub(&refusal.detail);
                     tracing::warn!(
                     agent = %self.agent,
                     instance = %self.instance,
@@ -91,7 +95,7 @@ impl InstanceEgress {
                     %method,
                     %path,
                     class = %refusal.class,
-                    detail = %refusal.detail,
+                    detail = %detail,
                     "egress refused"
                     );
                 }
@@ -168,6 +172,11 @@ impl InstanceEgress {
             .forward(call)
             .await
             .map_err(|r| (Some(grant.to_string()), r, true))
+    }
+
+    /// Guest-controlled text as it may appear in a log line.
+    pub(crate) fn scrub(&self, text: &str) -> String {
+        String::from_utf8_lossy(&self.scanner.apply(text.as_bytes()).bytes).into_owned()
     }
 
     fn too_large(&self) -> Refusal {

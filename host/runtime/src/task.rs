@@ -192,8 +192,9 @@ impl log::Host for TaskState {
             instance = %self.identity.instance_id,
             ?level,
             // Debug-formatted: guest text must not forge log lines
-            // (newlines) or drive a terminal (escape sequences).
-            message = ?message,
+            // (newlines) or drive a terminal (escape sequences); scanned:
+            // nothing secret-shaped reaches the host log.
+            message = ?self.hooks.shared.scrub(&message),
             "agent log"
         );
         self.logs.push(LogRecord {

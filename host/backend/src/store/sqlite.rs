@@ -21,6 +21,7 @@
 use super::audit::{MAX_FIELD_BYTES, ZERO_HASH, record_hash};
 use super::*;
 use edgeward_core::config::EMBEDDED_DEVICE;
+use edgeward_core::config::OutboundSecrets;
 use edgeward_core::grant::{CredentialKind, GrantRules, Origin, validate_name};
 use edgeward_core::secret::SecretSource;
 use rusqlite::{
@@ -34,7 +35,10 @@ use std::time::Duration;
 
 /// The schema scripts, in order: script `i` takes the database from version
 /// `i` to `i + 1`. A released script is never edited; changes are new ones.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_initial.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_initial.sql"),
+    include_str!("migrations/0002_outbound_secrets.sql"),
+];
 
 /// The schema version this code writes.
 // MIGRATIONS is a short constant list: its length fits in an i64.
@@ -499,7 +503,7 @@ enum StoredCredential {
     Basic { username: String },
 }
 
-const GRANT_COLS: &str = "name, origin, methods, path_prefixes, credential, secret_source, connect_timeout_ms, timeout_ms";
+const GRANT_COLS: &str = "name, origin, methods, path_prefixes, credential, secret_source, connect_timeout_ms, timeout_ms, outbound_secrets";
 
 fn grant_from_row(row: &Row<'_>) -> Result<GrantConfig, StoreError> {
     const WHAT: &str = "grant";
@@ -530,6 +534,17 @@ fn grant_from_row(row: &Row<'_>) -> Result<GrantConfig, StoreError> {
         secret: from_json::<SecretSource>(&row.get::<_, String>(5)?, WHAT)?,
         connect_timeout: Duration::from_millis(uint(row.get(6)?, WHAT)?),
         timeout: Duration::from_millis(uint(row.get(7)?, WHAT)?),
+        outbound_secrets: match row.get::<_, String>(8)?.as_str() {
+            "block" => OutboundSecrets::Block,
+            "redact" => OutboundSecrets::Redact,
+            "audit" => OutboundSecrets::Audit,
+            other => {
+                return Err(StoreError::corrupt(
+                    WHAT,
+                    format!("outbound_secrets {other:?}"),
+                ));
+            }
+        },
     })
 }
 
@@ -912,20 +927,26 @@ impl Store for SqliteStore {
             millis(grant.connect_timeout, "connect_timeout")?,
             millis(grant.timeout, "timeout")?,
             int(at, "at")?,
+            match grant.outbound_secrets {
+                OutboundSecrets::Block => "block",
+                OutboundSecrets::Redact => "redact",
+                OutboundSecrets::Audit => "audit",
+            },
         );
         self.write(|tx| {
             // An upsert that updates in place: REPLACE would delete the row
             // and trip the foreign keys of the agents that hold the grant.
             tx.execute(
                 "INSERT INTO grants (name, origin, methods, path_prefixes, credential,
-                     secret_source, connect_timeout_ms, timeout_ms, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                     secret_source, connect_timeout_ms, timeout_ms, updated_at, outbound_secrets)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
                  ON CONFLICT (name) DO UPDATE SET
                      origin = excluded.origin, methods = excluded.methods,
                      path_prefixes = excluded.path_prefixes, credential = excluded.credential,
                      secret_source = excluded.secret_source,
                      connect_timeout_ms = excluded.connect_timeout_ms,
-                     timeout_ms = excluded.timeout_ms, updated_at = excluded.updated_at",
+                     timeout_ms = excluded.timeout_ms, updated_at = excluded.updated_at,
+                     outbound_secrets = excluded.outbound_secrets",
                 row,
             )?;
             Ok(())
