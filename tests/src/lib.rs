@@ -536,3 +536,41 @@ impl TlsClient {
         self.send(req).await
     }
 }
+
+/// Split mode in one call: load a built guest as `agent` and attest an
+/// instance as `device` through a backend reached over TLS (`remote`), with
+/// its stop channel.
+pub async fn attest_split(
+    component_path: &'static str,
+    agent: &str,
+    device: &str,
+    signer: Arc<dyn edgeward_core::keys::Signer>,
+    remote: Arc<edgeward_runtime::remote::RemoteBackend>,
+    seed: u64,
+    grants: Vec<edgeward_core::grant::GrantName>,
+) -> Result<AgentInstance, edgeward_core::egress::ExchangeFailure> {
+    let loaded = runtime()
+        .load(
+            component(component_path),
+            AgentSpec {
+                name: agent.to_owned(),
+                allowed_digests: vec![digest(component_path)],
+            },
+        )
+        .map_err(|e| edgeward_core::egress::ExchangeFailure::Local(e.to_string()))?;
+    loaded
+        .attest(AttestOptions {
+            device: DeviceIdentity {
+                id: device.to_owned(),
+                signer,
+            },
+            exchange: remote.clone(),
+            egress: remote.clone(),
+            stop_channel: Some(remote),
+            clock: Arc::new(SystemClock),
+            entropy: &mut SeededEntropy::new(seed),
+            grants,
+            lifetime: None,
+        })
+        .await
+}

@@ -9,8 +9,8 @@ use edgeward_core::clock::{Clock, SystemClock};
 use edgeward_core::egress::{ATTESTATION_TOKEN_TYPE, TOKEN_EXCHANGE_GRANT};
 use edgeward_core::entropy::SeededEntropy;
 use edgeward_core::keys::{Ed25519Signer, Signer};
-use edgeward_runtime::{AgentInstance, AgentSpec, AttestOptions, DeviceIdentity, TaskError};
-use edgeward_tests::{HOSTILE_WASM, Service, Upstream, component, digest, respond, runtime};
+use edgeward_runtime::{AgentInstance, TaskError};
+use edgeward_tests::{HOSTILE_WASM, Service, Upstream, digest, respond};
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -64,32 +64,17 @@ limits = {{ task_timeout_ms = 60000 }}
 }
 
 async fn attest(svc: &Service, seed: u64) -> AgentInstance {
-    let loaded = runtime()
-        .load(
-            component(HOSTILE_WASM),
-            AgentSpec {
-                name: "hostile".into(),
-                allowed_digests: vec![digest(HOSTILE_WASM)],
-            },
-        )
-        .expect("load");
-    let remote = Arc::new(svc.remote());
-    loaded
-        .attest(AttestOptions {
-            device: DeviceIdentity {
-                id: "dev-1".into(),
-                signer: Arc::new(device()),
-            },
-            exchange: remote.clone(),
-            egress: remote.clone(),
-            stop_channel: Some(remote),
-            clock: Arc::new(SystemClock),
-            entropy: &mut SeededEntropy::new(seed),
-            grants: vec![],
-            lifetime: None,
-        })
-        .await
-        .expect("attest")
+    edgeward_tests::attest_split(
+        HOSTILE_WASM,
+        "hostile",
+        "dev-1",
+        Arc::new(device()),
+        Arc::new(svc.remote()),
+        seed,
+        vec![],
+    )
+    .await
+    .expect("attest")
 }
 
 /// A token from a raw exchange (another instance of the same agent and device).

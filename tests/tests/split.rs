@@ -783,35 +783,19 @@ async fn a_long_task_keeps_working_across_token_expiry() {
     )
     .await
     .expect("service");
-    let loaded = runtime()
-        .load(
-            component(HOSTILE_WASM),
-            AgentSpec {
-                name: "hostile".into(),
-                allowed_digests: vec![digest(HOSTILE_WASM)],
-            },
-        )
-        .expect("load");
-    let remote = Arc::new(svc.remote());
-    let instance = loaded
-        .attest(AttestOptions {
-            device: DeviceIdentity {
-                id: "dev-ed".into(),
-                signer: Arc::new(
-                    Ed25519Signer::from_pkcs8_pem(&d.ed.to_pkcs8_pem().expect("pem")).expect("key"),
-                ),
-            },
-            exchange: remote.clone(),
-            egress: remote.clone(),
-            stop_channel: Some(remote),
-            clock: Arc::new(SystemClock),
-            entropy: &mut SeededEntropy::new(2),
-            // Only `api`: the agent's two grants share an origin.
-            grants: vec![GrantName::new("api").expect("grant")],
-            lifetime: None,
-        })
-        .await
-        .expect("attest");
+    let signer = Ed25519Signer::from_pkcs8_pem(&d.ed.to_pkcs8_pem().expect("pem")).expect("key");
+    let instance = edgeward_tests::attest_split(
+        HOSTILE_WASM,
+        "hostile",
+        "dev-ed",
+        Arc::new(signer),
+        Arc::new(svc.remote()),
+        2,
+        // Only `api`: the agent's two grants share an origin.
+        vec![GrantName::new("api").expect("grant")],
+    )
+    .await
+    .expect("attest");
     // Token lifetime is 2 s (the agent's maximum); the task runs ~5 s.
     let report = instance
         .run(&format!("repeat 8 700 {}/v1/tick", up.origin()))
@@ -867,34 +851,19 @@ async fn the_runtime_trusts_only_the_pinned_ca() {
     let wrong_ca = edgeward_runtime::remote::load_ca(&other.dir.join("ca.pem")).expect("ca");
     let remote =
         Arc::new(edgeward_runtime::remote::RemoteBackend::new(&svc.url, wrong_ca).expect("remote"));
-    let loaded = runtime()
-        .load(
-            component(HELLO_WASM),
-            AgentSpec {
-                name: "hello".into(),
-                allowed_digests: vec![digest(HELLO_WASM)],
-            },
-        )
-        .expect("load");
-    let err = loaded
-        .attest(AttestOptions {
-            device: DeviceIdentity {
-                id: "dev-ed".into(),
-                signer: Arc::new(
-                    Ed25519Signer::from_pkcs8_pem(&d.ed.to_pkcs8_pem().expect("pem")).expect("key"),
-                ),
-            },
-            exchange: remote.clone(),
-            egress: remote.clone(),
-            stop_channel: Some(remote),
-            clock: Arc::new(SystemClock),
-            entropy: &mut SeededEntropy::new(1),
-            grants: vec![],
-            lifetime: None,
-        })
-        .await
-        .err()
-        .expect("a backend with a certificate from another CA is refused");
+    let signer = Ed25519Signer::from_pkcs8_pem(&d.ed.to_pkcs8_pem().expect("pem")).expect("key");
+    let err = edgeward_tests::attest_split(
+        HELLO_WASM,
+        "hello",
+        "dev-ed",
+        Arc::new(signer),
+        remote,
+        1,
+        vec![],
+    )
+    .await
+    .err()
+    .expect("a backend with a certificate from another CA is refused");
     assert!(
         matches!(err, edgeward_core::egress::ExchangeFailure::Unreachable(_)),
         "{err}"
