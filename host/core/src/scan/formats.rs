@@ -53,6 +53,9 @@ const AWS_SECRET_ACCESS_KEY: &str = concat!(
 /// `eyA`, `ewo` and `ew0`.
 const JWT: &str = r"e[wy][A-Za-z0-9_\-]{10,}(?:\.[A-Za-z0-9_\-]*){2}(?:(?:\.[A-Za-z0-9_\-]*){2})?";
 
+/// Where a JWT may start: a header-shaped run followed by its dot.
+const JWT_START: &str = r"e[wy][A-Za-z0-9_\-]{10,}\.";
+
 /// A JOSE header longer than this is not one (real ones are under 1 KiB);
 /// the bound keeps a hostile input from making us decode megabytes.
 const JWT_MAX_HEADER_LEN: usize = 8 * 1024;
@@ -120,6 +123,8 @@ pub(super) struct Formats {
     pem_block: Regex,
     pem_open: Regex,
     jwt: Regex,
+    /// The start of a JWT: a header-shaped run and its dot.
+    jwt_start: Regex,
 }
 
 fn compile(rule: Rule, pattern: &str) -> Result<Regex, ScanError> {
@@ -158,6 +163,7 @@ impl Formats {
             pem_block: compile(Rule::PemPrivateKey, &pem_block)?,
             pem_open: compile(Rule::PemPrivateKey, &pem_open)?,
             jwt: compile(Rule::Jwt, JWT)?,
+            jwt_start: compile(Rule::Jwt, JWT_START)?,
         })
     }
 
@@ -172,9 +178,48 @@ impl Formats {
         }
         self.find_aws_secrets(input, out);
         self.find_pem(input, out);
-        find_accepted(&self.jwt, input, out, Rule::Jwt, |span| {
-            starts_token(input, span.start) && input.get(span.clone()).is_some_and(is_jwt)
-        });
+        self.find_jwts(input, out);
+    }
+
+    /// JWTs, in linear-ish time on hostile input. A refused look-alike is
+    /// resumed one byte later (a real token may overlap it), so the full
+    /// pattern — whose payload part is unbounded — only runs where the
+    /// header before the first dot already decodes to a JOSE header, and
+    /// starts whose header would be longer than [`JWT_MAX_HEADER_LEN`] are
+    /// skipped outright. Without that, `eyeyey….` took quadratic time
+    /// (found by reading the fuzz target; 100 KB took 8 s).
+    fn find_jwts(&self, input: &[u8], out: &mut Vec<(Rule, Range<usize>)>) {
+        let mut at = 0;
+        while at < input.len() {
+            let Some(start) = self.jwt_start.find_at(input, at).map(|m| m.start()) else {
+                break;
+            };
+            // The header is the base64url run from `start` (the start
+            // pattern only matches such a run followed by a dot).
+            let dot = input[start..]
+                .iter()
+                .position(|&b| b == b'.')
+                .map_or(input.len(), |i| start + i);
+            if dot - start > JWT_MAX_HEADER_LEN {
+                // Every start before `dot - MAX` has a header too long.
+                at = (dot - JWT_MAX_HEADER_LEN).max(start + 1);
+                continue;
+            }
+            let header_ok =
+                starts_token(input, start) && input.get(start..dot).is_some_and(is_jwt_header);
+            if header_ok
+                && let Some(m) = self
+                    .jwt
+                    .find_at(input, start)
+                    .filter(|m| m.start() == start)
+                && input.get(m.range()).is_some_and(is_jwt)
+            {
+                out.push((Rule::Jwt, m.range()));
+                at = m.end().max(start + 1);
+            } else {
+                at = start + 1;
+            }
+        }
     }
 
     fn find_aws_secrets(&self, input: &[u8], out: &mut Vec<(Rule, Range<usize>)>) {
@@ -277,6 +322,18 @@ fn continues_base64(input: &[u8], end: usize) -> bool {
 
 /// Whether `candidate` (a match of [`JWT`]) is a JWT: its first part decodes
 /// to a JSON object with a string `"alg"`, and some other part is non-empty.
+/// Whether the bytes before a JWT's first dot decode to a JOSE header.
+fn is_jwt_header(header: &[u8]) -> bool {
+    if header.len() > JWT_MAX_HEADER_LEN {
+        return false;
+    }
+    let Ok(json) = JWT_HEADER_ENGINE.decode(header) else {
+        return false;
+    };
+    serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&json)
+        .is_ok_and(|header| header.get("alg").is_some_and(serde_json::Value::is_string))
+}
+
 fn is_jwt(candidate: &[u8]) -> bool {
     let mut parts = candidate.split(|&b| b == b'.');
     let Some(header) = parts.next() else {
@@ -316,6 +373,17 @@ mod tests {
 
     fn rep(unit: &str, n: usize) -> String {
         unit.repeat(n)
+    }
+
+    #[test]
+    fn hostile_jwt_look_alikes_take_linear_time() {
+        // `ey` repeated: every position starts a header-shaped run.
+        let input = "ey".repeat(200_000) + "..";
+        // 400 KB: the quadratic version needed minutes here, this one a
+        // blink; the test only has to finish.
+        let mut out = Vec::new();
+        Formats::new().unwrap().find(input.as_bytes(), &mut out);
+        assert!(out.is_empty());
     }
 
     #[test]

@@ -112,13 +112,26 @@ impl HighEntropy {
     /// High-entropy runs in `input` that overlap none of `known` (another
     /// rule already explains them).
     pub(super) fn find(&self, input: &[u8], known: &[(Rule, Range<usize>)]) -> Vec<Range<usize>> {
+        // Candidates come in order; so do the known spans once sorted: one
+        // sweep instead of comparing every candidate with every span (which
+        // was quadratic on inputs full of known tokens).
+        let mut spans: Vec<&Range<usize>> = known.iter().map(|(_, s)| s).collect();
+        spans.sort_by_key(|s| s.start);
+        // The furthest end among spans starting before each index.
+        let mut reach = Vec::with_capacity(spans.len());
+        let mut furthest = 0;
+        for s in &spans {
+            furthest = furthest.max(s.end);
+            reach.push(furthest);
+        }
         self.candidates
             .find_iter(input)
             .map(|m| m.range())
             .filter(|run| {
-                !known
-                    .iter()
-                    .any(|(_, span)| span.start < run.end && run.start < span.end)
+                // Spans starting before the run's end: the last of them
+                // tells, through `reach`, whether any reaches into the run.
+                let before = spans.partition_point(|s| s.start < run.end);
+                before == 0 || reach[before - 1] <= run.start
             })
             .filter(|run| input.get(run.clone()).is_some_and(is_high_entropy))
             .collect()
