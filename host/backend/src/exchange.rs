@@ -113,6 +113,16 @@ pub enum AccessError {
     Revoked(String),
 }
 
+/// A token that passed [`TokenService::check_access`], with its agent as the
+/// registry has it now.
+#[derive(Debug)]
+pub struct Access {
+    /// The verified token.
+    pub token: VerifiedToken,
+    /// The agent's current record (grants, limits, generation).
+    pub agent: store::AgentRecord,
+}
+
 /// The token service. Thread-safe; share it behind an `Arc`.
 pub struct TokenService {
     revocations: Revocations,
@@ -635,14 +645,18 @@ impl TokenService {
     }
 
     /// Verify an access token presented on the egress path: valid, not
-    /// revoked, of the agent's current generation.
-    pub fn check_access(&self, token: &str) -> Result<VerifiedToken, AccessError> {
+    /// revoked, of the agent's current generation. Returns the agent's
+    /// registry record too (read once per call: the hot path needs it).
+    pub fn check_access(&self, token: &str) -> Result<Access, AccessError> {
         let verified = self.verify_signed(token, self.clock.now())?;
         if let Some(reason) = self.revocations.check(&verified) {
             return Err(AccessError::Revoked(reason));
         }
         match self.store.agent(verified.agent()) {
-            Ok(Some(agent)) if agent.generation == verified.generation() => Ok(verified),
+            Ok(Some(agent)) if agent.generation == verified.generation() => Ok(Access {
+                token: verified,
+                agent,
+            }),
             Ok(Some(agent)) => Err(AccessError::Revoked(format!(
                 "agent {} is at generation {}; this token is of generation {}",
                 agent.name,

@@ -190,19 +190,12 @@ impl Backend {
     /// Check a presented token (valid, not revoked) and return its agent's
     /// request body limit — before any body is read.
     pub fn body_limit_for(&self, token: &str) -> Result<usize, Refusal> {
-        let verified = self
+        let access = self
             .inner
             .tokens
             .check_access(token)
             .map_err(|e| token_refusal(&e))?;
-        let agent = self
-            .inner
-            .tokens
-            .store()
-            .agent(verified.agent())
-            .map_err(|_| Refusal::upstream("the registry is unavailable"))?
-            .ok_or_else(|| Refusal::denied("the agent is not registered"))?;
-        Ok(agent.limits.max_request_bytes)
+        Ok(access.agent.limits.max_request_bytes)
     }
 
     /// The token service.
@@ -302,7 +295,8 @@ impl Egress for Backend {
                 ..AuditEntry::default()
             };
             let (agent, instance, result) = match inner.tokens.check_access(call.token.expose()) {
-                Ok(token) => {
+                Ok(access) => {
+                    let token = &access.token;
                     let agent = token.agent().to_owned();
                     let instance = token.instance().to_owned();
                     let proof = inner.tokens.check_proof(
@@ -319,7 +313,7 @@ impl Egress for Backend {
                         .map(str::to_owned);
                     entry.jti = Some(token.jti().to_owned());
                     let result = match proof {
-                        Ok(()) => inner.forward(&agent, token.scope(), call).await,
+                        Ok(()) => inner.forward(&access.agent, token.scope(), call).await,
                         Err(e) => {
                             tracing::warn!(%grant, "DPoP proof refused: {e}");
                             Err(Refusal::denied(format!("proof of possession refused: {e}"))
@@ -379,23 +373,19 @@ impl Inner {
     /// The rest of the egress path, for a caller whose token verified.
     async fn forward(
         &self,
-        agent_name: &str,
+        agent: &crate::store::AgentRecord,
         scope: &[GrantName],
         call: EgressCall,
     ) -> Result<http::Response<Bytes>, Refusal> {
+        let agent_name = agent.name.as_str();
         if !scope.contains(&call.grant) {
             return Err(Refusal::denied(format!(
                 "the access token does not cover grant {}",
                 call.grant
             )));
         }
-        // The registry, not the token, says what the agent holds now.
-        let agent = self
-            .tokens
-            .store()
-            .agent(agent_name)
-            .map_err(|_| Refusal::upstream("the registry is unavailable"))?
-            .ok_or_else(|| Refusal::denied(format!("agent {agent_name} is not registered")))?;
+        // The registry (read once by `check_access`), not the token, says
+        // what the agent holds now.
         if !agent.grants.contains(&call.grant) {
             return Err(Refusal::denied(format!(
                 "agent {agent_name} does not hold grant {}",
