@@ -548,6 +548,51 @@ fn grant_from_row(row: &Row<'_>) -> Result<GrantConfig, StoreError> {
     })
 }
 
+/// A timestamp column that is set once and never moved (a device's
+/// revocation, a signing key's retirement).
+struct SetOnce {
+    what: &'static str,
+    select: &'static str,
+    update: &'static str,
+}
+
+impl SetOnce {
+    const DEVICE_REVOKED: SetOnce = SetOnce {
+        what: "device",
+        select: "SELECT revoked_at FROM devices WHERE id = ?1",
+        update: "UPDATE devices SET revoked_at = ?2 WHERE id = ?1",
+    };
+    const KEY_RETIRED: SetOnce = SetOnce {
+        what: "signing key",
+        select: "SELECT retired_at FROM signing_keys WHERE kid = ?1",
+        update: "UPDATE signing_keys SET retired_at = ?2 WHERE kid = ?1",
+    };
+}
+
+/// Set the timestamp if it is not set: `Ok(true)` if it was set now,
+/// `Ok(false)` if it already was, `NotFound` if there is no such row.
+fn set_once(
+    tx: &rusqlite::Transaction<'_>,
+    column: SetOnce,
+    key: &str,
+    at: i64,
+) -> Result<bool, StoreError> {
+    let current: Option<Option<i64>> = tx
+        .query_row(column.select, [key], |r| r.get(0))
+        .optional()?;
+    match current {
+        None => Err(StoreError::NotFound {
+            what: column.what,
+            key: key.to_owned(),
+        }),
+        Some(Some(_)) => Ok(false),
+        Some(None) => {
+            tx.execute(column.update, params![key, at])?;
+            Ok(true)
+        }
+    }
+}
+
 fn millis(d: Duration, field: &'static str) -> Result<i64, StoreError> {
     let ms = u64::try_from(d.as_millis()).map_err(|_| StoreError::invalid(field, "too long"))?;
     int(ms, field)
@@ -793,27 +838,7 @@ impl Store for SqliteStore {
 
     fn revoke_device(&self, id: &str, at: u64) -> Result<bool, StoreError> {
         let at = int(at, "at")?;
-        self.write(|tx| {
-            let current: Option<Option<i64>> = tx
-                .query_row("SELECT revoked_at FROM devices WHERE id = ?1", [id], |r| {
-                    r.get(0)
-                })
-                .optional()?;
-            match current {
-                None => Err(StoreError::NotFound {
-                    what: "device",
-                    key: id.to_owned(),
-                }),
-                Some(Some(_)) => Ok(false),
-                Some(None) => {
-                    tx.execute(
-                        "UPDATE devices SET revoked_at = ?2 WHERE id = ?1",
-                        params![id, at],
-                    )?;
-                    Ok(true)
-                }
-            }
-        })
+        self.write(|tx| set_once(tx, SetOnce::DEVICE_REVOKED, id, at))
     }
 
     fn create_invite(&self, invite: &InviteRecord) -> Result<(), StoreError> {
@@ -1560,29 +1585,7 @@ impl Store for SqliteStore {
 
     fn retire_signing_key(&self, kid: &str, at: u64) -> Result<bool, StoreError> {
         let at = int(at, "at")?;
-        self.write(|tx| {
-            let current: Option<Option<i64>> = tx
-                .query_row(
-                    "SELECT retired_at FROM signing_keys WHERE kid = ?1",
-                    [kid],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            match current {
-                None => Err(StoreError::NotFound {
-                    what: "signing key",
-                    key: kid.to_owned(),
-                }),
-                Some(Some(_)) => Ok(false),
-                Some(None) => {
-                    tx.execute(
-                        "UPDATE signing_keys SET retired_at = ?2 WHERE kid = ?1",
-                        params![kid, at],
-                    )?;
-                    Ok(true)
-                }
-            }
-        })
+        self.write(|tx| set_once(tx, SetOnce::KEY_RETIRED, kid, at))
     }
 
     fn append_audit(&self, entry: &AuditEntry) -> Result<AuditRecord, StoreError> {
