@@ -11,7 +11,7 @@ use crate::task::{Captured, InstanceIdentity, LogRecord, TaskState};
 use edgeward_core::clock::Clock;
 use edgeward_core::config::Limits;
 use edgeward_core::digest::ComponentDigest;
-use edgeward_core::egress::{Egress, ExchangeFailure, StopChannel, TokenExchange};
+use edgeward_core::egress::{BearerToken, Egress, ExchangeFailure, StopChannel, TokenExchange};
 use edgeward_core::entropy::Entropy;
 use edgeward_core::grant::GrantName;
 use edgeward_core::keys::Ed25519Signer;
@@ -79,6 +79,8 @@ pub struct AgentInstance {
     max_concurrent_tasks: u32,
     _ticker: Arc<EpochTicker>,
     stop: Arc<StopSignal>,
+    /// See [`AgentInstance::output_scanner`].
+    output_scanner: Mutex<Option<(BearerToken, Arc<Scanner>)>>,
 }
 
 /// How a task ended, with everything the agent logged.
@@ -104,6 +106,13 @@ impl Runtime {
             compiled: Mutex::new(HashMap::new()),
             ticker: Arc::new(ticker),
         })
+    }
+
+    /// The engine every agent of this runtime runs in. Embedders that run
+    /// other components beside edgeward's (and the benchmarks, which compare
+    /// against bare wasmtime) share it rather than build a second one.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
     }
 
     /// Measure, check and compile a component for an agent.
@@ -247,6 +256,7 @@ impl LoadedAgent {
             max_concurrent_tasks: self.max_concurrent_tasks,
             _ticker: Arc::clone(&self.ticker),
             stop,
+            output_scanner: Mutex::new(None),
         })
     }
 }
@@ -388,17 +398,33 @@ impl AgentInstance {
         }
     }
 
+    /// The scanner for guest output: known formats plus this instance's
+    /// live token. Rebuilt only when the token was renewed.
+    fn output_scanner(&self) -> Option<Arc<Scanner>> {
+        let token = self.egress.token.peek();
+        let mut cache = self.output_scanner.lock().ok()?;
+        if let (Some((cached, scanner)), Some(t)) = (cache.as_ref(), token.as_ref())
+            && cached.expose() == t.expose()
+        {
+            return Some(Arc::clone(scanner));
+        }
+        let live = token
+            .as_ref()
+            .and_then(|t| Redactor::new([t.expose().as_bytes()]).ok())
+            .unwrap_or_else(Redactor::empty);
+        let scanner = Arc::new(Scanner::new(ScannerConfig::default(), live).ok()?);
+        if let Some(t) = token {
+            *cache = Some((t, Arc::clone(&scanner)));
+        }
+        Some(scanner)
+    }
+
     fn scrub_output(
         &self,
         outcome: Result<Result<String, String>, TaskError>,
         mut logs: Vec<LogRecord>,
     ) -> (Result<Result<String, String>, TaskError>, Vec<LogRecord>) {
-        let token = self.egress.token.peek();
-        let live = token
-            .as_ref()
-            .and_then(|t| Redactor::new([t.expose().as_bytes()]).ok())
-            .unwrap_or_else(Redactor::empty);
-        let Ok(scanner) = Scanner::new(ScannerConfig::default(), live) else {
+        let Some(scanner) = self.output_scanner() else {
             return (outcome, logs);
         };
         let mut rules: Vec<&'static str> = Vec::new();

@@ -341,10 +341,19 @@ impl Scanner {
     ///
     /// [`ScanError::Pattern`] if a built-in pattern does not compile (a bug).
     pub fn new(config: ScannerConfig, live: Redactor) -> Result<Scanner, ScanError> {
+        // The patterns are constants: compile them once per process (a few
+        // milliseconds) and clone the compiled form, so a scanner per
+        // instance or per task costs microseconds.
+        static COMPILED: std::sync::OnceLock<
+            Result<(formats::Formats, heuristic::HighEntropy), ScanError>,
+        > = std::sync::OnceLock::new();
+        let (formats, entropy) = COMPILED
+            .get_or_init(|| Ok((formats::Formats::new()?, heuristic::HighEntropy::new()?)))
+            .clone()?;
         Ok(Scanner {
             config,
-            formats: formats::Formats::new()?,
-            entropy: heuristic::HighEntropy::new()?,
+            formats,
+            entropy,
             live,
         })
     }
