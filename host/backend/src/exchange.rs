@@ -149,6 +149,9 @@ pub struct TokenService {
     /// Serialises the live-instance count and the token record of one
     /// exchange, so two racing exchanges cannot both take the last slot.
     minting: Mutex<()>,
+    /// Tokens whose signature verified, so a call does not verify the same
+    /// signature again (revocation and registry are still checked).
+    verified: crate::verified::VerifiedCache,
 }
 
 /// Secrets the token service is built from.
@@ -202,6 +205,7 @@ impl TokenService {
             clock,
             entropy,
             minting: Mutex::new(()),
+            verified: Default::default(),
             audit_scanner: std::sync::OnceLock::new(),
             last_revoke: Mutex::new(None),
             last_stops: Mutex::new(HashMap::new()),
@@ -324,6 +328,7 @@ impl TokenService {
         self.store.retire_signing_key(&old, now)?;
         keys.rotate(key, now);
         drop(keys);
+        self.verified.clear();
         tracing::warn!(%kid, retired = %old, "signing key rotated");
         self.audit(AuditEntry {
             kind: "admin".into(),
@@ -532,12 +537,8 @@ impl TokenService {
         let _minting = self.minting.lock().map_err(|_| poisoned())?;
         let live: Vec<String> = self
             .store
-            .live_instances(Some(agent_name), now)
-            .map_err(store_failure)?
-            .into_iter()
-            .filter(|i| i.device == device)
-            .map(|i| i.instance_id)
-            .collect();
+            .live_instance_ids(agent_name, device, now)
+            .map_err(store_failure)?;
         if !live.contains(&instance_id) && live.len() >= agent.max_instances_per_device as usize {
             return Err(ExchangeError::after(
                 "invalid_grant",
@@ -648,7 +649,15 @@ impl TokenService {
     /// revoked, of the agent's current generation. Returns the agent's
     /// registry record too (read once per call: the hot path needs it).
     pub fn check_access(&self, token: &str) -> Result<Access, AccessError> {
-        let verified = self.verify_signed(token, self.clock.now())?;
+        let now = self.clock.now();
+        let verified = match self.verified.get(token, now) {
+            Some(v) => v,
+            None => {
+                let v = self.verify_signed(token, now)?;
+                self.verified.insert(token, &v, now);
+                v
+            }
+        };
         if let Some(reason) = self.revocations.check(&verified) {
             return Err(AccessError::Revoked(reason));
         }

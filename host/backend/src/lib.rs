@@ -32,6 +32,7 @@ mod secrets;
 pub mod service;
 pub mod store;
 pub mod tls;
+mod verified;
 
 pub use exchange::{ServiceKeys, TokenService};
 pub use forward::{Backend, BackendError};

@@ -581,6 +581,15 @@ pub trait Store: Send + Sync {
     /// is gone, `StaleGeneration` if it changed since the token was made:
     /// either way the token must not be handed out.
     fn record_token(&self, token: &IssuedToken) -> Result<(), StoreError>;
+    /// Ids of one agent's instances on one device with an unexpired token
+    /// at `now` (the exchange's per-device limit; indexed, so its cost does
+    /// not grow with the fleet).
+    fn live_instance_ids(
+        &self,
+        agent: &str,
+        device: &str,
+        now: u64,
+    ) -> Result<Vec<String>, StoreError>;
     /// Instances with an unexpired token at `now`, of one agent or all.
     fn live_instances(
         &self,

@@ -38,6 +38,7 @@ use std::time::Duration;
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_initial.sql"),
     include_str!("migrations/0002_outbound_secrets.sql"),
+    include_str!("migrations/0003_live_instances_by_device.sql"),
 ];
 
 /// The schema version this code writes.
@@ -1315,6 +1316,27 @@ impl Store for SqliteStore {
                 ],
             )?;
             Ok(())
+        })
+    }
+
+    fn live_instance_ids(
+        &self,
+        agent: &str,
+        device: &str,
+        now: u64,
+    ) -> Result<Vec<String>, StoreError> {
+        let now = int(now, "now")?;
+        self.read(|tx| {
+            query_all(
+                tx,
+                "SELECT DISTINCT t.instance_id
+                 FROM tokens t
+                 JOIN agents a ON a.id = t.agent_id
+                 WHERE a.name = ?1 AND t.device_id = ?2 AND t.expires_at > ?3
+                 ORDER BY t.instance_id",
+                params![agent, device, now],
+                |r| Ok(r.get(0)?),
+            )
         })
     }
 

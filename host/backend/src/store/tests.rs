@@ -753,6 +753,29 @@ fn tokens_instances_and_pruning() {
         }
     );
     assert_eq!(store.live_instances(None, T0 + 250).unwrap().len(), 3);
+    // Per agent and device, as the exchange's limit counts them.
+    assert_eq!(
+        store
+            .live_instance_ids("weather-bot", "dev-1", T0 + 250)
+            .unwrap(),
+        ["inst-1", "inst-2"]
+    );
+    assert!(
+        store
+            .live_instance_ids("weather-bot", "dev-2", T0 + 250)
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store.live_instance_ids("other", "dev-2", T0 + 250).unwrap(),
+        ["inst-3"]
+    );
+    assert_eq!(
+        store
+            .live_instance_ids("weather-bot", "dev-1", T0 + 400)
+            .unwrap(),
+        ["inst-1"]
+    );
     assert_eq!(
         store
             .outstanding_tokens(Some("weather-bot"), T0 + 250)
