@@ -7,7 +7,7 @@ use anyhow::{Context as _, bail};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const GUESTS: [&str; 2] = ["hello", "hostile"];
+const GUESTS: [&str; 3] = ["hello", "hostile", "bench"];
 
 fn main() -> anyhow::Result<()> {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?);
@@ -15,7 +15,7 @@ fn main() -> anyhow::Result<()> {
         .parent()
         .context("the tests crate lives in the workspace root")?;
     let guest = root.join("guest");
-    for dir in ["sdk", "hello", "hostile"] {
+    for dir in ["sdk", "hello", "hostile", "bench"] {
         rerun_if_changed(&guest.join(dir));
     }
     rerun_if_changed(&guest.join("Cargo.toml"));

@@ -26,6 +26,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 pub const HELLO_WASM: &str = env!("HELLO_WASM");
 /// Path of the hostile test agent built from `guest/hostile`.
 pub const HOSTILE_WASM: &str = env!("HOSTILE_WASM");
+/// Path of the benchmark agent built from `guest/bench`.
+pub const BENCH_WASM: &str = env!("BENCH_WASM");
 
 /// The bytes of a built guest (read once).
 pub fn component(path: &'static str) -> &'static [u8] {
