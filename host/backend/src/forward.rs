@@ -367,7 +367,7 @@ impl Egress for Backend {
             // No decision without its record: if the audit log cannot take
             // it, the guest gets no upstream bytes either.
             let audit = tracing::trace_span!(target: "edgeward::stage", "audit");
-            let written = inner.tokens.audit(entry);
+            let written = inner.tokens.audit_async(entry).await;
             drop(audit);
             if let Err(e) = written {
                 tracing::error!("cannot write the audit log: {e}");

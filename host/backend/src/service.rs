@@ -171,7 +171,7 @@ async fn token(backend: &Backend, req: hyper::Request<hyper::body::Incoming>) ->
             return refused();
         }
     }
-    match backend.tokens().exchange(&form) {
+    match backend.tokens().exchange_async(form).await {
         Ok(minted) => {
             let scope: Vec<&str> = minted.scope.iter().map(GrantName::as_str).collect();
             json(

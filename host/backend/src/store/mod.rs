@@ -44,6 +44,7 @@
 //! ```
 
 pub mod audit;
+mod durable;
 mod sqlite;
 #[cfg(test)]
 mod tests;
@@ -512,6 +513,13 @@ impl fmt::Debug for SigningKeyRecord {
 /// The store's operations. Each one is atomic: it happens completely or not
 /// at all, and once it returns `Ok` it survives a crash.
 pub trait Store: Send + Sync {
+    /// Whether a write waits for the disk (an fsync). Async callers then run
+    /// writes on a blocking thread, so a worker is not held for the fsync
+    /// and concurrent writes can share one (group commit).
+    fn writes_wait_for_disk(&self) -> bool {
+        false
+    }
+
     // --- devices ---
 
     /// Enrol a device. `AlreadyExists` if the id is taken (revoked devices

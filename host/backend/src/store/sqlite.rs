@@ -4,9 +4,11 @@
 //!    writable by anyone but its owner is refused: it holds token signing
 //!    seeds and the registry. (SQLite gives its `-wal` and `-shm` files the
 //!    database file's mode.)
-//! 2. WAL journal with `synchronous = FULL`: a commit is on disk before the
-//!    call returns, so a revocation that was acknowledged survives `kill -9`
-//!    and power loss. `foreign_keys = ON` makes deletes cascade (an agent
+//! 2. WAL journal, and a commit is on disk before the call returns, so a
+//!    revocation that was acknowledged survives `kill -9` and power loss:
+//!    `synchronous = NORMAL` plus group commit ([`super::durable`]), which
+//!    gives `FULL`'s guarantee with one fsync for all the commits that queue
+//!    during the previous one. `foreign_keys = ON` makes deletes cascade (an agent
 //!    takes its instances and tokens with it); `secure_delete = ON`
 //!    overwrites deleted rows (tokens, retired seeds) instead of leaving
 //!    them in free pages.
@@ -19,6 +21,7 @@
 //!    two processes cannot deadlock upgrading a read lock.
 
 use super::audit::{MAX_FIELD_BYTES, ZERO_HASH, record_hash};
+use super::durable::Durability;
 use super::*;
 use edgeward_core::config::EMBEDDED_DEVICE;
 use edgeward_core::config::OutboundSecrets;
@@ -56,6 +59,8 @@ const MAX_TEXT: usize = 4096;
 /// The SQLite store. See the module docs.
 pub struct SqliteStore {
     conn: Mutex<Connection>,
+    /// On disk: a write returns once its commit is fsynced. In memory: none.
+    durability: Option<Durability>,
 }
 
 impl fmt::Debug for SqliteStore {
@@ -85,17 +90,20 @@ impl SqliteStore {
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
-        SqliteStore::setup(conn, true)
+        SqliteStore::setup(conn, Some(Durability::new(with_suffix(path, "-wal"))))
     }
 
     /// A store in memory, gone when dropped: for embedded mode and tests.
     pub fn in_memory() -> Result<SqliteStore, StoreError> {
-        SqliteStore::setup(Connection::open_in_memory()?, false)
+        SqliteStore::setup(Connection::open_in_memory()?, None)
     }
 
-    fn setup(mut conn: Connection, on_disk: bool) -> Result<SqliteStore, StoreError> {
+    fn setup(
+        mut conn: Connection,
+        durability: Option<Durability>,
+    ) -> Result<SqliteStore, StoreError> {
         conn.busy_timeout(BUSY_TIMEOUT)?;
-        if on_disk {
+        if durability.is_some() {
             let mode: String =
                 conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
             if !mode.eq_ignore_ascii_case("wal") {
@@ -106,19 +114,31 @@ impl SqliteStore {
         }
         // These are no-ops inside a transaction, so they are set here, once,
         // and read back: a silently ignored setting would lose durability.
-        conn.pragma_update(None, "synchronous", "FULL")?;
+        // NORMAL on disk: the group commit fsyncs the WAL itself (see
+        // `durable`); FULL in memory, where it means nothing.
+        let (level, expected) = if durability.is_some() {
+            ("NORMAL", 1)
+        } else {
+            ("FULL", 2)
+        };
+        conn.pragma_update(None, "synchronous", level)?;
         conn.pragma_update(None, "foreign_keys", true)?;
         conn.pragma_update(None, "secure_delete", true)?;
         let synchronous: i64 = conn.pragma_query_value(None, "synchronous", |r| r.get(0))?;
         let foreign_keys: i64 = conn.pragma_query_value(None, "foreign_keys", |r| r.get(0))?;
-        if synchronous != 2 || foreign_keys != 1 {
+        if synchronous != expected || foreign_keys != 1 {
             return Err(StoreError::Engine(
-                "the database refused synchronous = FULL or foreign_keys = ON".into(),
+                format!("the database refused synchronous = {level} or foreign_keys = ON").into(),
             ));
         }
         migrate(&mut conn)?;
+        // The migrations committed under NORMAL: on disk before anything else.
+        if let Some(d) = &durability {
+            d.wait(d.committed())?;
+        }
         Ok(SqliteStore {
             conn: Mutex::new(conn),
+            durability,
         })
     }
 
@@ -136,15 +156,23 @@ impl SqliteStore {
         self.conn.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Run `f` in a write transaction: all of it commits, or none of it.
+    /// Run `f` in a write transaction: all of it commits, or none of it;
+    /// on disk, this returns once the commit is durable.
     fn write<T>(
         &self,
         f: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let mut conn = self.lock();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let out = f(&tx)?;
-        tx.commit()?;
+        let (out, seq) = {
+            let mut conn = self.lock();
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let out = f(&tx)?;
+            tx.commit()?;
+            (out, self.durability.as_ref().map(Durability::committed))
+        };
+        // The connection is free for the next writer while the disk works.
+        if let (Some(d), Some(seq)) = (&self.durability, seq) {
+            d.wait(seq)?;
+        }
         Ok(out)
     }
 
@@ -821,6 +849,10 @@ fn checkpoint_from_row(row: &Row<'_>) -> Result<Checkpoint, StoreError> {
 }
 
 impl Store for SqliteStore {
+    fn writes_wait_for_disk(&self) -> bool {
+        self.durability.is_some()
+    }
+
     fn enroll_device(&self, device: &DeviceRecord) -> Result<(), StoreError> {
         check_device_id(&device.id)?;
         check_line(&device.owner, "owner", 200)?;
