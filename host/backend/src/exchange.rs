@@ -149,6 +149,8 @@ pub struct TokenService {
     /// Serialises the live-instance count and the token record of one
     /// exchange, so two racing exchanges cannot both take the last slot.
     minting: Mutex<()>,
+    /// Async writes under way (see `write_started`).
+    writes_in_flight: std::sync::atomic::AtomicUsize,
     /// Tokens whose signature verified, so a call does not verify the same
     /// signature again (revocation and registry are still checked).
     verified: crate::verified::VerifiedCache,
@@ -206,6 +208,7 @@ impl TokenService {
             entropy,
             minting: Mutex::new(()),
             verified: Default::default(),
+            writes_in_flight: Default::default(),
             audit_scanner: std::sync::OnceLock::new(),
             last_revoke: Mutex::new(None),
             last_stops: Mutex::new(HashMap::new()),
@@ -256,7 +259,8 @@ impl TokenService {
     /// the store's writes wait for the disk, so the fsync holds no worker
     /// and concurrent records share one (group commit).
     pub async fn audit_async(self: &Arc<Self>, entry: AuditEntry) -> Result<(), StoreError> {
-        if !self.store.writes_wait_for_disk() {
+        let busy = self.write_started();
+        if !busy.as_ref().is_some_and(|b| b.crowded) {
             return self.audit(entry);
         }
         let this = Arc::clone(self);
@@ -265,12 +269,23 @@ impl TokenService {
             .unwrap_or_else(|_| Err(StoreError::Busy))
     }
 
+    /// Count an async write that waits for the disk (`None` if writes do
+    /// not). A crowded one — another is in flight — moves to a blocking
+    /// thread, where its fsync is shared and no worker is held; alone, it
+    /// writes in place (a thread hand-off costs more than it saves).
+    fn write_started(&self) -> Option<InFlight<'_>> {
+        self.store
+            .writes_wait_for_disk()
+            .then(|| InFlight::enter(&self.writes_in_flight))
+    }
+
     /// [`TokenService::exchange`] from async code (see [`Self::audit_async`]).
     pub async fn exchange_async(
         self: &Arc<Self>,
         form: HashMap<String, String>,
     ) -> Result<Minted, ExchangeError> {
-        if !self.store.writes_wait_for_disk() {
+        let busy = self.write_started();
+        if !busy.as_ref().is_some_and(|b| b.crowded) {
             return self.exchange(&form);
         }
         let this = Arc::clone(self);
@@ -1118,4 +1133,27 @@ pub fn instance_id(device: &str, agent: &str, jkt: &str) -> String {
     h.update([0]);
     h.update(jkt.as_bytes());
     hex::encode(&h.finalize()[..10])
+}
+
+/// One async write in flight; counted down when dropped.
+struct InFlight<'a> {
+    count: &'a std::sync::atomic::AtomicUsize,
+    /// Another write was in flight when this one started.
+    crowded: bool,
+}
+
+impl<'a> InFlight<'a> {
+    fn enter(count: &'a std::sync::atomic::AtomicUsize) -> InFlight<'a> {
+        let before = count.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        InFlight {
+            count,
+            crowded: before > 0,
+        }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.count.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
