@@ -3,7 +3,9 @@
 //!
 //! - `cargo bench -p edgeward-tests --bench e2e [-- --out DIR]`: the full
 //!   run (release profile); writes `results.md` and `p1-latency.svg` to DIR
-//!   (default `target/edgeward-bench`).
+//!   (relative to the workspace root; default `target/edgeward-bench`).
+//! - `... -- --profile embedded|split|status-quo`: only that path's P1 calls
+//!   for about 10 s, to run under `perf record`.
 //! - `cargo test --benches`: a smoke run with tiny iteration counts, so the
 //!   suite cannot rot; it checks the scenarios work, never their timings.
 
@@ -70,18 +72,32 @@ fn main() -> anyhow::Result<()> {
     } else {
         Plan::smoke()
     };
+    // cargo runs benchmarks in the package directory: a relative --out is
+    // taken from the workspace root, where the README's commands run.
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let out = match args.iter().position(|a| a == "--out") {
-        Some(i) => PathBuf::from(args.get(i + 1).context("--out needs a directory")?),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("..")
-            .join("target")
-            .join(if plan.full {
-                "edgeward-bench"
-            } else {
-                "edgeward-bench-smoke"
-            }),
+        Some(i) => root.join(args.get(i + 1).context("--out needs a directory")?),
+        None => root.join("target").join(if plan.full {
+            "edgeward-bench"
+        } else {
+            "edgeward-bench-smoke"
+        }),
     };
     stages::install();
+    // `--profile MODE` (status-quo | embedded | split): only that path's
+    // P1 calls for about 10 s, for `perf record` / callgrind.
+    if let Some(i) = args.iter().position(|a| a == "--profile") {
+        let mode = match args.get(i + 1).map(String::as_str) {
+            Some("status-quo") => p1::Mode::StatusQuo,
+            Some("embedded") => p1::Mode::Embedded,
+            Some("split") => p1::Mode::Split,
+            other => anyhow::bail!("--profile takes status-quo, embedded or split, not {other:?}"),
+        };
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        return rt.block_on(profile(mode));
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -132,16 +148,23 @@ async fn run(plan: &Plan) -> anyhow::Result<report::Results> {
 
     progress("P3 token exchange");
     let digest = edgeward_tests::digest(edgeward_tests::BENCH_WASM);
+    let config = setup::config(&targets.upstream.origin(), &setup::device_key());
+    let clock = edgeward_tests::TestClock::at(p3::NOW);
+    let in_memory = setup::Embedded::with_clock(&config, clock.clone())?;
     let in_memory = p3::run(
-        targets.embedded_backend.backend.tokens(),
+        in_memory.backend.tokens(),
+        &clock,
         edgeward_core::config::EMBEDDED_DEVICE,
-        targets.embedded_backend.device.as_ref(),
+        in_memory.device.as_ref(),
         digest,
         plan.p3_exchanges,
         31,
     )?;
+    let clock = edgeward_tests::TestClock::at(p3::NOW);
+    let on_disk = setup::service_with_clock(&config, clock.clone()).await?;
     let on_disk = p3::run(
-        &targets.service.tokens,
+        &on_disk.tokens,
+        &clock,
         "dev-bench",
         &setup::device_key(),
         digest,
@@ -178,4 +201,15 @@ async fn run(plan: &Plan) -> anyhow::Result<report::Results> {
         p4,
         p5,
     })
+}
+
+async fn profile(mode: p1::Mode) -> anyhow::Result<()> {
+    let targets = p1::Targets::start().await?;
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut calls = 0;
+    while std::time::Instant::now() < until {
+        calls += targets.batch(mode, 1, 500).await?.0.len();
+    }
+    eprintln!("[bench] profiled {calls} calls ({mode:?})");
+    Ok(())
 }

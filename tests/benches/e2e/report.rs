@@ -209,16 +209,40 @@ pub fn markdown(r: &Results) -> String {
         let share = rate / bound;
         let _ = writeln!(
             s,
-            "| {name} | {} | {:.0} | {:.0} | {:.0}% | {} |",
+            "| {name} | {} | {:.0} | {:.0} | {:.1}% | {} |",
             x.exchange.len(),
             rate,
             bound,
             share * 100.0,
             goal(share >= 0.5, || format!(
-                "{:.0} points short",
+                "{:.1} points short",
                 (0.5 - share) * 100.0
             ))
         );
+    }
+
+    let _ = writeln!(s, "\nWhere an exchange's time goes (median µs):\n");
+    let _ = writeln!(
+        s,
+        "| registry | verify attestation | authorize (nonce, registry, limit) | mint | record token | audit |"
+    );
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|");
+    for (name, x) in &r.p3 {
+        let _ = write!(s, "| {name} |");
+        for stage in [
+            "exchange.verify",
+            "exchange.authorize",
+            "exchange.mint",
+            "exchange.record",
+            "exchange.audit",
+        ] {
+            let _ = write!(
+                s,
+                " {:.1} |",
+                x.stages.get(stage).map_or(f64::NAN, Samples::p50)
+            );
+        }
+        let _ = writeln!(s);
     }
 
     let _ = writeln!(s, "\n## P4 revocation\n");
@@ -319,7 +343,7 @@ pub fn svg(r: &Results) -> String {
         .enumerate()
     {
         let (x0, y0, pw, ph) = (60.0 + panel as f64 * 460.0, 50.0, 400.0, 300.0);
-        let x = |us: f64| x0 + (us.max(lo).log10() - llo) / (lhi - llo) * pw;
+        let x = |us: f64| x0 + (us.max(1e-3).log10() - llo) / (lhi - llo) * pw;
         let y = |f: f64| y0 + ph - f * ph;
         let _ = writeln!(
             s,

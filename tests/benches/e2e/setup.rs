@@ -81,11 +81,15 @@ pub struct Embedded {
 
 impl Embedded {
     pub fn new(config_text: &str) -> anyhow::Result<Embedded> {
+        Embedded::with_clock(config_text, Arc::new(SystemClock))
+    }
+
+    pub fn with_clock(config_text: &str, clock: Arc<dyn Clock>) -> anyhow::Result<Embedded> {
         let config = Config::parse(config_text).context("config")?;
         let embedded = edgeward_backend::embedded::embedded(
             &config,
             edgeward_tests::secrets_from(&[("API_KEY", KEY)]),
-            Arc::new(SystemClock),
+            clock,
             edgeward_tests::seeded(7),
         )?;
         Ok(Embedded {
@@ -127,7 +131,14 @@ impl Embedded {
 
 /// The backend as a TLS service on loopback, with a file-backed registry.
 pub async fn service(config_text: &str) -> anyhow::Result<Service> {
-    Service::start(config_text, &[("API_KEY", KEY)], Arc::new(SystemClock)).await
+    service_with_clock(config_text, Arc::new(SystemClock)).await
+}
+
+pub async fn service_with_clock(
+    config_text: &str,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<Service> {
+    Service::start(config_text, &[("API_KEY", KEY)], clock).await
 }
 
 /// A split-mode instance on device `dev-bench`.
@@ -203,9 +214,4 @@ impl Egress for Recording {
             result
         })
     }
-}
-
-/// The current wall clock, for configs that need one.
-pub fn now() -> u64 {
-    SystemClock.now()
 }

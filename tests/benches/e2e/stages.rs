@@ -76,15 +76,29 @@ pub fn install() {
 
 /// Record stage times while `f` runs; returns them by stage name.
 pub async fn record<T>(f: impl Future<Output = T>) -> (T, BTreeMap<&'static str, Samples>) {
+    start();
+    let out = f.await;
+    (out, stop())
+}
+
+/// As [`record`], for synchronous work.
+pub fn record_sync<T>(f: impl FnOnce() -> T) -> (T, BTreeMap<&'static str, Samples>) {
+    start();
+    let out = f();
+    (out, stop())
+}
+
+fn start() {
     if let Ok(mut t) = TIMES.lock() {
         t.clear();
     }
     RECORDING.store(true, Ordering::Relaxed);
-    let out = f.await;
+}
+
+fn stop() -> BTreeMap<&'static str, Samples> {
     RECORDING.store(false, Ordering::Relaxed);
-    let times = TIMES
+    TIMES
         .lock()
         .map(|mut t| std::mem::take(&mut *t))
-        .unwrap_or_default();
-    (out, times)
+        .unwrap_or_default()
 }
