@@ -1,7 +1,8 @@
 //! The durable store: registry, revocation state and audit log.
 //!
 //! Callers use the narrow [`Store`] trait; [`SqliteStore`] (embedded SQLite,
-//! WAL, `synchronous = FULL`) is the one engine today. Another engine
+//! WAL, a write durable before it returns, with group commit) is the one
+//! engine today. Another engine
 //! implements the same trait without touching callers.
 //!
 //! 1. Devices, one-time enrolment codes, grants and agents: the registry.
@@ -20,8 +21,10 @@
 //! credentials, seeds) is made by the caller: the store reads neither a clock
 //! nor a random source, so its behaviour is reproducible in tests.
 //!
-//! Every operation is synchronous and may wait on disk (a commit is an
-//! `fsync`): async callers run it on a blocking thread.
+//! Every operation is synchronous and may wait on disk (a commit waits for
+//! an `fsync`, shared with the commits queued beside it): async callers run
+//! writes on a blocking thread when [`Store::writes_wait_for_disk`] and
+//! others are in flight.
 //!
 //! Non-goals: HTTP, the CLI, policy decisions (what a revocation refuses is
 //! the token service's rule; the store only keeps it).
