@@ -56,9 +56,32 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// reasons), bytes.
 const MAX_TEXT: usize = 4096;
 
+/// Most agent records kept in memory (misses are names that do not exist,
+/// cached too, so junk names cannot grow it past this).
+const MAX_CACHED_AGENTS: usize = 4096;
+
+#[derive(Default)]
+struct AgentCache {
+    /// `PRAGMA data_version` when the records were read.
+    version: Option<i64>,
+    records: std::collections::HashMap<String, Option<AgentRecord>>,
+}
+
+impl AgentCache {
+    fn clear(&mut self) {
+        self.version = None;
+        self.records.clear();
+    }
+}
+
 /// The SQLite store. See the module docs.
 pub struct SqliteStore {
     conn: Mutex<Connection>,
+    /// Agent records by name, read on every proxied call and exchange.
+    /// Valid while nothing was committed: emptied by every write of this
+    /// store, and by `PRAGMA data_version` moving (another connection, for
+    /// example another process on the same file, committed).
+    agents: Mutex<AgentCache>,
     /// On disk: a write returns once its commit is fsynced. In memory: none.
     durability: Option<Durability>,
 }
@@ -138,6 +161,7 @@ impl SqliteStore {
         }
         Ok(SqliteStore {
             conn: Mutex::new(conn),
+            agents: Mutex::new(AgentCache::default()),
             durability,
         })
     }
@@ -147,6 +171,12 @@ impl SqliteStore {
         Ok(self
             .lock()
             .pragma_query_value(None, "user_version", |r| r.get(0))?)
+    }
+
+    fn agent_cache(&self) -> MutexGuard<'_, AgentCache> {
+        // A few cached rows: a poisoned lock holds nothing half-written
+        // that matters, and the next write empties it anyway.
+        self.agents.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn lock(&self) -> MutexGuard<'_, Connection> {
@@ -165,6 +195,9 @@ impl SqliteStore {
         let (out, seq) = {
             let mut conn = self.lock();
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            // Emptied before the commit, with the connection held: no reader
+            // can fill it from the old state after the new one is visible.
+            self.agent_cache().clear();
             let out = f(&tx)?;
             tx.commit()?;
             (out, self.durability.as_ref().map(Durability::committed))
@@ -1110,7 +1143,30 @@ impl Store for SqliteStore {
     }
 
     fn agent(&self, name: &str) -> Result<Option<AgentRecord>, StoreError> {
-        self.read(|tx| load_agent(tx, name))
+        let mut conn = self.lock();
+        // One read transaction for the version and the record's tables. A
+        // commit by another connection in between only makes the tag older
+        // than the record, which costs one extra read later, never a stale
+        // answer.
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
+        let version: i64 = tx
+            .prepare_cached("PRAGMA data_version")?
+            .query_row([], |r| r.get(0))?;
+        let mut cache = self.agent_cache();
+        if cache.version != Some(version) {
+            cache.clear();
+            cache.version = Some(version);
+        }
+        if let Some(hit) = cache.records.get(name) {
+            return Ok(hit.clone());
+        }
+        let record = load_agent(&tx, name)?;
+        tx.commit()?;
+        if cache.records.len() >= MAX_CACHED_AGENTS {
+            cache.records.clear();
+        }
+        cache.records.insert(name.to_owned(), record.clone());
+        Ok(record)
     }
 
     fn agents(&self) -> Result<Vec<AgentRecord>, StoreError> {

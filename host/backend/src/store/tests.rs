@@ -1354,3 +1354,47 @@ fn a_revocation_survives_kill_9() {
     assert_eq!(revocations[0].kind, RevocationKind::All);
     assert_eq!(revocations[0].reason, "kill switch");
 }
+
+#[test]
+fn cached_agent_records_follow_writes_here_and_in_other_connections() {
+    let dir = TempDir::new();
+    let a = SqliteStore::open(&dir.db()).unwrap();
+    seeded(&a);
+    a.register_agent(&new_agent(ID_1), T0).unwrap();
+    let first = a.agent("weather-bot").unwrap().unwrap();
+    assert_eq!(a.agent("weather-bot").unwrap().unwrap(), first);
+    assert_eq!(a.agent("nobody").unwrap(), None);
+
+    // A write through this store.
+    let bumped = a
+        .update_agent(
+            "weather-bot",
+            &AgentUpdate {
+                owner: Some("carol@example.com".into()),
+                ..AgentUpdate::default()
+            },
+            T0 + 1,
+        )
+        .unwrap();
+    assert_eq!(a.agent("weather-bot").unwrap().unwrap(), bumped);
+
+    // A write through another connection (another process, say).
+    let b = SqliteStore::open(&dir.db()).unwrap();
+    let other = b
+        .update_agent(
+            "weather-bot",
+            &AgentUpdate {
+                owner: Some("dave@example.com".into()),
+                ..AgentUpdate::default()
+            },
+            T0 + 2,
+        )
+        .unwrap();
+    assert_ne!(other, bumped);
+    assert_eq!(a.agent("weather-bot").unwrap().unwrap(), other);
+    // A name registered elsewhere is no longer a cached miss.
+    let mut late = new_agent(ID_2);
+    late.name = "late".into();
+    b.register_agent(&late, T0 + 3).unwrap();
+    assert!(a.agent("late").unwrap().is_some());
+}
