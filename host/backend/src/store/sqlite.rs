@@ -192,12 +192,32 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
+        self.write_inner(true, f)
+    }
+
+    /// [`Self::write`] for writes that only add rows no cached read depends
+    /// on (audit records, checkpoints, issued tokens): the agent cache
+    /// stays, so the hot path's own audit record does not empty it.
+    fn append<T>(
+        &self,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.write_inner(false, f)
+    }
+
+    fn write_inner<T>(
+        &self,
+        registry: bool,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         let (out, seq) = {
             let mut conn = self.lock();
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             // Emptied before the commit, with the connection held: no reader
             // can fill it from the old state after the new one is visible.
-            self.agent_cache().clear();
+            if registry {
+                self.agent_cache().clear();
+            }
             let out = f(&tx)?;
             tx.commit()?;
             (out, self.durability.as_ref().map(Durability::committed))
@@ -1347,7 +1367,7 @@ impl Store for SqliteStore {
         }
         let issued_at = int(token.issued_at, "issued_at")?;
         let expires_at = int(token.expires_at, "expires_at")?;
-        self.write(|tx| {
+        self.append(|tx| {
             let (agent_id, current): (String, i64) = tx
                 .query_row(
                     "SELECT id, generation FROM agents WHERE name = ?1",
@@ -1706,7 +1726,7 @@ impl Store for SqliteStore {
             });
         }
         let at = int(entry.at, "at")?;
-        self.write(|tx| {
+        self.append(|tx| {
             // Head, hash and insert in one write transaction: no other
             // append can slip in between and fork the chain.
             let head = query_opt(
@@ -1796,7 +1816,7 @@ impl Store for SqliteStore {
         }
         let seq = int(checkpoint.seq, "seq")?;
         let at = int(checkpoint.at, "at")?;
-        self.write(|tx| {
+        self.append(|tx| {
             let hash = query_opt(tx, "SELECT hash FROM audit WHERE seq = ?1", [seq], |r| {
                 hash32(blob(r, 0)?, "audit record")
             })?
