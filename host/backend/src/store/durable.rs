@@ -14,9 +14,18 @@
 //! Durability is unchanged: nothing is acknowledged before the WAL frames
 //! holding its commit are on disk, which is exactly what `FULL` guarantees
 //! in WAL mode (SQLite's checkpoints, which copy the WAL into the database,
-//! still sync under `NORMAL`). A failed fsync is sticky: the store refuses
-//! every later write rather than acknowledge one it cannot make durable
-//! (after a failed fsync the kernel may have dropped the dirty pages).
+//! still sync under `NORMAL`; so does the WAL header and its directory
+//! entry). Two differences, both accepted: a commit is *visible* to readers
+//! (this connection, other processes) a moment before it is durable, so a
+//! read-only answer given in that window may show a write that a power cut
+//! then loses — never one that was acknowledged; and `FULL` pads a commit's
+//! last frame to a sector boundary on devices without power-safe overwrite,
+//! which SQLite's Linux VFS assumes by default anyway.
+//!
+//! A failed fsync is sticky: the store refuses every later write rather than
+//! acknowledge one it cannot make durable (after a failed fsync the kernel
+//! may have dropped the dirty pages). Failing to open the WAL is not: that
+//! write fails, the next one tries again.
 
 use super::StoreError;
 use std::fs::File;
@@ -79,20 +88,22 @@ impl Durability {
             // Every commit numbered so far has returned from SQLite, so its
             // frames are in the WAL file: one fsync covers them all.
             let target = st.committed;
-            st.syncing = true;
             let file = match st.file.take() {
-                Some(f) => Ok(f),
-                None => File::options().read(true).write(true).open(&self.wal),
+                Some(f) => f,
+                None => match File::options().read(true).write(true).open(&self.wal) {
+                    Ok(f) => f,
+                    // Not sticky: nothing was lost, the next write retries.
+                    Err(e) => return Err(self.failure(e)),
+                },
             };
+            st.syncing = true;
             drop(st);
-            let result = file.and_then(|f| f.sync_data().map(|()| f));
+            let synced = file.sync_data();
             st = self.lock();
             st.syncing = false;
-            match result {
-                Ok(f) => {
-                    st.file = Some(f);
-                    st.durable = st.durable.max(target);
-                }
+            st.file = Some(file);
+            match synced {
+                Ok(()) => st.durable = st.durable.max(target),
                 Err(e) => {
                     st.failed = true;
                     self.synced.notify_all();
@@ -161,12 +172,24 @@ mod tests {
     }
 
     #[test]
-    fn a_failed_fsync_refuses_every_later_write() {
+    fn a_wal_that_cannot_be_opened_fails_that_write_only() {
         let (dir, _) = wal();
-        // No such file: the fsync cannot happen.
-        let d = Durability::new(dir.join("missing.db-wal"));
+        let path = dir.join("late.db-wal");
+        let d = Durability::new(path.clone());
         let seq = d.committed();
         assert!(matches!(d.wait(seq), Err(StoreError::Io { .. })));
+        // Once it exists, writes go through again.
+        std::fs::write(&path, b"frames").unwrap();
+        let seq = d.committed();
+        d.wait(seq).unwrap();
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_failed_fsync_refuses_every_later_write() {
+        let (dir, wal) = wal();
+        let d = Durability::new(wal);
+        d.lock().failed = true;
         let seq = d.committed();
         assert!(matches!(d.wait(seq), Err(StoreError::Io { .. })));
         std::fs::remove_dir_all(dir).unwrap();

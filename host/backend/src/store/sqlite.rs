@@ -113,7 +113,13 @@ impl SqliteStore {
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
-        SqliteStore::setup(conn, Some(Durability::new(with_suffix(path, "-wal"))))
+        // SQLite follows symlinks and keeps its WAL beside the real file:
+        // fsync that one, not a name beside the link.
+        let real = std::fs::canonicalize(path).map_err(|source| StoreError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        SqliteStore::setup(conn, Some(Durability::new(with_suffix(&real, "-wal"))))
     }
 
     /// A store in memory, gone when dropped: for embedded mode and tests.

@@ -1398,3 +1398,23 @@ fn cached_agent_records_follow_writes_here_and_in_other_connections() {
     b.register_agent(&late, T0 + 3).unwrap();
     assert!(a.agent("late").unwrap().is_some());
 }
+
+#[cfg(unix)]
+#[test]
+fn a_database_reached_through_a_symlink_syncs_the_real_wal() {
+    let dir = TempDir::new();
+    let real = dir.db();
+    drop(SqliteStore::open(&real).unwrap());
+    let link = real.with_file_name("link.db");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let store = SqliteStore::open(&link).unwrap();
+    seeded(&store);
+    store.register_agent(&new_agent(ID_1), T0).unwrap();
+    // SQLite keeps the WAL beside the real file; that is the one synced.
+    let mut wal = real.clone().into_os_string();
+    wal.push("-wal");
+    assert!(std::path::Path::new(&wal).exists());
+    drop(store);
+    let again = SqliteStore::open(&real).unwrap();
+    assert!(again.agent("weather-bot").unwrap().is_some());
+}
