@@ -80,7 +80,13 @@ pub struct AgentInstance {
     _ticker: Arc<EpochTicker>,
     stop: Arc<StopSignal>,
     /// See [`AgentInstance::output_scanner`].
-    output_scanner: Mutex<Option<(BearerToken, Arc<Scanner>)>>,
+    output_scanner: Mutex<Option<OutputScanner>>,
+}
+
+/// The output scanner and the token it was built for.
+struct OutputScanner {
+    token: BearerToken,
+    scanner: Arc<Scanner>,
 }
 
 /// How a task ended, with everything the agent logged.
@@ -399,22 +405,31 @@ impl AgentInstance {
     }
 
     /// The scanner for guest output: known formats plus this instance's
-    /// live token. Rebuilt only when the token was renewed.
+    /// live token and the one before it (output made just before a renewal
+    /// may carry the old one). Rebuilt only when the token changed; while
+    /// the token is busy (a renewal in flight) the cached one serves.
     fn output_scanner(&self) -> Option<Arc<Scanner>> {
         let token = self.egress.token.peek();
-        let mut cache = self.output_scanner.lock().ok()?;
-        if let (Some((cached, scanner)), Some(t)) = (cache.as_ref(), token.as_ref())
-            && cached.expose() == t.expose()
-        {
-            return Some(Arc::clone(scanner));
+        let mut cache = self
+            .output_scanner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match (cache.as_ref(), token.as_ref()) {
+            (Some(c), Some(t)) if c.token.expose() == t.expose() => {
+                return Some(Arc::clone(&c.scanner));
+            }
+            (Some(c), None) => return Some(Arc::clone(&c.scanner)),
+            _ => {}
         }
-        let live = token
-            .as_ref()
-            .and_then(|t| Redactor::new([t.expose().as_bytes()]).ok())
-            .unwrap_or_else(Redactor::empty);
+        let previous = cache.as_ref().map(|c| c.token.clone());
+        let secrets = token.iter().chain(previous.iter());
+        let live = Redactor::new(secrets.map(|t| t.expose().as_bytes())).ok()?;
         let scanner = Arc::new(Scanner::new(ScannerConfig::default(), live).ok()?);
-        if let Some(t) = token {
-            *cache = Some((t, Arc::clone(&scanner)));
+        if let Some(token) = token {
+            *cache = Some(OutputScanner {
+                token,
+                scanner: Arc::clone(&scanner),
+            });
         }
         Some(scanner)
     }
@@ -425,6 +440,21 @@ impl AgentInstance {
         mut logs: Vec<LogRecord>,
     ) -> (Result<Result<String, String>, TaskError>, Vec<LogRecord>) {
         let Some(scanner) = self.output_scanner() else {
+            // Fail closed: without a scanner nothing the guest wrote leaves.
+            const WITHHELD: &str = "[output withheld: the secret scanner is unavailable]";
+            tracing::error!(agent = %self.identity.agent, "no output scanner; guest output withheld");
+            let outcome = match outcome {
+                Ok(r) => Ok(r
+                    .map(|_| WITHHELD.to_owned())
+                    .map_err(|_| WITHHELD.to_owned())),
+                Err(TaskError::Trap { .. }) => Err(TaskError::Trap {
+                    reason: WITHHELD.to_owned(),
+                }),
+                other => other,
+            };
+            for record in &mut logs {
+                record.message = WITHHELD.to_owned();
+            }
             return (outcome, logs);
         };
         let mut rules: Vec<&'static str> = Vec::new();
