@@ -15,6 +15,7 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use edgeward_core::attest::{AttestationClaims, UnverifiedAttestation, sign_attestation};
+use edgeward_core::caveat::{Caveat, Chain, ChainKey, Rights};
 use edgeward_core::digest::ComponentDigest;
 use edgeward_core::entropy::{Entropy, SeededEntropy};
 use edgeward_core::grant::GrantName;
@@ -48,6 +49,10 @@ const SEED_TOKEN_ISSUER: u64 = 4;
 const SEED_OTHER: u64 = 5;
 const SEED_NONCE_KEY: u64 = 6;
 const SEED_JTI: u64 = 7;
+const SEED_CAVEAT_ROOT: u64 = 8;
+const SEED_CHILD: u64 = 9;
+/// Delegation depth the caveat vectors start from.
+pub const MAX_DEPTH: u32 = 2;
 
 /// Where the vector files live.
 pub fn vectors_dir() -> PathBuf {
@@ -516,7 +521,109 @@ pub fn generate(previous: &dyn Fn(&str) -> Option<Value>) -> Vec<(&'static str, 
             "access_token_negative.json",
             access_token_negative(&s, &token),
         ),
+        ("caveats.json", caveat_vector(&s, &token)),
     ]
+}
+
+/// The rights as the vector files write them.
+pub fn rights_json(r: &Rights) -> Value {
+    json!({
+        "grants": r.grants.iter().map(GrantName::as_str).collect::<Vec<_>>(),
+        "methods": r.methods,
+        "path_prefixes": r.path_prefixes,
+        "expires_at": r.expires_at,
+        "depth": r.depth,
+        "holder": r.holder,
+    })
+}
+
+/// Caveat chains over the vector token: valid ones with their effective
+/// rights, and broken ones with the error they must give.
+fn caveat_vector(s: &Setup, token: &str) -> Value {
+    let root = bytes32(SEED_CAVEAT_ROOT);
+    let child = Ed25519Signer::generate(&mut SeededEntropy::new(SEED_CHILD))
+        .expect("seeded key")
+        .public_key()
+        .jwk_thumbprint();
+    let parent = s.instance.public_key().jwk_thumbprint();
+    let scope = s.claims.grants.clone();
+    let base = Rights::of_token(&scope, NOW + LIFETIME, &parent, MAX_DEPTH);
+    let grant = |n: &str| GrantName::new(n).expect("valid name");
+    let start = Chain::new(token, ChainKey::derive(&root, token));
+    let one_hop = start
+        .append(Caveat::grants([grant("weather")]))
+        .and_then(|c| c.append(Caveat::methods(["GET"])?))
+        .and_then(|c| c.append(Caveat::path_prefixes(["/v1/forecast"])?))
+        .and_then(|c| c.append(Caveat::ExpiresAt(NOW + 120)))
+        .and_then(|c| c.append(Caveat::Holder(child.clone())))
+        .expect("valid caveats");
+    let two_hops = one_hop
+        .append(Caveat::MaxDepth(0))
+        .and_then(|c| c.append(Caveat::Holder(parent.clone())));
+    // MaxDepth(0) then a holder: the chain is authentic, the rights are not.
+    let two_hops = two_hops.expect("valid caveats");
+    let second = one_hop
+        .append(Caveat::ExpiresAt(NOW + 60))
+        .and_then(|c| c.append(Caveat::Holder(parent.clone())))
+        .expect("valid caveats");
+    let widened = start
+        .append(Caveat::grants([grant("admin"), grant("weather")]))
+        .expect("valid caveat");
+
+    let wire = one_hop.encode();
+    let parts: Vec<&str> = wire.split('~').collect();
+    let join = |p: Vec<&str>| p.join("~");
+    let dropped = join(vec![
+        parts[0], parts[1], parts[3], parts[4], parts[5], parts[6],
+    ]);
+    let reordered = join(vec![
+        parts[0], parts[2], parts[1], parts[3], parts[4], parts[5], parts[6],
+    ]);
+    let widened_grant = b64("grants:mail,weather");
+    let tampered = join(vec![
+        parts[0],
+        &widened_grant,
+        parts[2],
+        parts[3],
+        parts[4],
+        parts[5],
+        parts[6],
+    ]);
+    let stripped = join(vec![parts[0], parts[6]]);
+    let non_canonical = join(vec![parts[0], &b64("methods:POST,GET"), parts[6]]);
+
+    let ok = |name: &str, chain: &Chain| {
+        let rights = base
+            .clone()
+            .attenuate(chain.caveats())
+            .expect("valid rights");
+        json!({"name": name, "chain": chain.encode(), "expected": {"rights": rights_json(&rights)}})
+    };
+    let err = |name: &str, chain: String, error: &str| json!({"name": name, "chain": chain, "expected": {"error": error}});
+    let mut widened_case = ok(
+        "widened scope: a caveat naming a grant the token lacks adds nothing",
+        &widened,
+    );
+    widened_case["expected"]["narrows"] = json!("NotNarrower");
+    json!({
+        "description": "macaroon-style caveat chains (HMAC-SHA256) over the access token of access_token.json; rights = base_rights attenuated by the caveats in order",
+        "root_key_hex": hex::encode(root),
+        "token": token,
+        "chain_key": b64(ChainKey::derive(&root, token).expose()),
+        "base_rights": rights_json(&base),
+        "max_depth": MAX_DEPTH,
+        "cases": [
+            ok("valid: one delegation (grant, method, path, expiry, child key)", &one_hop),
+            ok("valid: the child delegates on (earlier expiry, key back to the parent)", &second),
+            widened_case,
+            err("dropped caveat", dropped, "BadTag"),
+            err("reordered caveats", reordered, "BadTag"),
+            err("tampered caveat (grants widened in place)", tampered, "BadTag"),
+            err("every caveat stripped, the final tag kept", stripped, "BadTag"),
+            err("a caveat not in canonical form", non_canonical, "BadCaveat"),
+            err("depth exhausted: depth 0, then another holder", two_hops.encode(), "DepthExhausted"),
+        ],
+    })
 }
 
 /// Read a checked-in vector file.

@@ -12,6 +12,7 @@
 #![deny(missing_docs)]
 
 pub mod attest;
+pub mod caveat;
 pub mod clock;
 pub mod codec;
 pub mod config;

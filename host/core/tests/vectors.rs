@@ -218,3 +218,78 @@ fn fresh_mints_match_the_vector_signing_input() {
         .verify(token, number(&v, "verify_at"))
         .expect("a freshly minted token verifies");
 }
+
+#[test]
+fn caveat_vectors_verify() {
+    use edgeward_core::caveat::{Caveat, ChainKey, Rights, UnverifiedChain};
+    use edgeward_core::grant::GrantName;
+    let v = load("caveats.json");
+    let root: [u8; 32] = hex::decode(text(&v, "root_key_hex"))
+        .expect("hex")
+        .try_into()
+        .expect("32 bytes");
+    let token = text(&v, "token");
+    assert_eq!(
+        URL_SAFE_NO_PAD.encode(ChainKey::derive(&root, token).expose()),
+        text(&v, "chain_key")
+    );
+    // The token underneath is the access-token vector, and verifies as one.
+    let verified = gen_vectors::vector_verifier()
+        .verify(token, gen_vectors::NOW)
+        .expect("the vector token verifies");
+    let base = Rights::of_token(
+        verified.scope(),
+        verified.exp(),
+        verified.jkt(),
+        u32::try_from(number(&v, "max_depth")).expect("small"),
+    );
+    assert_eq!(gen_vectors::rights_json(&base), v["base_rights"]);
+    let cases = v["cases"].as_array().expect("cases");
+    assert!(cases.len() >= 9);
+    for case in cases {
+        let name = text(case, "name");
+        let expected = &case["expected"];
+        let outcome = UnverifiedChain::parse(text(case, "chain"))
+            .and_then(|c| c.verify(&root))
+            .and_then(|c| {
+                assert_eq!(c.token(), token, "{name}");
+                let caveats = c.caveats().to_vec();
+                base.clone()
+                    .attenuate(&caveats)
+                    .map(|rights| (caveats, rights))
+            });
+        match (outcome, expected["error"].as_str()) {
+            (Ok((caveats, rights)), None) => {
+                assert_eq!(
+                    gen_vectors::rights_json(&rights),
+                    expected["rights"],
+                    "{name}"
+                );
+                if let Some(err) = expected["narrows"].as_str() {
+                    // What a runtime checks before starting the child.
+                    let refused = caveats
+                        .iter()
+                        .find_map(|c| base.narrows(c).err())
+                        .unwrap_or_else(|| panic!("{name}: a caveat should not narrow"));
+                    assert_eq!(variant(&refused), err, "{name}");
+                }
+                // Rights never exceed the token's own.
+                let any = GrantName::new("admin").expect("name");
+                assert!(
+                    rights
+                        .allows(&any, "GET", "/v1/forecast", gen_vectors::NOW)
+                        .is_err()
+                );
+                assert!(
+                    rights.grants.iter().all(|g| base.grants.contains(g)),
+                    "{name}"
+                );
+                assert!(rights.expires_at <= base.expires_at, "{name}");
+            }
+            (Err(e), Some(want)) => assert_eq!(variant(&e), want, "{name}"),
+            (got, want) => panic!("{name}: expected {want:?}, got {got:?}"),
+        }
+    }
+    // A caveat's canonical text is what the tag covers.
+    assert!(Caveat::parse("grants:weather").is_ok());
+}
