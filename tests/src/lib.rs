@@ -576,3 +576,116 @@ pub async fn attest_split(
         })
         .await
 }
+
+/// An instance made by hand over the wire (no runtime): what a device
+/// holds after a raw token exchange.
+pub struct RawInstance {
+    /// The access token.
+    pub token: String,
+    /// The backend-assigned instance id.
+    pub instance_id: String,
+    /// The instance key the token is bound to.
+    pub key: edgeward_core::keys::Ed25519Signer,
+    /// The key that lets this instance attenuate its token.
+    pub chain_key: Option<edgeward_core::caveat::ChainKey>,
+}
+
+/// A raw token exchange against `svc`: challenge, attestation signed by
+/// `device` for `agent` running `component_path`, exchange.
+pub async fn raw_exchange(
+    svc: &Service,
+    agent: &str,
+    (device_id, device): (&str, &dyn edgeward_core::keys::Signer),
+    component_path: &'static str,
+    seed: u64,
+    lifetime: u64,
+) -> anyhow::Result<RawInstance> {
+    use edgeward_core::attest::{AttestationClaims, sign_attestation};
+    use edgeward_core::egress::{ATTESTATION_TOKEN_TYPE, TOKEN_EXCHANGE_GRANT};
+    use edgeward_core::keys::Signer as _;
+    let challenge = svc
+        .client
+        .send(http::Request::get(format!("{}/v1/challenge", svc.url)).body(Bytes::new())?)
+        .await?;
+    let nonce: serde_json::Value = serde_json::from_slice(challenge.body())?;
+    let key = edgeward_core::keys::Ed25519Signer::generate(&mut SeededEntropy::new(seed))?;
+    let claims = AttestationClaims {
+        nonce: nonce["nonce"].as_str().context("nonce")?.into(),
+        device: device_id.into(),
+        agent: agent.into(),
+        digest: digest(component_path),
+        instance_key: key.public_key(),
+        grants: vec![],
+        lifetime,
+        iat: SystemClock.now(),
+    };
+    let att = sign_attestation(&claims, device_id, device)?;
+    let r = svc
+        .client
+        .post_form(
+            &format!("{}/v1/token", svc.url),
+            &[
+                ("grant_type", TOKEN_EXCHANGE_GRANT),
+                ("actor_token", &att),
+                ("actor_token_type", ATTESTATION_TOKEN_TYPE),
+                ("subject_token", &att),
+                ("subject_token_type", ATTESTATION_TOKEN_TYPE),
+            ],
+        )
+        .await?;
+    let v: serde_json::Value = serde_json::from_slice(r.body())?;
+    anyhow::ensure!(r.status() == 200, "exchange refused: {v}");
+    Ok(RawInstance {
+        token: v["access_token"].as_str().context("token")?.into(),
+        instance_id: v["edgeward_instance_id"].as_str().context("id")?.into(),
+        key,
+        chain_key: v["edgeward_chain_key"]
+            .as_str()
+            .and_then(edgeward_core::caveat::ChainKey::from_b64),
+    })
+}
+
+/// One proxied GET through `svc`'s egress route with `presented` (a token
+/// or an attenuated token) and a fresh DPoP proof from `key`: the status
+/// and the refusal class (empty if none).
+pub async fn raw_egress(
+    svc: &Service,
+    presented: &str,
+    key: &dyn edgeward_core::keys::Signer,
+    url: &str,
+    grant: &str,
+) -> (u16, String) {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let mut jti = [0u8; 16];
+    jti[..8].copy_from_slice(&N.fetch_add(1, Ordering::SeqCst).to_be_bytes());
+    let proof = edgeward_core::dpop::create_proof(
+        key,
+        &http::Method::GET,
+        &url.parse().expect("url"),
+        presented,
+        SystemClock.now(),
+        &jti,
+    )
+    .expect("proof");
+    let r = svc
+        .client
+        .send(
+            http::Request::post(format!("{}/v1/egress", svc.url))
+                .header("edgeward-method", "GET")
+                .header("authorization", format!("DPoP {presented}"))
+                .header("dpop", proof)
+                .header("edgeward-target", url)
+                .header("edgeward-grant", grant)
+                .body(Bytes::new())
+                .expect("request"),
+        )
+        .await
+        .expect("egress");
+    (
+        r.status().as_u16(),
+        r.headers()
+            .get("edgeward-refusal")
+            .map(|v| v.to_str().unwrap_or("").to_owned())
+            .unwrap_or_default(),
+    )
+}

@@ -2,11 +2,8 @@
 //! — one computing and ignoring refusals, one parked on a slow upstream —
 //! in split mode over real TLS.
 
-use bytes::Bytes;
 use edgeward_backend::revocation::RevocationKind;
-use edgeward_core::attest::{AttestationClaims, sign_attestation};
 use edgeward_core::clock::{Clock, SystemClock};
-use edgeward_core::egress::{ATTESTATION_TOKEN_TYPE, TOKEN_EXCHANGE_GRANT};
 use edgeward_core::entropy::SeededEntropy;
 use edgeward_core::keys::{Ed25519Signer, Signer};
 use edgeward_runtime::{AgentInstance, TaskError};
@@ -79,89 +76,15 @@ async fn attest(svc: &Service, seed: u64) -> AgentInstance {
 
 /// A token from a raw exchange (another instance of the same agent and device).
 async fn raw_token(svc: &Service, seed: u64) -> (String, String, Ed25519Signer) {
-    let nonce: Value = serde_json::from_slice(
-        svc.client
-            .send(
-                http::Request::get(format!("{}/v1/challenge", svc.url))
-                    .body(Bytes::new())
-                    .unwrap(),
-            )
+    let raw =
+        edgeward_tests::raw_exchange(svc, "hostile", ("dev-1", &device()), HOSTILE_WASM, seed, 60)
             .await
-            .expect("challenge")
-            .body(),
-    )
-    .expect("json");
-    let instance_key = Ed25519Signer::generate(&mut SeededEntropy::new(seed)).expect("key");
-    let claims = AttestationClaims {
-        nonce: nonce["nonce"].as_str().expect("nonce").into(),
-        device: "dev-1".into(),
-        agent: "hostile".into(),
-        digest: digest(HOSTILE_WASM),
-        instance_key: instance_key.public_key(),
-        grants: vec![],
-        lifetime: 60,
-        iat: SystemClock.now(),
-    };
-    let att = sign_attestation(&claims, "dev-1", &device()).expect("sign");
-    let r = svc
-        .client
-        .post_form(
-            &format!("{}/v1/token", svc.url),
-            &[
-                ("grant_type", TOKEN_EXCHANGE_GRANT),
-                ("actor_token", &att),
-                ("actor_token_type", ATTESTATION_TOKEN_TYPE),
-                ("subject_token", &att),
-                ("subject_token_type", ATTESTATION_TOKEN_TYPE),
-            ],
-        )
-        .await
-        .expect("exchange");
-    let v: Value = serde_json::from_slice(r.body()).expect("json");
-    (
-        v["access_token"].as_str().expect("token").into(),
-        v["edgeward_instance_id"].as_str().expect("id").into(),
-        instance_key,
-    )
+            .expect("exchange");
+    (raw.token, raw.instance_id, raw.key)
 }
 
 async fn egress_with(svc: &Service, token: &str, key: &Ed25519Signer, url: &str) -> (u16, String) {
-    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let mut jti = [0u8; 16];
-    jti[..8].copy_from_slice(
-        &N.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
-            .to_be_bytes(),
-    );
-    let proof = edgeward_core::dpop::create_proof(
-        key,
-        &http::Method::GET,
-        &url.parse().expect("url"),
-        token,
-        SystemClock.now(),
-        &jti,
-    )
-    .expect("proof");
-    let r = svc
-        .client
-        .send(
-            http::Request::post(format!("{}/v1/egress", svc.url))
-                .header("edgeward-method", "GET")
-                .header("authorization", format!("DPoP {token}"))
-                .header("dpop", proof)
-                .header("edgeward-target", url)
-                .header("edgeward-grant", "api")
-                .body(Bytes::new())
-                .unwrap(),
-        )
-        .await
-        .expect("egress");
-    (
-        r.status().as_u16(),
-        r.headers()
-            .get("edgeward-refusal")
-            .map(|v| v.to_str().unwrap_or("").to_owned())
-            .unwrap_or_default(),
-    )
+    edgeward_tests::raw_egress(svc, token, key, url, "api").await
 }
 
 fn jti_of(token: &str) -> String {
