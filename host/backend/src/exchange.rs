@@ -94,6 +94,8 @@ pub struct Minted {
     pub device: String,
     /// The public rules and limits the runtime needs.
     pub profile: AgentProfile,
+    /// Lets the instance attenuate this token offline.
+    pub chain_key: edgeward_core::caveat::ChainKey,
     /// The token's `jti`.
     pub jti: String,
 }
@@ -111,6 +113,10 @@ pub enum AccessError {
     /// Valid, but revoked.
     #[error("revoked: {0}")]
     Revoked(String),
+    /// An attenuated token whose caveat chain does not verify or leaves no
+    /// valid rights.
+    #[error("delegation: {0}")]
+    Chain(#[from] edgeward_core::caveat::CaveatError),
 }
 
 /// A token that passed [`TokenService::check_access`], with its agent as the
@@ -121,6 +127,12 @@ pub struct Access {
     pub token: VerifiedToken,
     /// The agent's current record (grants, limits, generation).
     pub agent: store::AgentRecord,
+    /// What the presented token may do: the token's own rights, narrowed by
+    /// its caveats if it was attenuated. Proofs of possession must come from
+    /// `rights.holder`.
+    pub rights: edgeward_core::caveat::Rights,
+    /// Caveats the presented token carried (0 for a bare token).
+    pub caveats: usize,
 }
 
 /// The token service. Thread-safe; share it behind an `Arc`.
@@ -149,6 +161,8 @@ pub struct TokenService {
     /// Serialises the live-instance count and the token record of one
     /// exchange, so two racing exchanges cannot both take the last slot.
     minting: Mutex<()>,
+    /// Root of every token's caveat chain (see `edgeward_core::caveat`).
+    caveat_root: zeroize::Zeroizing<[u8; 32]>,
     /// Async writes under way (see `write_started`).
     writes_in_flight: std::sync::atomic::AtomicUsize,
     /// Tokens whose signature verified, so a call does not verify the same
@@ -207,6 +221,9 @@ impl TokenService {
             clock,
             entropy,
             minting: Mutex::new(()),
+            // From the nonce key under its own label: it survives signing-key
+            // rotation and needs no key material of its own on disk.
+            caveat_root: edgeward_core::caveat::derive_root(keys.nonce_key),
             verified: Default::default(),
             writes_in_flight: Default::default(),
             audit_scanner: std::sync::OnceLock::new(),
@@ -652,7 +669,9 @@ impl TokenService {
             grants: rules,
             limits: agent.limits,
         };
+        let chain_key = edgeward_core::caveat::ChainKey::derive(&self.caveat_root, &token);
         Ok(Minted {
+            chain_key,
             token,
             expires_in: lifetime,
             instance_id,
@@ -707,8 +726,19 @@ impl TokenService {
     /// Verify an access token presented on the egress path: valid, not
     /// revoked, of the agent's current generation. Returns the agent's
     /// registry record too (read once per call: the hot path needs it).
-    pub fn check_access(&self, token: &str) -> Result<Access, AccessError> {
+    pub fn check_access(&self, presented: &str) -> Result<Access, AccessError> {
         let now = self.clock.now();
+        // An attenuated token is the access token plus a caveat chain: the
+        // chain must verify against the root before anything else is read.
+        let chain = if presented.contains(edgeward_core::caveat::SEPARATOR) {
+            Some(
+                edgeward_core::caveat::UnverifiedChain::parse(presented)?
+                    .verify(&self.caveat_root)?,
+            )
+        } else {
+            None
+        };
+        let token = chain.as_ref().map_or(presented, |c| c.token());
         let verified = match self.verified.get(token, now) {
             Some(v) => v,
             None => {
@@ -721,10 +751,24 @@ impl TokenService {
             return Err(AccessError::Revoked(reason));
         }
         match self.store.agent(verified.agent()) {
-            Ok(Some(agent)) if agent.generation == verified.generation() => Ok(Access {
-                token: verified,
-                agent,
-            }),
+            Ok(Some(agent)) if agent.generation == verified.generation() => {
+                let caveats = chain.as_ref().map_or(&[][..], |c| c.caveats());
+                // The token's own expiry was just checked, with the clock
+                // tolerance; only `exp` caveats bound the rights in time.
+                let rights = edgeward_core::caveat::Rights::of_token(
+                    verified.scope(),
+                    u64::MAX,
+                    verified.jkt(),
+                    edgeward_core::caveat::MAX_DELEGATION_DEPTH,
+                )
+                .attenuate(caveats)?;
+                Ok(Access {
+                    caveats: caveats.len(),
+                    token: verified,
+                    agent,
+                    rights,
+                })
+            }
             Ok(Some(agent)) => Err(AccessError::Revoked(format!(
                 "agent {} is at generation {}; this token is of generation {}",
                 agent.name,

@@ -10,6 +10,7 @@ use edgeward_core::config::OutboundSecrets;
 use edgeward_core::scan::{Scanner, ScannerConfig};
 use hyper_util::client::legacy::connect::dns::GaiResolver;
 
+use edgeward_core::caveat::{Outside, Rights};
 use edgeward_core::egress::{
     BearerToken, BoxFuture, Egress, EgressCall, EgressFuture, ExchangeFailure, StopChannel,
     StopPoll, TokenExchange, TokenGrant, TokenRequest,
@@ -226,6 +227,7 @@ impl TokenExchange for Backend {
                 instance_id: minted.instance_id,
                 scope: minted.scope.iter().map(|g| g.to_string()).collect(),
                 profile: minted.profile,
+                chain_key: Some(minted.chain_key),
             })
         })
     }
@@ -252,6 +254,10 @@ fn token_refusal(e: &AccessError) -> Refusal {
             return Refusal::new(ProblemClass::Revoked, reason.clone());
         }
         AccessError::Token(e) => e,
+        AccessError::Chain(e) => {
+            return Refusal::denied(format!("the delegation chain is refused: {e}"))
+                .with_status(StatusCode::UNAUTHORIZED);
+        }
         #[allow(unreachable_patterns)]
         _ => return Refusal::denied("the instance's access token is not valid"),
     };
@@ -299,8 +305,17 @@ impl Egress for Backend {
             let verify = tracing::trace_span!(target: "edgeward::stage", "token.verify");
             let access = inner.tokens.check_access(call.token.expose());
             drop(verify);
+            // A delegated call says so in the audit log: how many caveats and
+            // which key held the chain.
+            let mut delegated = None;
             let (agent, instance, result) = match access {
                 Ok(access) => {
+                    if access.caveats > 0 {
+                        delegated = Some(format!(
+                            "delegated: {} caveat(s), holder key {}",
+                            access.caveats, access.rights.holder
+                        ));
+                    }
                     let token = &access.token;
                     let agent = token.agent().to_owned();
                     let instance = token.instance().to_owned();
@@ -310,7 +325,9 @@ impl Egress for Backend {
                         call.request.method(),
                         call.request.uri(),
                         call.token.expose(),
-                        token.jkt(),
+                        // An attenuated token's proofs come from the key its
+                        // last holder caveat names (the child's).
+                        &access.rights.holder,
                     );
                     drop(verify);
                     entry.agent = Some(agent.clone());
@@ -320,7 +337,7 @@ impl Egress for Backend {
                         .map(str::to_owned);
                     entry.jti = Some(token.jti().to_owned());
                     let result = match proof {
-                        Ok(()) => inner.forward(&access.agent, token.scope(), call).await,
+                        Ok(()) => inner.forward(&access.agent, &access.rights, call).await,
                         Err(e) => {
                             tracing::warn!(%grant, "DPoP proof refused: {e}");
                             Err(Refusal::denied(format!("proof of possession refused: {e}"))
@@ -364,6 +381,11 @@ impl Egress for Backend {
                     entry.reason = Some(format!("{}: {}", r.class, r.detail));
                 }
             }
+            if let (Some(d), Some(reason)) = (&delegated, entry.reason.as_mut()) {
+                reason.push_str(" (");
+                reason.push_str(d);
+                reason.push(')');
+            }
             // No decision without its record: if the audit log cannot take
             // it, the guest gets no upstream bytes either.
             let audit = tracing::trace_span!(target: "edgeward::stage", "audit");
@@ -384,16 +406,25 @@ impl Inner {
     async fn forward(
         &self,
         agent: &crate::store::AgentRecord,
-        scope: &[GrantName],
+        rights: &Rights,
         call: EgressCall,
     ) -> Result<http::Response<Bytes>, Refusal> {
         let policy = tracing::trace_span!(target: "edgeward::stage", "policy");
         let agent_name = agent.name.as_str();
-        if !scope.contains(&call.grant) {
-            return Err(Refusal::denied(format!(
-                "the access token does not cover grant {}",
-                call.grant
-            )));
+        // The token's scope, narrowed by its caveats if it was delegated.
+        if let Err(outside) = rights.allows(
+            &call.grant,
+            call.request.method().as_str(),
+            call.request.uri().path(),
+            self.tokens.clock().now(),
+        ) {
+            return Err(match outside {
+                Outside::Grant(_) => Refusal::denied(format!(
+                    "the access token does not cover grant {}",
+                    call.grant
+                )),
+                other => Refusal::denied(format!("outside the delegated rights: {other}")),
+            });
         }
         // The registry (read once by `check_access`), not the token, says
         // what the agent holds now.

@@ -184,6 +184,9 @@ async fn token(backend: &Backend, req: hyper::Request<hyper::body::Incoming>) ->
                     "scope": scope.join(" "),
                     "edgeward_instance_id": minted.instance_id,
                     "edgeward_profile": minted.profile.to_json(),
+                    // Lets the instance attenuate this token offline; as
+                    // secret as the token (TLS only, never logged).
+                    "edgeward_chain_key": minted.chain_key.to_b64(),
                 }),
             )
         }

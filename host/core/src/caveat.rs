@@ -44,6 +44,9 @@ pub const SEPARATOR: char = '~';
 pub const MAX_CAVEATS: usize = 16;
 /// Longest encoded caveat, bytes.
 pub const MAX_CAVEAT_BYTES: usize = 1024;
+/// Delegation hops a token allows (`holder` caveats), until agents carry
+/// their own limit in the registry.
+pub const MAX_DELEGATION_DEPTH: u32 = 3;
 /// Most entries in one caveat's list.
 const MAX_LIST: usize = 32;
 const DOMAIN: &[u8] = b"edgeward caveat chain v1\0";
@@ -288,11 +291,31 @@ impl ChainKey {
         &self.0
     }
 
+    /// Its wire form (base64url): secret, for a TLS response only.
+    pub fn to_b64(&self) -> String {
+        URL_SAFE_NO_PAD.encode(*self.0)
+    }
+
+    /// From its wire form; `None` unless exactly 32 bytes of base64url.
+    pub fn from_b64(text: &str) -> Option<ChainKey> {
+        let bytes = Zeroizing::new(URL_SAFE_NO_PAD.decode(text).ok()?);
+        let key: [u8; 32] = bytes.as_slice().try_into().ok()?;
+        Some(ChainKey::from_bytes(key))
+    }
+
     fn then(&self, caveat: &str) -> ChainKey {
         let mut mac = mac(&self.0);
         mac.update(caveat.as_bytes());
         ChainKey(Zeroizing::new(mac.finalize().into_bytes().into()))
     }
+}
+
+/// A chain root key derived from another 32-byte secret of the backend
+/// (HMAC as a KDF, under a label of its own).
+pub fn derive_root(secret: &[u8; 32]) -> Zeroizing<[u8; 32]> {
+    let mut mac = mac(secret);
+    mac.update(b"edgeward caveat root v1");
+    Zeroizing::new(mac.finalize().into_bytes().into())
 }
 
 fn mac(key: &[u8; 32]) -> HmacSha256 {

@@ -100,6 +100,9 @@ pub struct TokenGrant {
     pub scope: Vec<String>,
     /// What the instance may do, as the backend (the source of truth) says.
     pub profile: AgentProfile,
+    /// The key that lets the instance attenuate its token offline (append
+    /// caveats for a sub-agent); `None` from a backend without delegation.
+    pub chain_key: Option<crate::caveat::ChainKey>,
 }
 
 /// The public part of an agent's definition that the runtime needs: the

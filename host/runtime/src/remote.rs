@@ -296,6 +296,14 @@ impl TokenExchange for RemoteBackend {
                     .collect(),
                 profile: edgeward_core::egress::AgentProfile::from_json(&doc["edgeward_profile"])
                     .map_err(ExchangeFailure::Unreachable)?,
+                chain_key: match doc.get("edgeward_chain_key") {
+                    None => None,
+                    Some(v) => Some(
+                        v.as_str()
+                            .and_then(edgeward_core::caveat::ChainKey::from_b64)
+                            .ok_or_else(|| bad("valid chain key"))?,
+                    ),
+                },
             })
         })
     }

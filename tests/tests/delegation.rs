@@ -1,0 +1,303 @@
+//! Delegation by attenuation (issue 7, part 2): a token narrowed offline with
+//! caveats, presented by a child key, checked by the backend over TLS.
+//! Starting children from a guest (the WIT `delegation` interface) is not
+//! wired yet; these tests drive the wire format directly.
+
+use edgeward_backend::revocation::RevocationKind;
+use edgeward_core::caveat::{Caveat, Chain, MAX_DELEGATION_DEPTH};
+use edgeward_core::clock::SystemClock;
+use edgeward_core::entropy::SeededEntropy;
+use edgeward_core::grant::GrantName;
+use edgeward_core::keys::{Ed25519Signer, Signer};
+use edgeward_tests::{
+    HOSTILE_WASM, RawInstance, Service, Upstream, digest, raw_egress, raw_exchange, respond,
+};
+use std::sync::Arc;
+
+const KEY: &str = "delegation-upstream-key-0123456789";
+
+fn device() -> Ed25519Signer {
+    Ed25519Signer::generate(&mut SeededEntropy::new(707)).expect("key")
+}
+
+fn key(seed: u64) -> Ed25519Signer {
+    Ed25519Signer::generate(&mut SeededEntropy::new(seed)).expect("key")
+}
+
+fn config(origin: &str) -> String {
+    format!(
+        r#"
+[backend]
+issuer = "https://backend.test"
+audience = "edgeward-test"
+trust_domain = "edgeward.test"
+
+[[device]]
+id = "dev-1"
+owner = "ops@edgeward.invalid"
+public_key = "{device}"
+
+[[grant]]
+name = "api"
+origin = "{origin}"
+methods = ["GET"]
+path_prefixes = ["/v1"]
+credential = {{ kind = "header", name = "x-api-key" }}
+secret = {{ env = "API_KEY" }}
+
+[[grant]]
+name = "other"
+origin = "{origin}"
+methods = ["GET"]
+path_prefixes = ["/v2"]
+credential = {{ kind = "header", name = "x-api-key" }}
+secret = {{ env = "API_KEY" }}
+
+[[agent]]
+name = "hostile"
+owner = "tests@edgeward.invalid"
+digests = ["{digest}"]
+grants = ["api", "other"]
+devices = ["dev-1"]
+"#,
+        device = device().public_key(),
+        digest = digest(HOSTILE_WASM),
+    )
+}
+
+async fn setup() -> (Upstream, Service, RawInstance) {
+    let up = Upstream::start(|r| {
+        if r.headers.get("x-api-key").map(|v| v.as_bytes()) == Some(KEY.as_bytes()) {
+            respond(200, &[], "ok")
+        } else {
+            respond(401, &[], "no key")
+        }
+    })
+    .await;
+    let svc = Service::start(
+        &config(&up.origin()),
+        &[("API_KEY", KEY)],
+        Arc::new(SystemClock),
+    )
+    .await
+    .expect("service");
+    let parent = raw_exchange(&svc, "hostile", ("dev-1", &device()), HOSTILE_WASM, 1, 120)
+        .await
+        .expect("parent exchange");
+    (up, svc, parent)
+}
+
+fn grants(names: &[&str]) -> Vec<GrantName> {
+    names
+        .iter()
+        .map(|n| GrantName::new(n).expect("name"))
+        .collect()
+}
+
+/// The parent's chain, narrowed for a child holding `child`.
+fn child_chain(parent: &RawInstance, child: &Ed25519Signer) -> Chain {
+    Chain::new(
+        parent.token.clone(),
+        parent
+            .chain_key
+            .clone()
+            .expect("the backend hands out a chain key"),
+    )
+    .append(Caveat::grants(grants(&["api"])))
+    .and_then(|c| c.append(Caveat::methods(["GET"])?))
+    .and_then(|c| c.append(Caveat::path_prefixes(["/v1/forecast"])?))
+    .and_then(|c| c.append(Caveat::Holder(child.public_key().jwk_thumbprint())))
+    .expect("valid caveats")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_is_held_to_its_caveats_while_its_parent_is_not() {
+    let (up, svc, parent) = setup().await;
+    let child = key(2);
+    let chain = child_chain(&parent, &child).encode();
+    let at = |path: &str| format!("{}{path}", up.origin());
+
+    // The parent may use the whole grant; the child only its prefix.
+    assert_eq!(
+        raw_egress(&svc, &parent.token, &parent.key, &at("/v1/other"), "api").await,
+        (200, String::new())
+    );
+    assert_eq!(
+        raw_egress(&svc, &chain, &child, &at("/v1/other"), "api").await,
+        (403, "denied".into())
+    );
+    assert_eq!(
+        raw_egress(&svc, &chain, &child, &at("/v1/forecast/today"), "api").await,
+        (200, String::new())
+    );
+    // Its grants are the parent's intersected with its caveats.
+    assert_eq!(
+        raw_egress(&svc, &parent.token, &parent.key, &at("/v2/x"), "other").await,
+        (200, String::new())
+    );
+    assert_eq!(
+        raw_egress(&svc, &chain, &child, &at("/v2/x"), "other").await,
+        (403, "denied".into())
+    );
+    // Asking for more further down the chain adds nothing.
+    let wider = child_chain(&parent, &child)
+        .append(Caveat::grants(grants(&["api", "other"])))
+        .expect("caveat")
+        .encode();
+    assert_eq!(
+        raw_egress(&svc, &wider, &child, &at("/v2/x"), "other").await,
+        (403, "denied".into())
+    );
+    // Possession moved to the child: the parent's key cannot use the chain.
+    assert_eq!(
+        raw_egress(&svc, &chain, &parent.key, &at("/v1/forecast/a"), "api").await,
+        (401, "denied".into())
+    );
+    let received = up.received();
+    assert_eq!(
+        received
+            .iter()
+            .filter(|r| r.uri.starts_with("/v1/other"))
+            .count(),
+        1,
+        "the child's call outside its prefix never left the backend"
+    );
+    // The audit log tells the child's calls from the parent's.
+    let records = svc.tokens.store().audit_range(1, 1000).expect("audit");
+    let holder = child.public_key().jwk_thumbprint();
+    let delegated: Vec<_> = records
+        .iter()
+        .filter(|r| r.entry.kind == "egress")
+        .filter(|r| {
+            r.entry
+                .reason
+                .as_deref()
+                .is_some_and(|x| x.contains(&holder))
+        })
+        .collect();
+    assert_eq!(delegated.len(), 5, "{delegated:#?}");
+    assert!(delegated.iter().all(|r| {
+        r.entry.instance.as_deref() == Some(parent.instance_id.as_str())
+            && r.entry
+                .reason
+                .as_deref()
+                .is_some_and(|x| x.contains("4 caveat(s)") || x.contains("5 caveat(s)"))
+    }));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stripped_or_forged_chains_are_refused() {
+    let (up, svc, parent) = setup().await;
+    let child = key(3);
+    let url = format!("{}/v1/forecast/today", up.origin());
+    let wire = child_chain(&parent, &child).encode();
+    let parts: Vec<&str> = wire.split('~').collect();
+    let tag = parts[parts.len() - 1];
+
+    // The parent's bare token with every caveat stripped, proof from the
+    // child's own key: bound to the parent's key, so refused.
+    assert_eq!(
+        raw_egress(&svc, &parent.token, &child, &url, "api").await,
+        (401, "denied".into())
+    );
+    // Caveats stripped but the child's tag kept; one caveat dropped;
+    // reordered; a caveat widened in place; a made-up tag.
+    let stripped = format!("{}~{tag}", parts[0]);
+    let dropped = [parts[0], parts[1], parts[3], parts[4], tag].join("~");
+    let reordered = [parts[0], parts[2], parts[1], parts[3], parts[4], tag].join("~");
+    let widened = wire.replacen(
+        parts[3],
+        &base64::Engine::encode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            "paths:/v1",
+        ),
+        1,
+    );
+    let forged = format!("{}~{}", parts[..parts.len() - 1].join("~"), "A".repeat(43));
+    for (name, bad) in [
+        ("stripped", stripped),
+        ("dropped", dropped),
+        ("reordered", reordered),
+        ("widened", widened),
+        ("forged", forged),
+    ] {
+        assert_eq!(
+            raw_egress(&svc, &bad, &child, &url, "api").await,
+            (401, "denied".into()),
+            "{name}"
+        );
+    }
+    // Not canonical, not base64: refused before any verification.
+    for junk in [
+        format!("{}~@@@~{tag}", parts[0]),
+        format!("{}~~{tag}", parts[0]),
+    ] {
+        assert_eq!(raw_egress(&svc, &junk, &child, &url, "api").await.0, 401);
+    }
+    assert!(
+        up.received().is_empty(),
+        "no refused chain reached the upstream"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn depth_is_limited_and_revoking_the_parent_stops_every_descendant() {
+    let (up, svc, parent) = setup().await;
+    let url = format!("{}/v1/forecast/today", up.origin());
+    // A chain of MAX_DELEGATION_DEPTH hops works; one more does not.
+    let keys: Vec<Ed25519Signer> = (0..=MAX_DELEGATION_DEPTH as u64)
+        .map(|i| key(100 + i))
+        .collect();
+    let mut deep = child_chain(&parent, &keys[0]);
+    for k in &keys[1..MAX_DELEGATION_DEPTH as usize] {
+        deep = deep
+            .append(Caveat::Holder(k.public_key().jwk_thumbprint()))
+            .expect("caveat");
+    }
+    let deepest = &keys[MAX_DELEGATION_DEPTH as usize - 1];
+    assert_eq!(
+        raw_egress(&svc, &deep.encode(), deepest, &url, "api").await,
+        (200, String::new())
+    );
+    let too_deep = deep
+        .append(Caveat::Holder(
+            keys[MAX_DELEGATION_DEPTH as usize]
+                .public_key()
+                .jwk_thumbprint(),
+        ))
+        .expect("caveat");
+    assert_eq!(
+        raw_egress(
+            &svc,
+            &too_deep.encode(),
+            &keys[MAX_DELEGATION_DEPTH as usize],
+            &url,
+            "api"
+        )
+        .await,
+        (401, "denied".into())
+    );
+
+    // Revoking the parent's instance revokes every chain built on its token.
+    let child = key(9);
+    let chain = child_chain(&parent, &child).encode();
+    assert_eq!(raw_egress(&svc, &chain, &child, &url, "api").await.0, 200);
+    svc.tokens
+        .revoke(
+            &RevocationKind::Instance {
+                id: parent.instance_id.clone(),
+            },
+            "test-admin",
+            "test",
+        )
+        .expect("revoke");
+    assert_eq!(
+        raw_egress(&svc, &chain, &child, &url, "api").await,
+        (401, "revoked".into())
+    );
+    // Every descendant, however deep.
+    assert_eq!(
+        raw_egress(&svc, &deep.encode(), deepest, &url, "api").await,
+        (401, "revoked".into())
+    );
+}
