@@ -108,6 +108,7 @@ pub async fn start(
             entropy: &mut os_entropy,
             grants: Vec::new(),
             lifetime: token_lifetime,
+            user_assertion: None,
         })
         .await
         .context("the instance could not attest")?;

@@ -57,6 +57,7 @@ impl Split {
                 entropy: &mut crate::embedded::os_entropy,
                 grants: Vec::new(),
                 lifetime: self.token_lifetime,
+                user_assertion: None,
             })
             .await
             .context("the instance could not attest")?;

@@ -116,6 +116,7 @@ limits = {{ task_timeout_ms = 60000 }}
                 entropy: &mut SeededEntropy::new(5),
                 grants: vec![],
                 lifetime: None,
+                user_assertion: None,
             })
             .await
             .expect("attest"),

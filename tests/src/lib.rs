@@ -289,6 +289,7 @@ impl Harness {
                 entropy: &mut SeededEntropy::new(11),
                 grants: Vec::new(),
                 lifetime: None,
+                user_assertion: None,
             })
             .await?;
         Ok(Harness { instance, backend })
@@ -573,6 +574,7 @@ pub async fn attest_split(
             entropy: &mut SeededEntropy::new(seed),
             grants,
             lifetime: None,
+            user_assertion: None,
         })
         .await
 }
@@ -588,6 +590,8 @@ pub struct RawInstance {
     pub key: edgeward_core::keys::Ed25519Signer,
     /// The key that lets this instance attenuate its token.
     pub chain_key: Option<edgeward_core::caveat::ChainKey>,
+    /// The user it acts for, as the backend says.
+    pub on_behalf_of: Option<String>,
 }
 
 /// A raw token exchange against `svc`: challenge, attestation signed by
@@ -599,6 +603,7 @@ pub async fn raw_exchange(
     component_path: &'static str,
     seed: u64,
     lifetime: u64,
+    user_assertion: Option<&str>,
 ) -> anyhow::Result<RawInstance> {
     use edgeward_core::attest::{AttestationClaims, sign_attestation};
     use edgeward_core::egress::{ATTESTATION_TOKEN_TYPE, TOKEN_EXCHANGE_GRANT};
@@ -620,6 +625,10 @@ pub async fn raw_exchange(
         iat: SystemClock.now(),
     };
     let att = sign_attestation(&claims, device_id, device)?;
+    let (subject, subject_type) = match user_assertion {
+        Some(a) => (a, edgeward_core::egress::JWT_TOKEN_TYPE),
+        None => (att.as_str(), ATTESTATION_TOKEN_TYPE),
+    };
     let r = svc
         .client
         .post_form(
@@ -628,8 +637,8 @@ pub async fn raw_exchange(
                 ("grant_type", TOKEN_EXCHANGE_GRANT),
                 ("actor_token", &att),
                 ("actor_token_type", ATTESTATION_TOKEN_TYPE),
-                ("subject_token", &att),
-                ("subject_token_type", ATTESTATION_TOKEN_TYPE),
+                ("subject_token", subject),
+                ("subject_token_type", subject_type),
             ],
         )
         .await?;
@@ -642,6 +651,7 @@ pub async fn raw_exchange(
         chain_key: v["edgeward_chain_key"]
             .as_str()
             .and_then(edgeward_core::caveat::ChainKey::from_b64),
+        on_behalf_of: v["edgeward_on_behalf_of"].as_str().map(str::to_owned),
     })
 }
 

@@ -1,7 +1,10 @@
-//! Delegation by attenuation (issue 7, part 2): a token narrowed offline with
-//! caveats, presented by a child key, checked by the backend over TLS.
-//! Starting children from a guest (the WIT `delegation` interface) is not
-//! wired yet; these tests drive the wire format directly.
+//! Delegation (issue 7), over real TLS on loopback:
+//! - by attenuation: a token narrowed offline with caveats, presented by a
+//!   child key, checked by the backend. Starting children from a guest (the
+//!   WIT `delegation` interface) is not wired yet; these tests drive the
+//!   wire format directly.
+//! - for a user: a user's assertion from a trusted issuer as the exchange's
+//!   `subject_token`; without a valid one there is no on-behalf-of.
 
 use edgeward_backend::revocation::RevocationKind;
 use edgeward_core::caveat::{Caveat, Chain, MAX_DELEGATION_DEPTH};
@@ -53,6 +56,12 @@ path_prefixes = ["/v2"]
 credential = {{ kind = "header", name = "x-api-key" }}
 secret = {{ env = "API_KEY" }}
 
+[[user_issuer]]
+name = "corp"
+issuer = "https://idp.test"
+audience = "edgeward-test"
+jwks = '{jwks}'
+
 [[agent]]
 name = "hostile"
 owner = "tests@edgeward.invalid"
@@ -62,7 +71,57 @@ devices = ["dev-1"]
 "#,
         device = device().public_key(),
         digest = digest(HOSTILE_WASM),
+        jwks = jwks(),
     )
+}
+
+/// The test IdP's signing key and its JWKS.
+fn idp() -> Ed25519Signer {
+    key(808)
+}
+
+fn jwks() -> String {
+    let mut jwk = idp().public_key().to_jwk();
+    jwk["kid"] = serde_json::json!("idp-1");
+    serde_json::json!({ "keys": [jwk] }).to_string()
+}
+
+/// A user assertion as the test IdP (or `signer`, for forgeries) signs it.
+fn assertion(signer: &dyn Signer, claims: serde_json::Value) -> String {
+    use base64::Engine as _;
+    let b64 = |v: &serde_json::Value| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(serde_json::to_vec(v).expect("json"))
+    };
+    let input = format!(
+        "{}.{}",
+        b64(&serde_json::json!({"alg": "EdDSA", "kid": "idp-1", "typ": "JWT"})),
+        b64(&claims)
+    );
+    let sig = signer.sign(input.as_bytes()).expect("sign");
+    format!(
+        "{input}.{}",
+        base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, sig)
+    )
+}
+
+fn user_claims(sub: &str) -> serde_json::Value {
+    let now = edgeward_core::clock::Clock::now(&SystemClock);
+    serde_json::json!({
+        "iss": "https://idp.test", "sub": sub, "aud": "edgeward-test",
+        "iat": now, "exp": now + 600, "name": "A. User"
+    })
+}
+
+fn claims_of(token: &str) -> serde_json::Value {
+    use base64::Engine as _;
+    let payload = token.split('.').nth(1).expect("payload");
+    serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .expect("b64"),
+    )
+    .expect("json")
 }
 
 async fn setup() -> (Upstream, Service, RawInstance) {
@@ -81,9 +140,17 @@ async fn setup() -> (Upstream, Service, RawInstance) {
     )
     .await
     .expect("service");
-    let parent = raw_exchange(&svc, "hostile", ("dev-1", &device()), HOSTILE_WASM, 1, 120)
-        .await
-        .expect("parent exchange");
+    let parent = raw_exchange(
+        &svc,
+        "hostile",
+        ("dev-1", &device()),
+        HOSTILE_WASM,
+        1,
+        120,
+        None,
+    )
+    .await
+    .expect("parent exchange");
     (up, svc, parent)
 }
 
@@ -299,5 +366,148 @@ async fn depth_is_limited_and_revoking_the_parent_stops_every_descendant() {
     assert_eq!(
         raw_egress(&svc, &deep.encode(), deepest, &url, "api").await,
         (401, "revoked".into())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_assertion_makes_the_user_the_subject_and_the_instance_the_actor() {
+    let (up, svc, plain) = setup().await;
+    // Without an assertion the instance acts for itself.
+    assert_eq!(plain.on_behalf_of, None);
+    let own = claims_of(&plain.token);
+    assert_eq!(own["sub"], own["act"]["sub"]);
+
+    let alice = assertion(&idp(), user_claims("alice@example.com"));
+    let raw = raw_exchange(
+        &svc,
+        "hostile",
+        ("dev-1", &device()),
+        HOSTILE_WASM,
+        21,
+        120,
+        Some(&alice),
+    )
+    .await
+    .expect("exchange with a user assertion");
+    assert_eq!(
+        raw.on_behalf_of.as_deref(),
+        Some("user:corp/alice@example.com")
+    );
+    let c = claims_of(&raw.token);
+    assert_eq!(c["sub"], "user:corp/alice@example.com");
+    // `act` is the instance, nesting the device: delegation, not impersonation.
+    assert!(
+        c["act"]["sub"]
+            .as_str()
+            .is_some_and(|s| s.ends_with(&format!("/instance/{}", raw.instance_id)))
+    );
+    assert!(
+        c["act"]["act"]["sub"]
+            .as_str()
+            .is_some_and(|s| s.ends_with("/device/dev-1"))
+    );
+    // The token works, and the audit log says for whom.
+    let url = format!("{}/v1/x", up.origin());
+    assert_eq!(
+        raw_egress(&svc, &raw.token, &raw.key, &url, "api").await,
+        (200, String::new())
+    );
+    let records = svc.tokens.store().audit_range(1, 1000).expect("audit");
+    assert!(records.iter().any(|r| {
+        r.entry.kind == "exchange"
+            && r.entry.reason.as_deref() == Some("on behalf of user:corp/alice@example.com")
+    }));
+
+    // Through the runtime: the guest reads its user from `identity`.
+    let loaded = edgeward_tests::runtime()
+        .load(
+            edgeward_tests::component(HOSTILE_WASM),
+            edgeward_runtime::AgentSpec {
+                name: "hostile".into(),
+                allowed_digests: vec![digest(HOSTILE_WASM)],
+            },
+        )
+        .expect("load");
+    let remote = Arc::new(svc.remote());
+    let instance = loaded
+        .attest(edgeward_runtime::AttestOptions {
+            device: edgeward_runtime::DeviceIdentity {
+                id: "dev-1".into(),
+                signer: Arc::new(device()),
+            },
+            exchange: remote.clone(),
+            egress: remote.clone(),
+            stop_channel: Some(remote),
+            clock: Arc::new(SystemClock),
+            entropy: &mut SeededEntropy::new(22),
+            grants: vec![],
+            lifetime: None,
+            user_assertion: Some(edgeward_core::egress::BearerToken::new(alice)),
+        })
+        .await
+        .expect("attest for alice");
+    let report = instance.run("identity").await;
+    let text = match report.outcome {
+        Ok(Ok(t)) => t,
+        other => panic!("identity task: {other:?}"),
+    };
+    let doc: serde_json::Value = serde_json::from_str(&text).expect("json");
+    assert_eq!(doc["user"], "user:corp/alice@example.com");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_or_foreign_user_assertion_gives_no_on_behalf_of() {
+    let (_up, svc, _) = setup().await;
+    let forger = key(999);
+    let now = edgeward_core::clock::Clock::now(&SystemClock);
+    let mut cases = vec![
+        (
+            "signed by another key",
+            assertion(&forger, user_claims("alice")),
+        ),
+        ("not a JWT", "alice".to_owned()),
+    ];
+    for (name, edit) in [
+        (
+            "untrusted issuer",
+            ("iss", serde_json::json!("https://evil.test")),
+        ),
+        (
+            "another audience",
+            ("aud", serde_json::json!("someone-else")),
+        ),
+        ("expired", ("exp", serde_json::json!(now - 60))),
+        ("no subject", ("sub", serde_json::Value::Null)),
+    ] {
+        let mut c = user_claims("alice");
+        c[edit.0] = edit.1;
+        cases.push((name, assertion(&idp(), c)));
+    }
+    for (i, (name, bad)) in cases.into_iter().enumerate() {
+        let refused = raw_exchange(
+            &svc,
+            "hostile",
+            ("dev-1", &device()),
+            HOSTILE_WASM,
+            40 + i as u64,
+            120,
+            Some(&bad),
+        )
+        .await;
+        let err = refused.err().unwrap_or_else(|| panic!("{name}: accepted"));
+        assert!(err.to_string().contains("invalid_grant"), "{name}: {err}");
+    }
+    // Every refusal is audited with its reason.
+    let audit = svc.tokens.store().audit_range(1, 1000).expect("audit");
+    assert!(
+        audit
+            .iter()
+            .filter(|r| r.entry.kind == "exchange" && r.entry.decision == "deny")
+            .all(|r| r
+                .entry
+                .reason
+                .as_deref()
+                .is_some_and(|x| x.contains("user assertion refused"))),
+        "{audit:#?}"
     );
 }

@@ -76,10 +76,17 @@ async fn attest(svc: &Service, seed: u64) -> AgentInstance {
 
 /// A token from a raw exchange (another instance of the same agent and device).
 async fn raw_token(svc: &Service, seed: u64) -> (String, String, Ed25519Signer) {
-    let raw =
-        edgeward_tests::raw_exchange(svc, "hostile", ("dev-1", &device()), HOSTILE_WASM, seed, 60)
-            .await
-            .expect("exchange");
+    let raw = edgeward_tests::raw_exchange(
+        svc,
+        "hostile",
+        ("dev-1", &device()),
+        HOSTILE_WASM,
+        seed,
+        60,
+        None,
+    )
+    .await
+    .expect("exchange");
     (raw.token, raw.instance_id, raw.key)
 }
 

@@ -163,6 +163,7 @@ async fn split_mode_happy_path_with_ed25519_and_es256_devices() {
                 entropy: &mut SeededEntropy::new(u64::from(id.as_bytes()[5])),
                 grants: vec![],
                 lifetime: Some(600),
+                user_assertion: None,
             })
             .await
             .unwrap_or_else(|e| panic!("{id}: attest: {e}"));

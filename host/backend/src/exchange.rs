@@ -96,6 +96,8 @@ pub struct Minted {
     pub profile: AgentProfile,
     /// Lets the instance attenuate this token offline.
     pub chain_key: edgeward_core::caveat::ChainKey,
+    /// The user the instance acts for (`sub`), if a user assertion came.
+    pub on_behalf_of: Option<String>,
     /// The token's `jti`.
     pub jti: String,
 }
@@ -444,6 +446,7 @@ impl TokenService {
                 instance: Some(m.instance_id.clone()),
                 device: Some(m.device.clone()),
                 jti: Some(m.jti.clone()),
+                reason: m.on_behalf_of.as_ref().map(|u| format!("on behalf of {u}")),
                 ..AuditEntry::default()
             },
             Err(e) => AuditEntry {
@@ -474,28 +477,29 @@ impl TokenService {
         let actor = field("actor_token").ok_or_else(|| ExchangeError::before("no actor_token"))?;
         let subject =
             field("subject_token").ok_or_else(|| ExchangeError::before("no subject_token"))?;
-        for (name, expected) in [
-            (
-                "actor_token_type",
-                edgeward_core::egress::ATTESTATION_TOKEN_TYPE,
-            ),
-            (
-                "subject_token_type",
-                edgeward_core::egress::ATTESTATION_TOKEN_TYPE,
-            ),
-        ] {
-            if field(name) != Some(expected) {
-                return Err(ExchangeError::before(format!(
-                    "{name} is not the attestation type"
-                )));
-            }
-        }
-        // Without a user, the subject is the attested instance itself.
-        if actor != subject {
+        if field("actor_token_type") != Some(edgeward_core::egress::ATTESTATION_TOKEN_TYPE) {
             return Err(ExchangeError::before(
-                "subject_token differs from actor_token and user assertions are not supported",
+                "actor_token_type is not the attestation type",
             ));
         }
+        // The subject is the attested instance itself, or a user's assertion
+        // (RFC 8693 delegation: the instance acts for the user). The
+        // assertion is checked only after the device's signature: before
+        // that, every refusal looks the same.
+        let user_assertion = match field("subject_token_type") {
+            Some(edgeward_core::egress::ATTESTATION_TOKEN_TYPE) if subject == actor => None,
+            Some(edgeward_core::egress::ATTESTATION_TOKEN_TYPE) => {
+                return Err(ExchangeError::before(
+                    "subject_token differs from actor_token but is typed as the attestation",
+                ));
+            }
+            Some(edgeward_core::egress::JWT_TOKEN_TYPE) => Some(subject),
+            _ => {
+                return Err(ExchangeError::before(
+                    "subject_token_type is neither the attestation nor a JWT",
+                ));
+            }
+        };
         // Stage spans (target `edgeward::stage`) time the exchange for the
         // benchmarks; disabled, each costs one relaxed load.
         let stage = tracing::trace_span!(target: "edgeward::stage", "exchange.verify");
@@ -518,14 +522,29 @@ impl TokenService {
         }
         let verified =
             verified.map_err(|e| ExchangeError::before(format!("device {device}: {e}")))?;
+        let user = match user_assertion {
+            None => None,
+            Some(jwt) => Some(
+                edgeward_core::user::verify_assertion(
+                    jwt,
+                    &self.settings.user_issuers,
+                    self.clock.now(),
+                    CLOCK_TOLERANCE,
+                )
+                .map_err(|e| {
+                    ExchangeError::after("invalid_grant", format!("user assertion refused: {e}"))
+                })?,
+            ),
+        };
         drop(stage);
-        self.authorize_and_mint(&device, &verified)
+        self.authorize_and_mint(&device, &verified, user.as_ref())
     }
 
     fn authorize_and_mint(
         &self,
         device: &str,
         att: &VerifiedAttestation,
+        user: Option<&edgeward_core::user::VerifiedUser>,
     ) -> Result<Minted, ExchangeError> {
         let stage = tracing::trace_span!(target: "edgeward::stage", "exchange.authorize");
         let now = self.clock.now();
@@ -604,7 +623,18 @@ impl TokenService {
         } else {
             att.lifetime()
         };
-        let lifetime = requested.min(agent.max_token_lifetime);
+        let mut lifetime = requested.min(agent.max_token_lifetime);
+        if let Some(u) = user {
+            // Acting for a user ends when the user's assertion does.
+            let left = u.expires_at.saturating_sub(now);
+            if left == 0 {
+                return Err(ExchangeError::after(
+                    "invalid_grant",
+                    "user assertion refused: it expires now",
+                ));
+            }
+            lifetime = lifetime.min(left);
+        }
 
         let _minting = self.minting.lock().map_err(|_| poisoned())?;
         let live: Vec<String> = self
@@ -626,8 +656,13 @@ impl TokenService {
         self.entropy.lock().map_err(|_| poisoned())?.fill(&mut jti);
         let td = &self.settings.trust_domain;
         let instance_spiffe = format!("spiffe://{td}/agent/{agent_name}/instance/{instance_id}");
+        let on_behalf_of = user.map(edgeward_core::user::VerifiedUser::principal);
         let mint = Mint {
-            sub: instance_spiffe.clone(),
+            // The user when acting for one (delegation: `act` stays the
+            // instance, nesting the device), else the instance itself.
+            sub: on_behalf_of
+                .clone()
+                .unwrap_or_else(|| instance_spiffe.clone()),
             instance_spiffe,
             device_spiffe: format!("spiffe://{td}/device/{device}"),
             agent: agent_name.to_owned(),
@@ -671,6 +706,7 @@ impl TokenService {
         };
         let chain_key = edgeward_core::caveat::ChainKey::derive(&self.caveat_root, &token);
         Ok(Minted {
+            on_behalf_of,
             chain_key,
             token,
             expires_in: lifetime,

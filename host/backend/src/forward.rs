@@ -228,6 +228,7 @@ impl TokenExchange for Backend {
                 scope: minted.scope.iter().map(|g| g.to_string()).collect(),
                 profile: minted.profile,
                 chain_key: Some(minted.chain_key),
+                on_behalf_of: minted.on_behalf_of,
             })
         })
     }

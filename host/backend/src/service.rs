@@ -53,13 +53,10 @@ pub fn exchange_form(request: &TokenRequest) -> HashMap<String, String> {
             "actor_token_type".to_owned(),
             ATTESTATION_TOKEN_TYPE.to_owned(),
         ),
-        (
-            "subject_token".to_owned(),
-            request.subject_token.expose().to_owned(),
-        ),
+        ("subject_token".to_owned(), request.subject().0.to_owned()),
         (
             "subject_token_type".to_owned(),
-            ATTESTATION_TOKEN_TYPE.to_owned(),
+            request.subject().1.to_owned(),
         ),
     ])
 }
@@ -187,6 +184,7 @@ async fn token(backend: &Backend, req: hyper::Request<hyper::body::Incoming>) ->
                     // Lets the instance attenuate this token offline; as
                     // secret as the token (TLS only, never logged).
                     "edgeward_chain_key": minted.chain_key.to_b64(),
+                    "edgeward_on_behalf_of": minted.on_behalf_of,
                 }),
             )
         }

@@ -109,6 +109,9 @@ pub struct BackendSettings {
     /// How long a runtime may be cut off from the backend before it stops
     /// its instances, seconds.
     pub stop_lease_secs: u64,
+    /// Issuers whose user assertions let an instance act for a user
+    /// (`[[user_issuer]]`); none: no on-behalf-of at all.
+    pub user_issuers: Vec<crate::user::UserIssuer>,
 }
 
 impl Default for BackendSettings {
@@ -122,6 +125,7 @@ impl Default for BackendSettings {
             public_url: "https://edgeward.local".into(),
             stop_poll_secs: 25,
             stop_lease_secs: 60,
+            user_issuers: Vec::new(),
         }
     }
 }
@@ -309,6 +313,40 @@ struct RawConfig {
     devices: Vec<RawDevice>,
     #[serde(default)]
     backend: RawBackend,
+    #[serde(default, rename = "user_issuer")]
+    user_issuers: Vec<RawUserIssuer>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUserIssuer {
+    name: String,
+    issuer: String,
+    audience: String,
+    /// The issuer's JWKS document, inline (`{"keys": [...]}`).
+    jwks: String,
+}
+
+impl RawUserIssuer {
+    fn verify(self, i: usize) -> Result<crate::user::UserIssuer, ConfigError> {
+        validate_name(&self.name, "user issuer")
+            .map_err(|e| invalid(format!("user_issuer[{i}].name"), e.to_string()))?;
+        let at = |field: &str| format!("user_issuer \"{}\".{field}", self.name);
+        if !self.issuer.starts_with("https://") || self.issuer.len() > 512 {
+            return Err(invalid(at("issuer"), "must be an https URL"));
+        }
+        if self.audience.trim().is_empty() || self.audience.len() > 512 {
+            return Err(invalid(at("audience"), "must not be empty"));
+        }
+        let keys = crate::user::UserIssuer::keys_from_jwks(&self.jwks)
+            .map_err(|e| invalid(at("jwks"), e))?;
+        Ok(crate::user::UserIssuer {
+            name: self.name,
+            issuer: self.issuer,
+            audience: self.audience,
+            keys,
+        })
+    }
 }
 
 #[derive(Deserialize)]
@@ -488,7 +526,21 @@ impl RawConfig {
                 public_key,
             });
         }
-        let backend = self.backend.verify()?;
+        let mut backend = self.backend.verify()?;
+        for (i, raw) in self.user_issuers.into_iter().enumerate() {
+            let issuer = raw.verify(i)?;
+            if backend
+                .user_issuers
+                .iter()
+                .any(|u| u.name == issuer.name || u.issuer == issuer.issuer)
+            {
+                return Err(invalid(
+                    format!("user_issuer[{i}]"),
+                    format!("user issuer {} is defined twice", issuer.name),
+                ));
+            }
+            backend.user_issuers.push(issuer);
+        }
         let mut agents: Vec<AgentConfig> = Vec::new();
         for (i, a) in self.agents.into_iter().enumerate() {
             let agent = a.verify(i, &grants, &devices, &backend)?;
@@ -720,6 +772,8 @@ impl RawBackend {
             ));
         }
         Ok(BackendSettings {
+            // Filled from the top-level `[[user_issuer]]` tables.
+            user_issuers: Vec::new(),
             public_url: public_url.trim_end_matches('/').to_owned(),
             issuer,
             audience: text("audience", self.audience, d.audience)?,

@@ -76,15 +76,27 @@ pub const TOKEN_EXCHANGE_GRANT: &str = "urn:ietf:params:oauth:grant-type:token-e
 pub const ATTESTATION_TOKEN_TYPE: &str = "urn:edgeward:params:oauth:token-type:attestation";
 /// Token type URI of the access tokens edgeward issues.
 pub const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
+/// Token type URI of a user's assertion (RFC 8693: a JWT).
+pub const JWT_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:jwt";
 
 /// An RFC 8693 token exchange request, as the runtime sends it.
 #[derive(Debug, Clone)]
 pub struct TokenRequest {
     /// The device-signed attestation.
     pub actor_token: BearerToken,
-    /// The attestation again when no user is involved (a user's assertion
-    /// arrives with delegation work).
-    pub subject_token: BearerToken,
+    /// The user's assertion (a JWT from a trusted issuer) when the instance
+    /// acts for a user; `None`: the attestation is the subject too.
+    pub user_assertion: Option<BearerToken>,
+}
+
+impl TokenRequest {
+    /// The RFC 8693 `subject_token` and its `subject_token_type`.
+    pub fn subject(&self) -> (&str, &'static str) {
+        match &self.user_assertion {
+            Some(a) => (a.expose(), JWT_TOKEN_TYPE),
+            None => (self.actor_token.expose(), ATTESTATION_TOKEN_TYPE),
+        }
+    }
 }
 
 /// A successful exchange.
@@ -103,6 +115,8 @@ pub struct TokenGrant {
     /// The key that lets the instance attenuate its token offline (append
     /// caveats for a sub-agent); `None` from a backend without delegation.
     pub chain_key: Option<crate::caveat::ChainKey>,
+    /// The user the instance acts for, as the backend names it.
+    pub on_behalf_of: Option<String>,
 }
 
 /// The public part of an agent's definition that the runtime needs: the

@@ -29,3 +29,4 @@ pub mod redact;
 pub mod scan;
 pub mod secret;
 pub mod token;
+pub mod user;

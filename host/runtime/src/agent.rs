@@ -206,6 +206,7 @@ impl LoadedAgent {
             options.exchange,
             options.clock,
             jti_prefix,
+            options.user_assertion,
         ));
         // The first token proves the attestation was accepted.
         token.token().await?;
@@ -230,7 +231,7 @@ impl LoadedAgent {
         let identity = Arc::new(InstanceIdentity {
             agent: self.spec.name.clone(),
             instance_id: instance_id.clone(),
-            user: None,
+            user: token.on_behalf_of().map(str::to_owned),
             grants: profile.grants.iter().map(|g| g.name.to_string()).collect(),
         });
         let stop = Arc::new(StopSignal::default());
@@ -288,6 +289,10 @@ pub struct AttestOptions<'a> {
     /// Requested token lifetime, seconds (`None`: the backend's default;
     /// the backend caps it at the agent's maximum).
     pub lifetime: Option<u64>,
+    /// Act for a user: that user's assertion (a JWT from an issuer the
+    /// backend trusts). One instance per user: tokens, stores and the
+    /// instance key are never shared between users.
+    pub user_assertion: Option<BearerToken>,
 }
 
 impl AgentInstance {

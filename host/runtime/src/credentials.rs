@@ -53,6 +53,11 @@ pub(crate) struct InstanceToken {
     expires_at: AtomicU64,
     instance_id: std::sync::OnceLock<String>,
     profile: std::sync::OnceLock<AgentProfile>,
+    /// The user's assertion, sent again on each renewal (a token never
+    /// outlives it).
+    user_assertion: Option<BearerToken>,
+    /// The user the backend says this instance acts for.
+    on_behalf_of: std::sync::OnceLock<Option<String>>,
     /// DPoP `jti`s: a random per-instance prefix and a counter, unique
     /// without needing randomness on every call.
     jti_prefix: [u8; 8],
@@ -71,6 +76,7 @@ impl InstanceToken {
         exchange: Arc<dyn TokenExchange>,
         clock: Arc<dyn Clock>,
         jti_prefix: [u8; 8],
+        user_assertion: Option<BearerToken>,
     ) -> InstanceToken {
         InstanceToken {
             device,
@@ -85,6 +91,8 @@ impl InstanceToken {
             expires_at: AtomicU64::new(0),
             instance_id: std::sync::OnceLock::new(),
             profile: std::sync::OnceLock::new(),
+            user_assertion,
+            on_behalf_of: std::sync::OnceLock::new(),
             jti_prefix,
             jti_counter: AtomicU64::new(0),
         }
@@ -130,6 +138,11 @@ impl InstanceToken {
             .ok()?
             .as_ref()
             .map(|c| c.token.clone())
+    }
+
+    /// The user this instance acts for (from the first exchange).
+    pub(crate) fn on_behalf_of(&self) -> Option<&str> {
+        self.on_behalf_of.get().and_then(|u| u.as_deref())
     }
 
     /// The agent profile from the first exchange.
@@ -192,8 +205,8 @@ impl InstanceToken {
         let grant: TokenGrant = self
             .exchange
             .exchange(TokenRequest {
-                actor_token: attestation.clone(),
-                subject_token: attestation,
+                actor_token: attestation,
+                user_assertion: self.user_assertion.clone(),
             })
             .await?;
         // The backend derives the id from (device, agent, instance key): a
@@ -202,6 +215,13 @@ impl InstanceToken {
         // The profile of the first token holds for the instance's life; a new
         // definition applies to new instances.
         self.profile.get_or_init(|| grant.profile.clone());
+        // Likewise the user: an instance acts for one user for its life.
+        let user = self.on_behalf_of.get_or_init(|| grant.on_behalf_of.clone());
+        if *user != grant.on_behalf_of {
+            return Err(ExchangeFailure::Unreachable(
+                "the backend named a different user on renewal".into(),
+            ));
+        }
         if *id != grant.instance_id {
             return Err(ExchangeFailure::Unreachable(
                 "the backend assigned a different instance id on renewal".into(),

@@ -41,6 +41,7 @@
 //!         entropy: &mut os_random,
 //!         grants: vec![],
 //!         lifetime: None,
+//!         user_assertion: None,
 //!     })
 //!     .await
 //!     .expect("attested");

@@ -254,8 +254,8 @@ impl TokenExchange for RemoteBackend {
                 .append_pair("grant_type", TOKEN_EXCHANGE_GRANT)
                 .append_pair("actor_token", request.actor_token.expose())
                 .append_pair("actor_token_type", ATTESTATION_TOKEN_TYPE)
-                .append_pair("subject_token", request.subject_token.expose())
-                .append_pair("subject_token_type", ATTESTATION_TOKEN_TYPE)
+                .append_pair("subject_token", request.subject().0)
+                .append_pair("subject_token_type", request.subject().1)
                 .finish();
             let http_request = http::Request::post(format!("{}/v1/token", this.base))
                 .header(
@@ -296,6 +296,10 @@ impl TokenExchange for RemoteBackend {
                     .collect(),
                 profile: edgeward_core::egress::AgentProfile::from_json(&doc["edgeward_profile"])
                     .map_err(ExchangeFailure::Unreachable)?,
+                on_behalf_of: match doc.get("edgeward_on_behalf_of") {
+                    None | Some(serde_json::Value::Null) => None,
+                    Some(v) => Some(v.as_str().ok_or_else(|| bad("valid user"))?.to_owned()),
+                },
                 chain_key: match doc.get("edgeward_chain_key") {
                     None => None,
                     Some(v) => Some(

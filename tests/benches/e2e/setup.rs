@@ -123,6 +123,7 @@ impl Embedded {
                 entropy: &mut SeededEntropy::new(seed),
                 grants: Vec::new(),
                 lifetime: None,
+                user_assertion: None,
             })
             .await?;
         Ok(instance)
@@ -162,6 +163,7 @@ pub async fn split_instance(
             entropy: &mut SeededEntropy::new(seed),
             grants: Vec::new(),
             lifetime: None,
+            user_assertion: None,
         })
         .await?;
     Ok(instance)
