@@ -18,6 +18,12 @@ use edgeward_tests::{
 use std::sync::Arc;
 
 const KEY: &str = "delegation-upstream-key-0123456789";
+/// The mail grant's credentials: the service's own and one per user.
+const MAIL: [(&str, &str); 3] = [
+    ("MAIL_SERVICE", "mail-service-key-aaaaaaaaaaaaaaaa"),
+    ("MAIL_ALICE", "mail-alice-key-bbbbbbbbbbbbbbbbbbbb"),
+    ("MAIL_BOB", "mail-bob-key-cccccccccccccccccccccc"),
+];
 
 fn device() -> Ed25519Signer {
     Ed25519Signer::generate(&mut SeededEntropy::new(707)).expect("key")
@@ -56,6 +62,15 @@ path_prefixes = ["/v2"]
 credential = {{ kind = "header", name = "x-api-key" }}
 secret = {{ env = "API_KEY" }}
 
+[[grant]]
+name = "mail"
+origin = "{origin}"
+methods = ["GET"]
+path_prefixes = ["/mail"]
+credential = {{ kind = "header", name = "x-api-key" }}
+secret = {{ env = "MAIL_SERVICE" }}
+user_secrets = {{ "user:corp/alice@example.com" = {{ env = "MAIL_ALICE" }}, "user:corp/bob@example.com" = {{ env = "MAIL_BOB" }} }}
+
 [[user_issuer]]
 name = "corp"
 issuer = "https://idp.test"
@@ -66,7 +81,7 @@ jwks = '{jwks}'
 name = "hostile"
 owner = "tests@edgeward.invalid"
 digests = ["{digest}"]
-grants = ["api", "other"]
+grants = ["api", "other", "mail"]
 devices = ["dev-1"]
 "#,
         device = device().public_key(),
@@ -126,20 +141,23 @@ fn claims_of(token: &str) -> serde_json::Value {
 
 async fn setup() -> (Upstream, Service, RawInstance) {
     let up = Upstream::start(|r| {
-        if r.headers.get("x-api-key").map(|v| v.as_bytes()) == Some(KEY.as_bytes()) {
-            respond(200, &[], "ok")
-        } else {
-            respond(401, &[], "no key")
+        let key = r.headers.get("x-api-key").map(|v| v.as_bytes());
+        if key == Some(KEY.as_bytes()) {
+            return respond(200, &[], "ok");
+        }
+        // The mail upstream says whose mailbox the key opens, and
+        // (carelessly) echoes the key.
+        match MAIL.iter().find(|(_, k)| Some(k.as_bytes()) == key) {
+            Some((who, k)) => respond(200, &[], format!("mailbox {who} key {k}")),
+            None => respond(401, &[], "no key"),
         }
     })
     .await;
-    let svc = Service::start(
-        &config(&up.origin()),
-        &[("API_KEY", KEY)],
-        Arc::new(SystemClock),
-    )
-    .await
-    .expect("service");
+    let mut secrets = vec![("API_KEY", KEY)];
+    secrets.extend(MAIL);
+    let svc = Service::start(&config(&up.origin()), &secrets, Arc::new(SystemClock))
+        .await
+        .expect("service");
     let parent = raw_exchange(
         &svc,
         "hostile",
@@ -509,5 +527,62 @@ async fn a_forged_or_foreign_user_assertion_gives_no_on_behalf_of() {
                 .as_deref()
                 .is_some_and(|x| x.contains("user assertion refused"))),
         "{audit:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_user_gets_only_their_own_credential() {
+    let (up, svc, service_instance) = setup().await;
+    let url = format!("{}/mail/inbox", up.origin());
+    let as_user = |sub: &str, seed: u64| {
+        let jwt = assertion(&idp(), user_claims(sub));
+        let svc = &svc;
+        async move {
+            raw_exchange(
+                svc,
+                "hostile",
+                ("dev-1", &device()),
+                HOSTILE_WASM,
+                seed,
+                120,
+                Some(&jwt),
+            )
+            .await
+            .expect("exchange")
+        }
+    };
+    let alice = as_user("alice@example.com", 61).await;
+    let bob = as_user("bob@example.com", 62).await;
+    let carol = as_user("carol@example.com", 63).await;
+    for (who, inst) in [
+        ("service", &service_instance),
+        ("alice", &alice),
+        ("bob", &bob),
+    ] {
+        assert_eq!(
+            raw_egress(&svc, &inst.token, &inst.key, &url, "mail").await,
+            (200, String::new()),
+            "{who}"
+        );
+    }
+    // Each call reached the upstream with the caller's own credential.
+    let seen: Vec<String> = up
+        .received()
+        .iter()
+        .filter_map(|r| r.headers.get("x-api-key"))
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .collect();
+    assert_eq!(seen, [MAIL[0].1, MAIL[1].1, MAIL[2].1]);
+    // A user without a credential on a per-user grant is refused: the
+    // service's own credential is never used on a user's behalf.
+    assert_eq!(
+        raw_egress(&svc, &carol.token, &carol.key, &url, "mail").await,
+        (403, "denied".into())
+    );
+    assert_eq!(up.received().len(), 3);
+    // Alice's instance cannot borrow Bob's token: it is bound to Bob's key.
+    assert_eq!(
+        raw_egress(&svc, &bob.token, &alice.key, &url, "mail").await,
+        (401, "denied".into())
     );
 }

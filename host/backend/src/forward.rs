@@ -76,6 +76,8 @@ struct LiveGrant {
     outbound_secrets: OutboundSecrets,
     credential: CredentialKind,
     secret: Secret,
+    /// Per-user credentials by user principal (see `GrantConfig`).
+    user_secrets: HashMap<String, Secret>,
     timeout: Duration,
     /// One pool per grant: the connect timeout is the grant's, and idle
     /// connections to one upstream are reused across calls and tasks.
@@ -122,7 +124,18 @@ impl Backend {
                 grant: g.rules.name.to_string(),
                 source,
             })?;
-            if secret.len() < edgeward_core::redact::MIN_SECRET_LEN {
+            let mut user_secrets = HashMap::new();
+            for (user, source) in &g.user_secrets {
+                let s = read(source).map_err(|source| BackendError::Secret {
+                    grant: format!("{} (user {user})", g.rules.name),
+                    source,
+                })?;
+                user_secrets.insert(user.clone(), s);
+            }
+            if std::iter::once(&secret)
+                .chain(user_secrets.values())
+                .any(|s| s.len() < edgeward_core::redact::MIN_SECRET_LEN)
+            {
                 return Err(BackendError::SecretTooShort {
                     grant: g.rules.name.to_string(),
                     min: edgeward_core::redact::MIN_SECRET_LEN,
@@ -153,16 +166,21 @@ impl Backend {
                     outbound_secrets: g.outbound_secrets,
                     credential: g.credential.clone(),
                     secret,
+                    user_secrets,
                     timeout: g.timeout,
                     client,
                 },
             );
         }
-        let redactor = Redactor::new(grants.values().map(|g| g.secret.expose()))
-            .map_err(BackendError::Redactor)?;
-        let lowered: Vec<zeroize::Zeroizing<Vec<u8>>> = grants
-            .values()
-            .map(|g| zeroize::Zeroizing::new(g.secret.expose().to_ascii_lowercase()))
+        // Every credential held, the per-user ones included.
+        let all = || {
+            grants
+                .values()
+                .flat_map(|g| std::iter::once(&g.secret).chain(g.user_secrets.values()))
+        };
+        let redactor = Redactor::new(all().map(Secret::expose)).map_err(BackendError::Redactor)?;
+        let lowered: Vec<zeroize::Zeroizing<Vec<u8>>> = all()
+            .map(|s| zeroize::Zeroizing::new(s.expose().to_ascii_lowercase()))
             .collect();
         let name_redactor =
             Redactor::new(lowered.iter().map(|v| v.as_slice())).map_err(BackendError::Redactor)?;
@@ -338,7 +356,12 @@ impl Egress for Backend {
                         .map(str::to_owned);
                     entry.jti = Some(token.jti().to_owned());
                     let result = match proof {
-                        Ok(()) => inner.forward(&access.agent, &access.rights, call).await,
+                        Ok(()) => {
+                            let user = token.sub().starts_with("user:").then(|| token.sub());
+                            inner
+                                .forward(&access.agent, &access.rights, user, call)
+                                .await
+                        }
                         Err(e) => {
                             tracing::warn!(%grant, "DPoP proof refused: {e}");
                             Err(Refusal::denied(format!("proof of possession refused: {e}"))
@@ -408,6 +431,7 @@ impl Inner {
         &self,
         agent: &crate::store::AgentRecord,
         rights: &Rights,
+        user: Option<&str>,
         call: EgressCall,
     ) -> Result<http::Response<Bytes>, Refusal> {
         let policy = tracing::trace_span!(target: "edgeward::stage", "policy");
@@ -461,7 +485,19 @@ impl Inner {
         let body = self.scan_outbound(grant, &mut parts, body)?;
         drop(scan);
         let inject = tracing::trace_span!(target: "edgeward::stage", "inject");
-        inject_credential(&mut parts, &grant.credential, &grant.secret)?;
+        // A user's call carries that user's credential on a per-user grant,
+        // and is refused if the user has none: never the grant's own
+        // credential, never another user's.
+        let secret = match (user, grant.user_secrets.is_empty()) {
+            (_, true) | (None, false) => &grant.secret,
+            (Some(u), false) => grant.user_secrets.get(u).ok_or_else(|| {
+                Refusal::denied(format!(
+                    "grant {} holds no credential for {u}",
+                    grant.rules.name
+                ))
+            })?,
+        };
+        inject_credential(&mut parts, &grant.credential, secret)?;
         parts.headers.insert(
             http::header::ACCEPT_ENCODING,
             HeaderValue::from_static(codec::SUPPORTED_CODINGS),

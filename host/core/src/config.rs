@@ -163,6 +163,11 @@ pub struct GrantConfig {
     pub credential: CredentialKind,
     /// Where the backend reads the secret.
     pub secret: SecretSource,
+    /// Per-user credentials, by user principal (`user:<issuer>/<sub>`): a
+    /// call made on a user's behalf carries that user's credential, never
+    /// the grant's own and never another user's; a user without an entry is
+    /// refused. Empty: the grant has one credential for every caller.
+    pub user_secrets: std::collections::BTreeMap<String, SecretSource>,
     /// What to do with secret-like data in a request the guest sends.
     pub outbound_secrets: OutboundSecrets,
     /// Time allowed to connect to the upstream.
@@ -413,6 +418,8 @@ struct RawGrant {
     path_prefixes: Vec<String>,
     credential: RawCredential,
     secret: RawSecret,
+    #[serde(default)]
+    user_secrets: std::collections::BTreeMap<String, RawSecret>,
     connect_timeout_ms: Option<u64>,
     timeout_ms: Option<u64>,
     #[serde(default)]
@@ -711,6 +718,16 @@ impl RawGrant {
             1,
             600_000,
         )?);
+        let mut user_secrets = std::collections::BTreeMap::new();
+        for (user, source) in self.user_secrets {
+            crate::user::check_principal(&user).map_err(|e| {
+                invalid(
+                    at("user_secrets"),
+                    format!("{user:?} is not a user principal: {e}"),
+                )
+            })?;
+            user_secrets.insert(user, source.0);
+        }
         Ok(GrantConfig {
             rules: GrantRules {
                 name,
@@ -720,6 +737,7 @@ impl RawGrant {
             },
             credential,
             secret: self.secret.0,
+            user_secrets,
             outbound_secrets: self.outbound_secrets,
             connect_timeout,
             timeout,
@@ -971,6 +989,56 @@ grants = ["weather"]
         assert_eq!(c.grants[0].secret, SecretSource::Env("WEATHER_KEY".into()));
         assert!(c.runtime.pooling);
         assert_eq!(c.rules_for(&c.agents[0]).len(), 1);
+    }
+
+    #[test]
+    fn user_issuers_and_per_user_secrets() {
+        let jwk = r#"{"keys":[{"kty":"OKP","crv":"Ed25519","kid":"k1","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}"#;
+        let issuer = |name: &str, url: &str, jwks: &str| {
+            format!(
+                "\n[[user_issuer]]\nname = \"{name}\"\nissuer = \"{url}\"\naudience = \"edgeward\"\njwks = '{jwks}'\n"
+            )
+        };
+        let users = r#"user_secrets = { "user:corp/alice@example.com" = { env = "A" } }"#;
+        let c =
+            Config::parse(&(sample(users, "") + &issuer("corp", "https://idp.test", jwk))).unwrap();
+        assert_eq!(c.backend.user_issuers[0].keys.len(), 1);
+        assert_eq!(
+            c.grants[0].user_secrets["user:corp/alice@example.com"],
+            SecretSource::Env("A".into())
+        );
+        let cases = [
+            (
+                sample(r#"user_secrets = { "alice" = { env = "A" } }"#, ""),
+                "user_secrets",
+            ),
+            (
+                sample(
+                    r#"user_secrets = { "user:corp/alice" = "sk_pasted_123456" }"#,
+                    "",
+                ),
+                "never written",
+            ),
+            (
+                sample("", "") + &issuer("corp", "http://idp.test", jwk),
+                "issuer",
+            ),
+            (
+                sample("", "") + &issuer("corp", "https://idp.test", "{}"),
+                "jwks",
+            ),
+            (
+                sample("", "")
+                    + &issuer("corp", "https://idp.test", jwk)
+                    + &issuer("corp", "https://other.test", jwk),
+                "twice",
+            ),
+        ];
+        for (text, needle) in cases {
+            let err = Config::parse(&text).unwrap_err().to_string();
+            assert!(err.contains(needle), "{needle}: {err}");
+            assert!(!err.contains("sk_pasted"), "{err}");
+        }
     }
 
     #[test]

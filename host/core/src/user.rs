@@ -67,6 +67,30 @@ impl UserIssuer {
     }
 }
 
+/// Check the shape of a user principal (`user:<issuer name>/<sub>`), as
+/// config files name users.
+pub fn check_principal(principal: &str) -> Result<(), &'static str> {
+    let rest = principal
+        .strip_prefix("user:")
+        .ok_or("it must start with user:")?;
+    let (issuer, sub) = rest
+        .split_once('/')
+        .ok_or("it must be user:<issuer>/<user id>")?;
+    crate::grant::validate_name(issuer, "user issuer").map_err(|_| "bad issuer name")?;
+    if !valid_subject(sub) {
+        return Err("bad user id");
+    }
+    Ok(())
+}
+
+fn valid_subject(sub: &str) -> bool {
+    !sub.is_empty()
+        && sub.len() <= MAX_SUBJECT_LEN
+        && sub
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._@+-".contains(&b))
+}
+
 /// Why a user assertion is refused. Details are for the audit log; the
 /// exchange answers `invalid_grant` either way.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -209,12 +233,7 @@ pub fn verify_assertion(
         return Err(AssertionError::Time);
     }
     let subject = claims.sub.ok_or(AssertionError::Subject)?;
-    if subject.is_empty()
-        || subject.len() > MAX_SUBJECT_LEN
-        || !subject
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._@+-".contains(&b))
-    {
+    if !valid_subject(&subject) {
         return Err(AssertionError::Subject);
     }
     Ok(VerifiedUser {

@@ -42,6 +42,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_initial.sql"),
     include_str!("migrations/0002_outbound_secrets.sql"),
     include_str!("migrations/0003_live_instances_by_device.sql"),
+    include_str!("migrations/0004_user_secrets.sql"),
 ];
 
 /// The schema version this code writes.
@@ -591,7 +592,7 @@ enum StoredCredential {
     Basic { username: String },
 }
 
-const GRANT_COLS: &str = "name, origin, methods, path_prefixes, credential, secret_source, connect_timeout_ms, timeout_ms, outbound_secrets";
+const GRANT_COLS: &str = "name, origin, methods, path_prefixes, credential, secret_source, connect_timeout_ms, timeout_ms, outbound_secrets, user_secrets";
 
 fn grant_from_row(row: &Row<'_>) -> Result<GrantConfig, StoreError> {
     const WHAT: &str = "grant";
@@ -620,6 +621,7 @@ fn grant_from_row(row: &Row<'_>) -> Result<GrantConfig, StoreError> {
         },
         credential,
         secret: from_json::<SecretSource>(&row.get::<_, String>(5)?, WHAT)?,
+        user_secrets: from_json(&row.get::<_, String>(9)?, WHAT)?,
         connect_timeout: Duration::from_millis(uint(row.get(6)?, WHAT)?),
         timeout: Duration::from_millis(uint(row.get(7)?, WHAT)?),
         outbound_secrets: match row.get::<_, String>(8)?.as_str() {
@@ -1034,6 +1036,7 @@ impl Store for SqliteStore {
         // Only where the secret lives: SecretSource has no variant that holds
         // a secret.
         let secret = json(&grant.secret, "secret")?;
+        let user_secrets = json(&grant.user_secrets, "user_secrets")?;
         let row = (
             grant.rules.name.as_str(),
             grant.rules.origin.to_string(),
@@ -1049,21 +1052,24 @@ impl Store for SqliteStore {
                 OutboundSecrets::Redact => "redact",
                 OutboundSecrets::Audit => "audit",
             },
+            user_secrets,
         );
         self.write(|tx| {
             // An upsert that updates in place: REPLACE would delete the row
             // and trip the foreign keys of the agents that hold the grant.
             tx.execute(
                 "INSERT INTO grants (name, origin, methods, path_prefixes, credential,
-                     secret_source, connect_timeout_ms, timeout_ms, updated_at, outbound_secrets)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                     secret_source, connect_timeout_ms, timeout_ms, updated_at, outbound_secrets,
+                     user_secrets)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
                  ON CONFLICT (name) DO UPDATE SET
                      origin = excluded.origin, methods = excluded.methods,
                      path_prefixes = excluded.path_prefixes, credential = excluded.credential,
                      secret_source = excluded.secret_source,
                      connect_timeout_ms = excluded.connect_timeout_ms,
                      timeout_ms = excluded.timeout_ms, updated_at = excluded.updated_at,
-                     outbound_secrets = excluded.outbound_secrets",
+                     outbound_secrets = excluded.outbound_secrets,
+                     user_secrets = excluded.user_secrets",
                 row,
             )?;
             Ok(())
