@@ -83,6 +83,7 @@ owner = "tests@edgeward.invalid"
 digests = ["{digest}"]
 grants = ["api", "other", "mail"]
 devices = ["dev-1"]
+max_instances_per_device = 16
 "#,
         device = device().public_key(),
         digest = digest(HOSTILE_WASM),
@@ -262,11 +263,11 @@ async fn a_child_is_held_to_its_caveats_while_its_parent_is_not() {
         .collect();
     assert_eq!(delegated.len(), 5, "{delegated:#?}");
     assert!(delegated.iter().all(|r| {
+        let reason = r.entry.reason.as_deref().unwrap_or("");
         r.entry.instance.as_deref() == Some(parent.instance_id.as_str())
-            && r.entry
-                .reason
-                .as_deref()
-                .is_some_and(|x| x.contains("4 caveat(s)") || x.contains("5 caveat(s)"))
+            && (reason.contains("4 caveat(s)") || reason.contains("5 caveat(s)"))
+            && reason.contains("grants [api]")
+            && reason.contains("paths [/v1/forecast]")
     }));
 }
 
@@ -580,6 +581,31 @@ async fn each_user_gets_only_their_own_credential() {
         (403, "denied".into())
     );
     assert_eq!(up.received().len(), 3);
+    // One instance per user context: the same key acting for two users is
+    // two instances.
+    let same_key = |sub: &str| {
+        let jwt = assertion(&idp(), user_claims(sub));
+        let svc = &svc;
+        async move {
+            raw_exchange(
+                svc,
+                "hostile",
+                ("dev-1", &device()),
+                HOSTILE_WASM,
+                77,
+                120,
+                Some(&jwt),
+            )
+            .await
+            .expect("exchange")
+            .instance_id
+        }
+    };
+    let (a, b) = (
+        same_key("alice@example.com").await,
+        same_key("bob@example.com").await,
+    );
+    assert_ne!(a, b);
     // Alice's instance cannot borrow Bob's token: it is bound to Bob's key.
     assert_eq!(
         raw_egress(&svc, &bob.token, &alice.key, &url, "mail").await,

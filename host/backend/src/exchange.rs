@@ -563,7 +563,12 @@ impl TokenService {
         }
         let agent_name = att.agent();
         let jkt = att.instance_key().jwk_thumbprint();
-        let instance_id = instance_id(device, agent_name, &jkt);
+        let instance_id = instance_id(
+            device,
+            agent_name,
+            &jkt,
+            user.map(|u| u.principal()).as_deref(),
+        );
         if let Some(reason) = self
             .revocations
             .refuses_exchange(device, agent_name, &instance_id)
@@ -1202,9 +1207,10 @@ impl SigningKeys {
     }
 }
 
-/// Instance ids are derived, not stored: the same device, agent and instance
-/// key always give the same id, so renewal keeps the identity.
-pub fn instance_id(device: &str, agent: &str, jkt: &str) -> String {
+/// Instance ids are derived, not stored: the same device, agent, instance
+/// key and user (when acting for one) always give the same id, so renewal
+/// keeps the identity.
+pub fn instance_id(device: &str, agent: &str, jkt: &str, user: Option<&str>) -> String {
     let mut h = Sha256::new();
     h.update(b"edgeward-instance-v1\0");
     h.update(device.as_bytes());
@@ -1212,6 +1218,12 @@ pub fn instance_id(device: &str, agent: &str, jkt: &str) -> String {
     h.update(agent.as_bytes());
     h.update([0]);
     h.update(jkt.as_bytes());
+    // One instance per user context: the same key acting for two users is
+    // two instances (separate tokens, limits, revocation), never one.
+    if let Some(user) = user {
+        h.update([0]);
+        h.update(user.as_bytes());
+    }
     hex::encode(&h.finalize()[..10])
 }
 

@@ -330,10 +330,30 @@ impl Egress for Backend {
             let (agent, instance, result) = match access {
                 Ok(access) => {
                     if access.caveats > 0 {
-                        delegated = Some(format!(
-                            "delegated: {} caveat(s), holder key {}",
-                            access.caveats, access.rights.holder
-                        ));
+                        // The whole chain as narrowed: effective rights, not
+                        // secrets (the tag never leaves the chain).
+                        let r = &access.rights;
+                        let mut text = format!(
+                            "delegated: {} caveat(s), holder key {}, grants [{}]",
+                            access.caveats,
+                            r.holder,
+                            r.grants
+                                .iter()
+                                .map(GrantName::as_str)
+                                .collect::<Vec<_>>()
+                                .join(",")
+                        );
+                        if let Some(m) = &r.methods {
+                            text.push_str(&format!(", methods [{}]", m.join(",")));
+                        }
+                        for set in &r.path_prefixes {
+                            text.push_str(&format!(", paths [{}]", set.join(",")));
+                        }
+                        if r.expires_at != u64::MAX {
+                            text.push_str(&format!(", until {}", r.expires_at));
+                        }
+                        text.truncate(1500);
+                        delegated = Some(text);
                     }
                     let token = &access.token;
                     let agent = token.agent().to_owned();
