@@ -446,6 +446,7 @@ impl TokenService {
                 instance: Some(m.instance_id.clone()),
                 device: Some(m.device.clone()),
                 jti: Some(m.jti.clone()),
+                user: m.on_behalf_of.clone(),
                 reason: m.on_behalf_of.as_ref().map(|u| format!("on behalf of {u}")),
                 ..AuditEntry::default()
             },
@@ -563,12 +564,7 @@ impl TokenService {
         }
         let agent_name = att.agent();
         let jkt = att.instance_key().jwk_thumbprint();
-        let instance_id = instance_id(
-            device,
-            agent_name,
-            &jkt,
-            user.map(|u| u.principal()).as_deref(),
-        );
+        let instance_id = instance_id(device, agent_name, &jkt);
         if let Some(reason) = self
             .revocations
             .refuses_exchange(device, agent_name, &instance_id)
@@ -768,6 +764,13 @@ impl TokenService {
     /// revoked, of the agent's current generation. Returns the agent's
     /// registry record too (read once per call: the hot path needs it).
     pub fn check_access(&self, presented: &str) -> Result<Access, AccessError> {
+        // Bounded before any parsing or hashing.
+        if presented.len() > edgeward_core::caveat::MAX_PRESENTED_LEN {
+            return Err(AccessError::Token(TokenError::TooLong {
+                len: presented.len(),
+                max: edgeward_core::caveat::MAX_PRESENTED_LEN,
+            }));
+        }
         let now = self.clock.now();
         // An attenuated token is the access token plus a caveat chain: the
         // chain must verify against the root before anything else is read.
@@ -1207,10 +1210,9 @@ impl SigningKeys {
     }
 }
 
-/// Instance ids are derived, not stored: the same device, agent, instance
-/// key and user (when acting for one) always give the same id, so renewal
-/// keeps the identity.
-pub fn instance_id(device: &str, agent: &str, jkt: &str, user: Option<&str>) -> String {
+/// Instance ids are derived, not stored: the same device, agent and instance
+/// key always give the same id, so renewal keeps the identity.
+pub fn instance_id(device: &str, agent: &str, jkt: &str) -> String {
     let mut h = Sha256::new();
     h.update(b"edgeward-instance-v1\0");
     h.update(device.as_bytes());
@@ -1218,12 +1220,9 @@ pub fn instance_id(device: &str, agent: &str, jkt: &str, user: Option<&str>) -> 
     h.update(agent.as_bytes());
     h.update([0]);
     h.update(jkt.as_bytes());
-    // One instance per user context: the same key acting for two users is
-    // two instances (separate tokens, limits, revocation), never one.
-    if let Some(user) = user {
-        h.update([0]);
-        h.update(user.as_bytes());
-    }
+    // Not the user: an instance is its key. The runtime makes one instance
+    // (one key) per user; a key reused for two users stays one instance,
+    // so revoking it stops the key whoever it acts for.
     hex::encode(&h.finalize()[..10])
 }
 

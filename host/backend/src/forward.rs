@@ -375,6 +375,11 @@ impl Egress for Backend {
                     entry.device = crate::revocation::spiffe_segment(token.device(), "/device/")
                         .map(str::to_owned);
                     entry.jti = Some(token.jti().to_owned());
+                    // Who the call was for, when not the instance itself.
+                    entry.user = token
+                        .sub()
+                        .starts_with("user:")
+                        .then(|| token.sub().to_owned());
                     let result = match proof {
                         Ok(()) => {
                             let user = token.sub().starts_with("user:").then(|| token.sub());
@@ -508,8 +513,16 @@ impl Inner {
         // A user's call carries that user's credential on a per-user grant,
         // and is refused if the user has none: never the grant's own
         // credential, never another user's.
+        // A per-user grant serves only calls made for one of its users: an
+        // agent cannot skip the user's assertion to reach a shared secret.
         let secret = match (user, grant.user_secrets.is_empty()) {
-            (_, true) | (None, false) => &grant.secret,
+            (_, true) => &grant.secret,
+            (None, false) => {
+                return Err(Refusal::denied(format!(
+                    "grant {} is per-user: calls must be made on a user's behalf",
+                    grant.rules.name
+                )));
+            }
             (Some(u), false) => grant.user_secrets.get(u).ok_or_else(|| {
                 Refusal::denied(format!(
                     "grant {} holds no credential for {u}",

@@ -58,6 +58,9 @@ impl UserIssuer {
                 .as_str()
                 .filter(|k| !k.is_empty() && k.len() <= 128)
                 .ok_or_else(|| format!("key {i} has no kid"))?;
+            if jwk.get("use").is_some_and(|u| u != "sig") {
+                return Err(format!("key {kid:?} is not a signing key (use)"));
+            }
             let key = PublicKey::from_jwk(jwk).map_err(|e| format!("key {kid:?}: {e}"))?;
             if out.insert(kid.to_owned(), key).is_some() {
                 return Err(format!("kid {kid:?} appears twice"));
@@ -384,6 +387,10 @@ mod tests {
         private["d"] = json!("AAAA");
         assert!(UserIssuer::keys_from_jwks(&json!({"keys": [private]}).to_string()).is_err());
         assert!(UserIssuer::keys_from_jwks("{}").is_err());
+        let mut enc = ed.public_key().to_jwk();
+        enc["kid"] = json!("k");
+        enc["use"] = json!("enc");
+        assert!(UserIssuer::keys_from_jwks(&json!({"keys": [enc]}).to_string()).is_err());
         assert!(UserIssuer::keys_from_jwks("not json").is_err());
     }
 }
