@@ -699,3 +699,39 @@ pub async fn raw_egress(
             .unwrap_or_default(),
     )
 }
+
+/// RFC 7009 revocation of `token` at `svc`, with a DPoP proof from `key` if
+/// given: the HTTP status.
+pub async fn raw_revoke(
+    svc: &Service,
+    token: &str,
+    key: Option<&dyn edgeward_core::keys::Signer>,
+) -> u16 {
+    static N: AtomicU64 = AtomicU64::new(1 << 40);
+    let url = format!("{}/v1/revoke", svc.url);
+    let mut form = form_urlencoded::Serializer::new(String::new());
+    form.append_pair("token", token)
+        .append_pair("token_type_hint", "access_token");
+    let mut req =
+        http::Request::post(&url).header("content-type", "application/x-www-form-urlencoded");
+    if let Some(key) = key {
+        let mut jti = [0u8; 16];
+        jti[..8].copy_from_slice(&N.fetch_add(1, Ordering::SeqCst).to_be_bytes());
+        let proof = edgeward_core::dpop::create_proof(
+            key,
+            &http::Method::POST,
+            &url.parse().expect("url"),
+            token,
+            SystemClock.now(),
+            &jti,
+        )
+        .expect("proof");
+        req = req.header("dpop", proof);
+    }
+    svc.client
+        .send(req.body(Bytes::from(form.finish())).expect("request"))
+        .await
+        .expect("revoke")
+        .status()
+        .as_u16()
+}

@@ -886,15 +886,24 @@ impl TokenService {
     }
 
     /// RFC 7009: revoke a presented token if it is one of ours (expired or
-    /// already revoked tokens included); anything else is ignored.
-    pub fn revoke_presented(&self, token: &str) {
+    /// already revoked tokens included) and `proof` is a DPoP proof for
+    /// `POST uri` from its key; anything not ours is ignored.
+    pub fn revoke_presented(
+        &self,
+        token: &str,
+        proof: Option<&str>,
+        uri: &http::Uri,
+    ) -> Result<(), edgeward_core::dpop::DpopError> {
         // Verify at the token's own issue time: an expired token of ours may
         // still be revoked, a forged one is ignored (so the set cannot be
         // filled with junk).
         let Some(iat) = unverified_iat(token) else {
-            return;
+            return Ok(());
         };
         if let Ok(verified) = self.verify_signed(token, iat) {
+            // Only the key holder: a chain's holder has the token, not the key.
+            let proof = proof.ok_or(edgeward_core::dpop::DpopError::Malformed("no DPoP proof"))?;
+            self.check_proof(proof, &http::Method::POST, uri, token, verified.jkt())?;
             let kind = RevocationKind::Token {
                 jti: verified.jti().to_owned(),
             };
@@ -902,6 +911,7 @@ impl TokenService {
                 tracing::error!("cannot store a revocation: {e}");
             }
         }
+        Ok(())
     }
 
     /// Record that a stop order left for an instance, and how long after

@@ -8,7 +8,7 @@
 //! | `GET /.well-known/jwks.json` | token signing keys |
 //! | `GET /.well-known/oauth-authorization-server` | RFC 8414 metadata |
 //! | `GET /v1/stop` | the stop channel: a long poll with the instance's token; answers `{"stop": true, "reason"}` when it is revoked, else `{"stop": false, "lease"}` after the poll time |
-//! | `POST /v1/revoke` | RFC 7009: a token holder revokes its own token |
+//! | `POST /v1/revoke` | RFC 7009: a token holder revokes its own token (DPoP proof from its key) |
 //! | `POST /v1/enroll` | a device enrols itself with a one-time code from `edgeward device invite`: `{"code", "id", "public_key"}` |
 //! | `POST /v1/egress` | a guest request: `authorization: Bearer <token>`, `edgeward-method: <method>`, `edgeward-target: <absolute URL>`, `edgeward-grant: <grant>`, the guest's headers and body |
 //!
@@ -78,24 +78,25 @@ pub async fn serve(
             match acceptor {
                 Some(acceptor) => {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => serve_connection(TokioIo::new(tls), backend).await,
+                        Ok(Ok(tls)) => serve_connection(TokioIo::new(tls), backend, "https").await,
                         Ok(Err(e)) => tracing::debug!(%peer, "TLS handshake failed: {e}"),
                         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                     }
                 }
-                None => serve_connection(TokioIo::new(stream), backend).await,
+                None => serve_connection(TokioIo::new(stream), backend, "http").await,
             }
         });
     }
 }
 
-async fn serve_connection<I>(io: I, backend: Backend)
+/// `scheme` is how clients reach this connection: DPoP proofs name it.
+async fn serve_connection<I>(io: I, backend: Backend, scheme: &'static str)
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let service = service_fn(move |req| {
         let backend = backend.clone();
-        async move { Ok::<_, std::convert::Infallible>(route(&backend, req).await) }
+        async move { Ok::<_, std::convert::Infallible>(route(&backend, req, scheme).await) }
     });
     let _ = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
@@ -106,7 +107,11 @@ where
 
 type Response = http::Response<Full<Bytes>>;
 
-async fn route(backend: &Backend, req: hyper::Request<hyper::body::Incoming>) -> Response {
+async fn route(
+    backend: &Backend,
+    req: hyper::Request<hyper::body::Incoming>,
+    scheme: &'static str,
+) -> Response {
     let path = req.uri().path().to_owned();
     match (req.method().clone(), path.as_str()) {
         (Method::GET, "/v1/challenge") => json(
@@ -125,7 +130,7 @@ async fn route(backend: &Backend, req: hyper::Request<hyper::body::Incoming>) ->
         ),
         (Method::POST, "/v1/egress") => egress(backend, req).await,
         (Method::GET, "/v1/stop") => stop(backend, req).await,
-        (Method::POST, "/v1/revoke") => revoke(backend, req).await,
+        (Method::POST, "/v1/revoke") => revoke(backend, req, scheme).await,
         (Method::POST, "/v1/enroll") => enroll(backend, req).await,
         _ => json(
             StatusCode::NOT_FOUND,
@@ -300,16 +305,53 @@ async fn enroll(backend: &Backend, req: hyper::Request<hyper::body::Incoming>) -
     json(status, &body)
 }
 
-/// RFC 7009: whoever holds a token may revoke it. The answer is 200 whether
-/// or not the token was valid (§2.2), so it reveals nothing.
-async fn revoke(backend: &Backend, req: hyper::Request<hyper::body::Incoming>) -> Response {
+/// RFC 7009: whoever holds a token *and its key* may revoke it. A DPoP
+/// proof (RFC 9449) from the token's key is required, so a delegated child,
+/// whose chain carries the parent's token but not the parent's key, cannot
+/// revoke its parent. The answer is 200 whether or not the token was one of
+/// ours (§2.2); a bad proof for one of ours is `invalid_dpop_proof`.
+async fn revoke(
+    backend: &Backend,
+    req: hyper::Request<hyper::body::Incoming>,
+    scheme: &'static str,
+) -> Response {
+    // The URL the client called, as the proof's `htu` must name it.
+    let host = req
+        .headers()
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let target: Option<http::Uri> = format!("{scheme}://{host}/v1/revoke").parse().ok();
+    let proof = req
+        .headers()
+        .get("dpop")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let body = Limited::new(req.into_body(), MAX_FORM_BYTES)
         .collect()
         .await;
     if let Ok(body) = body {
         let body = body.to_bytes();
         if let Some((_, token)) = form_urlencoded::parse(&body).find(|(k, _)| k == "token") {
-            backend.tokens().revoke_presented(&token);
+            let revoked = match &target {
+                Some(uri) => backend
+                    .tokens()
+                    .revoke_presented(&token, proof.as_deref(), uri),
+                None => Err(edgeward_core::dpop::DpopError::Malformed(
+                    "no usable Host header",
+                )),
+            };
+            if let Err(e) = revoked {
+                tracing::warn!("token revocation refused: {e}");
+                return json(
+                    StatusCode::UNAUTHORIZED,
+                    &serde_json::json!({
+                        "error": "invalid_dpop_proof",
+                        "error_description": "revoking a token needs a DPoP proof from its key",
+                    }),
+                );
+            }
         }
     }
     json(StatusCode::OK, &serde_json::json!({}))
