@@ -13,6 +13,7 @@ static ISSUERS: LazyLock<Vec<UserIssuer>> = LazyLock::new(|| {
         issuer: "https://idp.test".into(),
         audience: "edgeward".into(),
         keys: UserIssuer::keys_from_jwks(jwks).unwrap_or_default(),
+        max_lifetime: 3600,
     }]
 });
 

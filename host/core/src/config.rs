@@ -330,6 +330,8 @@ struct RawUserIssuer {
     audience: String,
     /// The issuer's JWKS document, inline (`{"keys": [...]}`).
     jwks: String,
+    /// Longest assertion lifetime accepted (`exp - iat`), seconds.
+    max_lifetime_s: Option<u64>,
 }
 
 impl RawUserIssuer {
@@ -345,11 +347,13 @@ impl RawUserIssuer {
         }
         let keys = crate::user::UserIssuer::keys_from_jwks(&self.jwks)
             .map_err(|e| invalid(at("jwks"), e))?;
+        let max_lifetime = in_range(&at("max_lifetime_s"), self.max_lifetime_s, 3600, 60, 86_400)?;
         Ok(crate::user::UserIssuer {
             name: self.name,
             issuer: self.issuer,
             audience: self.audience,
             keys,
+            max_lifetime,
         })
     }
 }

@@ -38,6 +38,9 @@ pub struct UserIssuer {
     pub audience: String,
     /// Its signing keys by `kid` (from its JWKS).
     pub keys: BTreeMap<String, PublicKey>,
+    /// Longest `exp - iat` accepted, seconds: an assertion is a bearer
+    /// credential, so long-lived ones are refused.
+    pub max_lifetime: u64,
 }
 
 impl UserIssuer {
@@ -227,6 +230,11 @@ pub fn verify_assertion(
     if now >= exp.saturating_add(tolerance) {
         return Err(AssertionError::Time);
     }
+    // Issued when, and for how long: a long-lived assertion is refused.
+    let iat = claims.iat.ok_or(AssertionError::Time)?;
+    if exp.saturating_sub(iat) > issuer.max_lifetime {
+        return Err(AssertionError::Time);
+    }
     if claims
         .nbf
         .into_iter()
@@ -278,6 +286,7 @@ mod tests {
             issuer: "https://idp.test".into(),
             audience: "edgeward".into(),
             keys: UserIssuer::keys_from_jwks(&jwks).unwrap(),
+            max_lifetime: 3600,
         };
         (ed, es, issuer)
     }
@@ -342,6 +351,16 @@ mod tests {
             ),
             (with(&|c| c["exp"] = json!(NOW - 10)), AssertionError::Time),
             (with(&|c| c["nbf"] = json!(NOW + 100)), AssertionError::Time),
+            (
+                with(&|c| c["exp"] = json!(NOW + 7200)),
+                AssertionError::Time,
+            ),
+            (
+                with(&|c| {
+                    c.as_object_mut().unwrap().remove("iat");
+                }),
+                AssertionError::Time,
+            ),
             (
                 with(&|c| c["sub"] = json!("alice/../bob")),
                 AssertionError::Subject,
