@@ -165,7 +165,7 @@ pub struct TokenService {
     minting: Mutex<()>,
     /// Root of every token's caveat chain (see `edgeward_core::caveat`).
     caveat_root: zeroize::Zeroizing<[u8; 32]>,
-    /// Async writes under way (see `write_started`).
+    /// Async writes under way (see `write_async`).
     writes_in_flight: std::sync::atomic::AtomicUsize,
     /// Tokens whose signature verified, so a call does not verify the same
     /// signature again (revocation and registry are still checked).
@@ -274,48 +274,49 @@ impl TokenService {
         Ok(())
     }
 
-    /// [`TokenService::audit`] from async code: on a blocking thread when
-    /// the store's writes wait for the disk, so the fsync holds no worker
-    /// and concurrent records share one (group commit).
+    /// [`TokenService::audit`] from async code (see [`Self::write_async`]).
     pub async fn audit_async(self: &Arc<Self>, entry: AuditEntry) -> Result<(), StoreError> {
-        let busy = self.write_started();
-        if !busy.as_ref().is_some_and(|b| b.crowded) {
-            return self.audit(entry);
-        }
-        let this = Arc::clone(self);
-        tokio::task::spawn_blocking(move || this.audit(entry))
+        self.write_async(move |t| t.audit(entry))
             .await
-            .unwrap_or_else(|_| Err(StoreError::Busy))
+            .unwrap_or(Err(StoreError::Busy))
     }
 
-    /// Count an async write that waits for the disk (`None` if writes do
-    /// not). A crowded one — another is in flight — moves to a blocking
-    /// thread, where its fsync is shared and no worker is held; alone, it
-    /// writes in place (a thread hand-off costs more than it saves).
-    fn write_started(&self) -> Option<InFlight<'_>> {
-        self.store
-            .writes_wait_for_disk()
-            .then(|| InFlight::enter(&self.writes_in_flight))
-    }
-
-    /// [`TokenService::exchange`] from async code (see [`Self::audit_async`]).
+    /// [`TokenService::exchange`] from async code (see [`Self::write_async`]).
     pub async fn exchange_async(
         self: &Arc<Self>,
         form: HashMap<String, String>,
     ) -> Result<Minted, ExchangeError> {
-        let busy = self.write_started();
-        if !busy.as_ref().is_some_and(|b| b.crowded) {
-            return self.exchange(&form);
-        }
-        let this = Arc::clone(self);
-        tokio::task::spawn_blocking(move || this.exchange(&form))
+        self.write_async(move |t| t.exchange(&form))
             .await
-            .unwrap_or_else(|_| {
+            .unwrap_or_else(|| {
                 Err(ExchangeError::after(
                     "server_error",
                     "the token exchange was interrupted",
                 ))
             })
+    }
+
+    /// Run `write` (which writes to the store) from async code. When the
+    /// store's writes wait for the disk and another write is in flight, it
+    /// runs on a blocking thread: its fsync is shared with the others (group
+    /// commit) and holds no worker. Alone, or on a store that does not wait,
+    /// it runs in place: a thread hand-off would cost more than it saves.
+    /// `None` if the blocking thread died.
+    async fn write_async<T: Send + 'static>(
+        self: &Arc<Self>,
+        write: impl FnOnce(&TokenService) -> T + Send + 'static,
+    ) -> Option<T> {
+        if !self.store.writes_wait_for_disk() {
+            return Some(write(self));
+        }
+        let busy = InFlight::enter(&self.writes_in_flight);
+        if !busy.crowded {
+            return Some(write(self));
+        }
+        let this = Arc::clone(self);
+        let result = tokio::task::spawn_blocking(move || write(&this)).await.ok();
+        drop(busy);
+        result
     }
 
     /// Install the scanner audit records go through (once).
