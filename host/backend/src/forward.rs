@@ -376,15 +376,11 @@ impl Egress for Backend {
                         .map(str::to_owned);
                     entry.jti = Some(token.jti().to_owned());
                     // Who the call was for, when not the instance itself.
-                    entry.user = token
-                        .sub()
-                        .starts_with("user:")
-                        .then(|| token.sub().to_owned());
+                    entry.user = token.on_behalf_of().map(str::to_owned);
                     let result = match proof {
                         Ok(()) => {
-                            let user = token.sub().starts_with("user:").then(|| token.sub());
                             inner
-                                .forward(&access.agent, &access.rights, user, call)
+                                .forward(&access.agent, &access.rights, token.on_behalf_of(), call)
                                 .await
                         }
                         Err(e) => {

@@ -651,6 +651,12 @@ impl VerifiedToken {
         &self.sub
     }
 
+    /// The user the instance acts for: `sub` when it is not the instance
+    /// itself (RFC 8693 delegation), else `None`.
+    pub fn on_behalf_of(&self) -> Option<&str> {
+        (self.sub != self.instance).then_some(self.sub.as_str())
+    }
+
     /// The agent name.
     pub fn agent(&self) -> &str {
         &self.agent
@@ -774,6 +780,17 @@ mod tests {
             "spiffe://edgeward.test/agent/hello/instance/abc123"
         );
         assert_eq!(t.instance(), t.sub());
+        assert_eq!(t.on_behalf_of(), None);
+        // Minted for a user: `sub` is the user, the instance stays the actor.
+        let for_user = issuer
+            .mint(&Mint {
+                sub: "user:corp/alice".into(),
+                ..mint_req()
+            })
+            .unwrap();
+        let u = verifier.verify(&for_user, NOW).unwrap();
+        assert_eq!(u.on_behalf_of(), Some("user:corp/alice"));
+        assert_eq!(u.instance(), t.instance());
         assert_eq!(t.device(), "spiffe://edgeward.test/device/dev-1");
         assert_eq!(t.agent(), "hello");
         assert_eq!(
