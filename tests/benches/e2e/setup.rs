@@ -5,7 +5,7 @@ use anyhow::Context as _;
 use bytes::Bytes;
 use edgeward_core::clock::{Clock, SystemClock};
 use edgeward_core::config::{Config, EMBEDDED_DEVICE};
-use edgeward_core::egress::{Egress, EgressCall, EgressFuture};
+use edgeward_core::egress::{Egress, EgressCall, EgressFuture, StopChannel, TokenExchange};
 use edgeward_core::entropy::SeededEntropy;
 use edgeward_core::keys::{Ed25519Signer, Signer};
 use edgeward_core::problem::REFUSAL_HEADER;
@@ -110,23 +110,11 @@ impl Embedded {
             *s += 1;
             *s
         };
-        let instance = loaded()?
-            .attest(AttestOptions {
-                device: DeviceIdentity {
-                    id: EMBEDDED_DEVICE.to_owned(),
-                    signer: Arc::clone(&self.device),
-                },
-                exchange: shared.clone(),
-                egress: wrap(shared.clone()),
-                stop_channel: Some(shared),
-                clock: Arc::new(SystemClock),
-                entropy: &mut SeededEntropy::new(seed),
-                grants: Vec::new(),
-                lifetime: None,
-                user_assertion: None,
-            })
-            .await?;
-        Ok(instance)
+        let device = DeviceIdentity {
+            id: EMBEDDED_DEVICE.to_owned(),
+            signer: Arc::clone(&self.device),
+        };
+        attest(device, shared, seed, wrap).await
     }
 }
 
@@ -148,25 +136,34 @@ pub async fn split_instance(
     seed: u64,
     wrap: impl FnOnce(Arc<dyn Egress>) -> Arc<dyn Egress>,
 ) -> anyhow::Result<AgentInstance> {
-    let remote = Arc::new(svc.remote());
-    let signer: Arc<dyn Signer> = Arc::new(device_key());
-    let instance = loaded()?
+    let device = DeviceIdentity {
+        id: "dev-bench".to_owned(),
+        signer: Arc::new(device_key()),
+    };
+    attest(device, Arc::new(svc.remote()), seed, wrap).await
+}
+
+/// An instance of the bench agent on `device`, through `backend` (in
+/// process or remote), its calls going through `wrap(backend)`.
+async fn attest<B: Egress + TokenExchange + StopChannel>(
+    device: DeviceIdentity,
+    backend: Arc<B>,
+    seed: u64,
+    wrap: impl FnOnce(Arc<dyn Egress>) -> Arc<dyn Egress>,
+) -> anyhow::Result<AgentInstance> {
+    Ok(loaded()?
         .attest(AttestOptions {
-            device: DeviceIdentity {
-                id: "dev-bench".to_owned(),
-                signer,
-            },
-            exchange: remote.clone(),
-            egress: wrap(remote.clone()),
-            stop_channel: Some(remote),
+            device,
+            exchange: backend.clone(),
+            egress: wrap(backend.clone()),
+            stop_channel: Some(backend),
             clock: Arc::new(SystemClock),
             entropy: &mut SeededEntropy::new(seed),
             grants: Vec::new(),
             lifetime: None,
             user_assertion: None,
         })
-        .await?;
-    Ok(instance)
+        .await?)
 }
 
 fn loaded() -> anyhow::Result<edgeward_runtime::LoadedAgent> {
