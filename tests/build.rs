@@ -1,13 +1,13 @@
 //! Builds the guest components from source (the `guest/` workspace) for the
 //! end-to-end tests, in a target directory of its own so that guest and host
 //! builds never share features or locks. The paths reach the tests as
-//! `HELLO_WASM` and `HOSTILE_WASM`.
+//! `HELLO_WASM`, `HOSTILE_WASM`, `BENCH_WASM` and `COURIER_WASM`.
 
 use anyhow::{Context as _, bail};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const GUESTS: [&str; 3] = ["hello", "hostile", "bench"];
+const GUESTS: [&str; 4] = ["hello", "hostile", "bench", "courier"];
 
 fn main() -> anyhow::Result<()> {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?);
@@ -15,7 +15,7 @@ fn main() -> anyhow::Result<()> {
         .parent()
         .context("the tests crate lives in the workspace root")?;
     let guest = root.join("guest");
-    for dir in ["sdk", "hello", "hostile", "bench"] {
+    for dir in ["sdk", "hello", "hostile", "bench", "courier"] {
         rerun_if_changed(&guest.join(dir));
     }
     rerun_if_changed(&guest.join("Cargo.toml"));

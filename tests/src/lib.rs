@@ -28,6 +28,9 @@ pub const HELLO_WASM: &str = env!("HELLO_WASM");
 pub const HOSTILE_WASM: &str = env!("HOSTILE_WASM");
 /// Path of the benchmark agent built from `guest/bench`.
 pub const BENCH_WASM: &str = env!("BENCH_WASM");
+/// Path of the delegating test agent built from `guest/courier`
+/// (`edgeward:agent@0.2.0`).
+pub const COURIER_WASM: &str = env!("COURIER_WASM");
 
 /// The bytes of a built guest (read once).
 pub fn component(path: &'static str) -> &'static [u8] {

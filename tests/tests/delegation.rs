@@ -1,8 +1,8 @@
 //! Delegation (issue 7), over real TLS on loopback:
 //! - by attenuation: a token narrowed offline with caveats, presented by a
-//!   child key, checked by the backend. Starting children from a guest (the
-//!   WIT `delegation` interface) is not wired yet; these tests drive the
-//!   wire format directly.
+//!   child key, checked by the backend. These tests drive the wire format
+//!   directly, including forms no runtime would make; `wit_delegation.rs`
+//!   starts children from a guest through the WIT `delegation` interface.
 //! - for a user: a user's assertion from a trusted issuer as the exchange's
 //!   `subject_token`; without a valid one there is no on-behalf-of.
 

@@ -22,3 +22,16 @@ wit_bindgen::generate!({
     },
     pub_export_macro: true,
 });
+
+/// `edgeward:agent/delegation@0.2.0`, generated on its own so that a
+/// component imports it only if it calls it: an agent that never delegates
+/// stays a pure `edgeward:agent@0.1.0` component (wit-component drops
+/// imports the core module does not use).
+pub mod v0_2 {
+    wit_bindgen::generate!({
+        inline: "package edgeward:sdk; world delegating { import edgeward:agent/delegation@0.2.0; }",
+        path: ["../../wit", "../../wit/v0.2"],
+        world: "edgeward:sdk/delegating",
+        with: { "edgeward:agent/delegation@0.2.0": generate },
+    });
+}

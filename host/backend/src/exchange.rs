@@ -800,13 +800,14 @@ impl TokenService {
                 let caveats = chain.as_ref().map_or(&[][..], |c| c.caveats());
                 // The token's own expiry was just checked, with the clock
                 // tolerance; only `exp` caveats bound the rights in time.
-                let rights = edgeward_core::caveat::Rights::of_token(
+                let mut rights = edgeward_core::caveat::Rights::of_token(
                     verified.scope(),
                     u64::MAX,
                     verified.jkt(),
                     edgeward_core::caveat::MAX_DELEGATION_DEPTH,
                 )
                 .attenuate(caveats)?;
+                self.narrow_to_sub_agents(&mut rights)?;
                 Ok(Access {
                     caveats: caveats.len(),
                     token: verified,
@@ -827,6 +828,32 @@ impl TokenService {
             // Fail closed: no verdict without the registry.
             Err(e) => Err(AccessError::Revoked(format!("registry unavailable: {e}"))),
         }
+    }
+
+    /// A chain that names sub-agents (`agent` caveats) holds at most what
+    /// each of them holds in the registry now, and nothing while one of
+    /// them is unknown or revoked: a parent cannot lend its rights to an
+    /// agent nobody registered.
+    fn narrow_to_sub_agents(
+        &self,
+        rights: &mut edgeward_core::caveat::Rights,
+    ) -> Result<(), AccessError> {
+        for name in &rights.agents {
+            let sub = match self.store.agent(name) {
+                Ok(Some(sub)) => sub,
+                Ok(None) => {
+                    return Err(AccessError::Revoked(format!(
+                        "sub-agent {name} is not registered"
+                    )));
+                }
+                Err(e) => return Err(AccessError::Revoked(format!("registry unavailable: {e}"))),
+            };
+            if let Some(reason) = self.revocations.refuses_agent(name, sub.generation) {
+                return Err(AccessError::Revoked(format!("sub-agent {name}: {reason}")));
+            }
+            rights.grants.retain(|g| sub.grants.contains(g));
+        }
+        Ok(())
     }
 
     /// Revoke: written to the store first (it must survive a crash right

@@ -333,8 +333,14 @@ impl Egress for Backend {
                         // The whole chain as narrowed: effective rights, not
                         // secrets (the tag never leaves the chain).
                         let r = &access.rights;
+                        // The whole chain: the token's agent, then every
+                        // sub-agent it was handed to, in order.
+                        let path = std::iter::once(access.token.agent())
+                            .chain(r.agents.iter().map(String::as_str))
+                            .collect::<Vec<_>>()
+                            .join(" > ");
                         let mut text = format!(
-                            "delegated: {} caveat(s), holder key {}, grants [{}]",
+                            "delegated: chain {path}, {} caveat(s), holder key {}, grants [{}]",
                             access.caveats,
                             r.holder,
                             r.grants

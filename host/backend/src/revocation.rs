@@ -186,6 +186,19 @@ impl Revocations {
         }
     }
 
+    /// Whether an agent (at this generation) is revoked: as a sub-agent
+    /// named in a delegation chain, it may hold nothing.
+    pub fn refuses_agent(&self, agent: &str, generation: u64) -> Option<String> {
+        let revoked = match self.set.read() {
+            Ok(s) => s.agents_all.contains(agent),
+            Err(_) => return Some("revocation state unavailable".into()),
+        };
+        if revoked {
+            return Some(format!("agent {agent} was revoked"));
+        }
+        self.refuses_generation(agent, generation)
+    }
+
     /// A receiver that sees every change (for long polls).
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
         self.changed.subscribe()

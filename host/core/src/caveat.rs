@@ -106,6 +106,11 @@ pub enum Caveat {
     /// From here on, proofs of possession must come from the key with this
     /// RFC 7638 thumbprint (the child instance's key).
     Holder(String),
+    /// From here on the holder runs this registered agent (a sub-agent):
+    /// the backend narrows the rights to the grants that agent holds in the
+    /// registry, refuses the chain while that agent is revoked or unknown,
+    /// and names it in the audit trail.
+    Agent(String),
 }
 
 impl Caveat {
@@ -161,6 +166,7 @@ impl Caveat {
             Caveat::ExpiresAt(t) => format!("exp:{t}"),
             Caveat::MaxDepth(d) => format!("depth:{d}"),
             Caveat::Holder(jkt) => format!("holder:{jkt}"),
+            Caveat::Agent(name) => format!("agent:{name}"),
         }
     }
 
@@ -202,6 +208,7 @@ impl Caveat {
                 u32::try_from(number(value)?).map_err(|_| "depth out of range".to_owned())?,
             ),
             "holder" => Caveat::Holder(value.to_owned()),
+            "agent" => Caveat::Agent(value.to_owned()),
             _ => return Err("unknown kind".to_owned()),
         };
         caveat.check()?;
@@ -257,6 +264,10 @@ impl Caveat {
                 {
                     return Err("holder must be a key thumbprint (43 base64url characters)".into());
                 }
+            }
+            Caveat::Agent(name) => {
+                crate::grant::validate_name(name, "agent")
+                    .map_err(|_| format!("{name:?} is not an agent name"))?;
             }
         }
         Ok(())
@@ -514,6 +525,9 @@ pub struct Rights {
     pub depth: u32,
     /// Thumbprint of the key that must sign proofs of possession.
     pub holder: String,
+    /// The sub-agents the rights were delegated to, outermost first (from
+    /// `agent` caveats); the backend intersects with each one's grants.
+    pub agents: Vec<String>,
 }
 
 /// Why [`Rights::allows`] refused a call.
@@ -545,6 +559,7 @@ impl Rights {
             expires_at,
             depth: max_depth,
             holder: jkt.to_owned(),
+            agents: Vec::new(),
         }
     }
 
@@ -570,6 +585,7 @@ impl Rights {
                         .ok_or(CaveatError::DepthExhausted)?;
                     self.holder = jkt.clone();
                 }
+                Caveat::Agent(name) => self.agents.push(name.clone()),
             }
         }
         Ok(self)
@@ -619,6 +635,9 @@ impl Rights {
                     return Err(CaveatError::DepthExhausted);
                 }
             }
+            // Naming the sub-agent takes rights away (its own grants), never
+            // adds any.
+            Caveat::Agent(_) => {}
         }
         Ok(())
     }
@@ -811,6 +830,26 @@ mod tests {
             Err(CaveatError::DepthExhausted)
         );
         assert_eq!(r.narrows(&hop(JKT_CHILD)), Err(CaveatError::DepthExhausted));
+    }
+
+    #[test]
+    fn an_agent_caveat_names_the_sub_agent_and_never_widens() {
+        let c = Caveat::Agent("summarizer".into());
+        assert_eq!(c.encode(), "agent:summarizer");
+        assert_eq!(Caveat::parse("agent:summarizer"), Ok(c.clone()));
+        // Agent names follow the registry's rule.
+        assert!(Caveat::parse("agent:Bad Name").is_err());
+        assert!(Caveat::parse("agent:").is_err());
+        assert_eq!(rights().narrows(&c), Ok(()));
+        let r = rights()
+            .attenuate(&[
+                c,
+                Caveat::Holder(JKT_CHILD.into()),
+                Caveat::Agent("leaf".into()),
+            ])
+            .unwrap();
+        assert_eq!(r.agents, ["summarizer", "leaf"]);
+        assert_eq!(r.grants, rights().grants);
     }
 
     #[test]

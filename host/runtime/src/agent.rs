@@ -2,6 +2,7 @@
 
 use crate::bindings::{Agent, AgentPre};
 use crate::credentials::{DeviceIdentity, InstanceToken};
+use crate::delegation::{Delegator, TaskDelegation};
 use crate::egress_hook::{EgressHooks, InstanceEgress};
 use crate::engine::{EpochTicker, RuntimeConfig, build_engine, build_linker};
 use crate::error::{RuntimeError, TaskError};
@@ -11,7 +12,9 @@ use crate::task::{Captured, InstanceIdentity, LogRecord, TaskState};
 use edgeward_core::clock::Clock;
 use edgeward_core::config::Limits;
 use edgeward_core::digest::ComponentDigest;
-use edgeward_core::egress::{BearerToken, Egress, ExchangeFailure, StopChannel, TokenExchange};
+use edgeward_core::egress::{
+    AgentProfile, BearerToken, Egress, ExchangeFailure, StopChannel, TokenExchange,
+};
 use edgeward_core::entropy::Entropy;
 use edgeward_core::grant::GrantName;
 use edgeward_core::keys::Ed25519Signer;
@@ -81,6 +84,8 @@ pub struct AgentInstance {
     stop: Arc<StopSignal>,
     /// See [`AgentInstance::output_scanner`].
     output_scanner: Mutex<Option<OutputScanner>>,
+    /// The sub-agents it may start (see [`AgentInstance::with_sub_agents`]).
+    delegator: Option<Arc<Delegator>>,
 }
 
 /// The output scanner and the token it was built for.
@@ -228,42 +233,51 @@ impl LoadedAgent {
                 pool >> 20
             )));
         }
-        let identity = Arc::new(InstanceIdentity {
+        let identity = InstanceIdentity {
             agent: self.spec.name.clone(),
             instance_id: instance_id.clone(),
             user: token.on_behalf_of().map(str::to_owned),
             grants: profile.grants.iter().map(|g| g.name.to_string()).collect(),
-        });
+        };
         let stop = Arc::new(StopSignal::default());
         if let Some(channel) = options.stop_channel {
-            spawn_watcher(
-                Arc::clone(&stop),
-                Arc::clone(&token),
-                channel,
-                instance_id.clone(),
-            );
+            spawn_watcher(Arc::clone(&stop), Arc::clone(&token), channel, instance_id);
         }
+        self.instance(token, profile, identity, options.egress, stop)
+    }
+
+    /// An instance of this agent around a token (attested, or a child's
+    /// chain): the egress path, limits and identity it runs tasks with.
+    pub(crate) fn instance(
+        &self,
+        token: Arc<InstanceToken>,
+        profile: AgentProfile,
+        identity: InstanceIdentity,
+        egress: Arc<dyn Egress>,
+        stop: Arc<StopSignal>,
+    ) -> Result<AgentInstance, ExchangeFailure> {
         let scanner = Scanner::new(ScannerConfig::default(), Redactor::empty())
             .map_err(|e| ExchangeFailure::Local(format!("secret scanner: {e}")))?;
         let egress = Arc::new(InstanceEgress {
             scanner,
-            agent: self.spec.name.clone(),
-            instance: instance_id,
+            agent: identity.agent.clone(),
+            instance: identity.instance_id.clone(),
             token,
             grants: profile.grants,
-            egress: options.egress,
+            egress,
             max_request_bytes: profile.limits.max_request_bytes,
         });
         Ok(AgentInstance {
             engine: self.engine.clone(),
             pre: self.pre.clone(),
             limits: profile.limits,
-            identity,
+            identity: Arc::new(identity),
             egress,
             max_concurrent_tasks: self.max_concurrent_tasks,
             _ticker: Arc::clone(&self.ticker),
             stop,
             output_scanner: Mutex::new(None),
+            delegator: None,
         })
     }
 }
@@ -296,6 +310,29 @@ pub struct AttestOptions<'a> {
 }
 
 impl AgentInstance {
+    /// Let this instance's tasks start these sub-agents through the WIT
+    /// `delegation` interface (components built against
+    /// `edgeward:agent@0.2.0`). Each child runs in an instance of its own,
+    /// with a fresh key from `entropy`, on this instance's token narrowed
+    /// offline; its children may start the same sub-agents, as far as the
+    /// delegation depth allows. Sub-agents are named by their spec; each
+    /// must be registered with the backend under that name, or the
+    /// backend refuses the child's calls.
+    pub fn with_sub_agents(
+        mut self,
+        sub_agents: Vec<Arc<LoadedAgent>>,
+        entropy: Box<dyn Entropy + Send>,
+    ) -> AgentInstance {
+        self.delegator = Some(Arc::new(Delegator::new(sub_agents, entropy)));
+        self
+    }
+
+    /// The same instance, starting children from `delegator`.
+    pub(crate) fn with_delegator(mut self, delegator: Arc<Delegator>) -> AgentInstance {
+        self.delegator = Some(delegator);
+        self
+    }
+
     /// The instance's public identity.
     pub fn identity(&self) -> &InstanceIdentity {
         &self.identity
@@ -341,6 +378,12 @@ impl AgentInstance {
                 table_elements: MAX_TABLE_ELEMENTS,
                 memory_used: 0,
             },
+            delegation: self.delegator.as_ref().map(|d| TaskDelegation {
+                delegator: Arc::clone(d),
+                parent: Arc::clone(&self.egress),
+                limits,
+                identity: Arc::clone(&self.identity),
+            }),
         };
         if self.stop.is_stopped() {
             return TaskReport {
@@ -427,8 +470,14 @@ impl AgentInstance {
             _ => {}
         }
         let previous = cache.as_ref().map(|c| c.token.clone());
-        let secrets = token.iter().chain(previous.iter());
-        let live = Redactor::new(secrets.map(|t| t.expose().as_bytes())).ok()?;
+        // A child's token is a chain: its parent's JWT comes first, and is
+        // a secret of its own.
+        let secrets = token.iter().chain(previous.iter()).flat_map(|t| {
+            let whole = t.expose();
+            let jwt = whole.split(edgeward_core::caveat::SEPARATOR).next();
+            std::iter::once(whole).chain(jwt.filter(|j| j.len() < whole.len()))
+        });
+        let live = Redactor::new(secrets.map(str::as_bytes)).ok()?;
         let scanner = Arc::new(Scanner::new(ScannerConfig::default(), live).ok()?);
         if let Some(token) = token {
             *cache = Some(OutputScanner {

@@ -1,13 +1,19 @@
-//! Host bindings for the `edgeward:agent` world.
+//! Host bindings for the `edgeward:agent` worlds.
 //!
-//! One `bindgen!` for the crate. The `wasi:*` interfaces are mapped to
-//! wasmtime-wasi and wasmtime-wasi-http's own bindings, so only edgeward's
-//! interfaces are generated here. Generated code stays private to the crate.
+//! One `bindgen!` for the crate, of the newest world: `edgeward:agent@0.2.0`
+//! includes every import of 0.1.0 (at 0.1.0) and adds `delegation`. The one
+//! linker defines them all, and the generated `AgentPre` checks only the
+//! `run` export both versions share, so components built against either
+//! version instantiate. The `wasi:*` interfaces are mapped to wasmtime-wasi
+//! and wasmtime-wasi-http's own bindings, so only edgeward's interfaces are
+//! generated here. Generated code stays private to the crate.
 
 wasmtime::component::bindgen!({
-    path: "../../wit",
-    world: "edgeward:agent/agent",
+    path: ["../../wit", "../../wit/v0.2"],
+    world: "edgeward:agent/agent@0.2.0",
     exports: { default: async },
+    // Running a child awaits the child's whole task.
+    imports: { "edgeward:agent/delegation.run-child": async },
     with: {
         "wasi:http": wasmtime_wasi_http::p2::bindings::http,
         "wasi:io": wasmtime_wasi::p2::bindings::io,
@@ -15,4 +21,5 @@ wasmtime::component::bindgen!({
     },
 });
 
-pub(crate) use edgeward::agent::{identity, log};
+pub(crate) use edgeward::agent0_1_0::{identity, log};
+pub(crate) use edgeward::agent0_2_0::delegation;

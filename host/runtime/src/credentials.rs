@@ -6,6 +6,7 @@
 //! working across expiry and an idle instance holds no fresh token.
 
 use edgeward_core::attest::{AttestationClaims, sign_attestation};
+use edgeward_core::caveat::{Chain, ChainKey, MAX_DELEGATION_DEPTH, Rights};
 use edgeward_core::clock::Clock;
 use edgeward_core::digest::ComponentDigest;
 use edgeward_core::egress::{
@@ -35,6 +36,18 @@ struct Current {
     token: BearerToken,
     issued_at: u64,
     expires_at: u64,
+    /// Lets this instance narrow `token` for a child (see `delegation`).
+    chain_key: Option<ChainKey>,
+}
+
+/// A child's credential: its parent's token narrowed by caveats, the last
+/// of which names the child's own key. It is never renewed: a child lives
+/// for one task, and its rights end when the chain's do.
+struct Delegated {
+    chain: Chain,
+    /// The wire form, presented on every call.
+    presented: BearerToken,
+    rights: Rights,
 }
 
 /// Attests and keeps one instance's token fresh.
@@ -62,6 +75,8 @@ pub(crate) struct InstanceToken {
     /// without needing randomness on every call.
     jti_prefix: [u8; 8],
     jti_counter: AtomicU64,
+    /// Set for a child instance (see [`InstanceToken::delegated`]).
+    delegated: Option<Delegated>,
 }
 
 impl InstanceToken {
@@ -95,7 +110,80 @@ impl InstanceToken {
             on_behalf_of: std::sync::OnceLock::new(),
             jti_prefix,
             jti_counter: AtomicU64::new(0),
+            delegated: None,
         }
+    }
+
+    /// A child's token: `chain` (its parent's token with caveats ending in
+    /// the child key's `holder`), with the `rights` it leaves. The child
+    /// keeps its parent's device and token service (for nothing but naming
+    /// them); it never exchanges.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn delegated(
+        parent: &InstanceToken,
+        child_key: Box<dyn Signer>,
+        agent: String,
+        digest: ComponentDigest,
+        instance_id: String,
+        profile: AgentProfile,
+        chain: Chain,
+        rights: Rights,
+        jti_prefix: [u8; 8],
+    ) -> InstanceToken {
+        InstanceToken {
+            device: parent.device.clone(),
+            instance_key: child_key,
+            agent,
+            digest,
+            grants: rights.grants.clone(),
+            lifetime: 0,
+            exchange: Arc::clone(&parent.exchange),
+            clock: Arc::clone(&parent.clock),
+            current: tokio::sync::Mutex::new(None),
+            expires_at: AtomicU64::new(rights.expires_at),
+            instance_id: std::sync::OnceLock::from(instance_id),
+            profile: std::sync::OnceLock::from(profile),
+            user_assertion: None,
+            on_behalf_of: std::sync::OnceLock::from(parent.on_behalf_of().map(str::to_owned)),
+            jti_prefix,
+            jti_counter: AtomicU64::new(0),
+            delegated: Some(Delegated {
+                presented: BearerToken::new(chain.encode()),
+                chain,
+                rights,
+            }),
+        }
+    }
+
+    /// The current time, from the instance's clock.
+    pub(crate) fn now(&self) -> u64 {
+        self.clock.now()
+    }
+
+    /// Thumbprint of this instance's key.
+    pub(crate) fn jkt(&self) -> String {
+        self.instance_key.public_key().jwk_thumbprint()
+    }
+
+    /// What a child of this instance starts from: this instance's token as
+    /// a chain it may append to, and the rights that chain holds now.
+    pub(crate) async fn delegation_base(&self) -> Result<(Chain, Rights), ExchangeFailure> {
+        if let Some(d) = &self.delegated {
+            if self.clock.now() >= d.rights.expires_at {
+                return Err(delegation_expired());
+            }
+            return Ok((d.chain.clone(), d.rights.clone()));
+        }
+        let (token, key, expires_at) = self.fresh().await?;
+        let key = key.ok_or_else(|| {
+            ExchangeFailure::Local("the backend gave this instance no chain key".into())
+        })?;
+        let scope: Vec<GrantName> = self
+            .profile()
+            .map(|p| p.grants.iter().map(|g| g.name.clone()).collect())
+            .unwrap_or_default();
+        let rights = Rights::of_token(&scope, expires_at, &self.jkt(), MAX_DELEGATION_DEPTH);
+        Ok((Chain::new(token.expose(), key), rights))
     }
 
     /// A DPoP proof for one request with the current token, signed by the
@@ -133,6 +221,9 @@ impl InstanceToken {
     /// The current token, if there is one and nobody is renewing it right
     /// now (for scanning guest output; never renews).
     pub(crate) fn peek(&self) -> Option<BearerToken> {
+        if let Some(d) = &self.delegated {
+            return Some(d.presented.clone());
+        }
         self.current
             .try_lock()
             .ok()?
@@ -155,16 +246,30 @@ impl InstanceToken {
         self.expires_at.load(Ordering::Relaxed)
     }
 
-    /// A token valid for a while yet: the current one, or a renewed one.
+    /// A token valid for a while yet: the current one, or a renewed one
+    /// (a child's chain, until it expires).
     pub(crate) async fn token(&self) -> Result<BearerToken, ExchangeFailure> {
+        if let Some(d) = &self.delegated {
+            if self.clock.now() >= d.rights.expires_at {
+                return Err(delegation_expired());
+            }
+            return Ok(d.presented.clone());
+        }
+        self.fresh().await.map(|(token, _, _)| token)
+    }
+
+    /// The current token (renewed if needed) with its chain key and expiry,
+    /// read together so a renewal cannot pair one token with another's key.
+    async fn fresh(&self) -> Result<(BearerToken, Option<ChainKey>, u64), ExchangeFailure> {
         let mut current = self.current.lock().await;
         let now = self.clock.now();
+        let of = |c: &Current| (c.token.clone(), c.chain_key.clone(), c.expires_at);
         if let Some(c) = current.as_ref() {
             // Renew once three quarters of the lifetime are gone, so a call
             // never leaves with a token about to expire in flight.
             let margin = (c.expires_at.saturating_sub(c.issued_at) / 4).max(1);
             if now.saturating_add(margin) < c.expires_at {
-                return Ok(c.token.clone());
+                return Ok(of(c));
             }
         }
         let fresh = match self.attest().await {
@@ -174,16 +279,16 @@ impl InstanceToken {
             Err(ExchangeFailure::Unreachable(e)) => match current.as_ref() {
                 Some(c) if now < c.expires_at => {
                     tracing::warn!("token renewal failed, using the current token: {e}");
-                    return Ok(c.token.clone());
+                    return Ok(of(c));
                 }
                 _ => return Err(ExchangeFailure::Unreachable(e)),
             },
             Err(e) => return Err(e),
         };
-        let token = fresh.token.clone();
+        let out = of(&fresh);
         self.expires_at.store(fresh.expires_at, Ordering::Relaxed);
         *current = Some(fresh);
-        Ok(token)
+        Ok(out)
     }
 
     async fn attest(&self) -> Result<Current, ExchangeFailure> {
@@ -231,6 +336,14 @@ impl InstanceToken {
             token: grant.access_token,
             issued_at: now,
             expires_at: now.saturating_add(grant.expires_in),
+            chain_key: grant.chain_key,
         })
+    }
+}
+
+fn delegation_expired() -> ExchangeFailure {
+    ExchangeFailure::Refused {
+        error: "invalid_grant".into(),
+        description: "the delegation expired".into(),
     }
 }

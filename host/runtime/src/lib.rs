@@ -59,6 +59,7 @@
 mod agent;
 mod bindings;
 mod credentials;
+mod delegation;
 mod egress_hook;
 mod engine;
 mod error;

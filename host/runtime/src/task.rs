@@ -73,6 +73,8 @@ pub(crate) struct TaskState {
     pub(crate) logs_dropped: usize,
     pub(crate) max_log_records: usize,
     pub(crate) limiter: TaskLimiter,
+    /// Set when the instance may start sub-agents.
+    pub(crate) delegation: Option<crate::delegation::TaskDelegation>,
 }
 
 /// The captured stdout and stderr of a task.

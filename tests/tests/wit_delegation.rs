@@ -1,0 +1,407 @@
+//! Delegation through WIT (`edgeward:agent/delegation@0.2.0`), in split
+//! mode over real TLS on loopback: a guest starts a registered sub-agent
+//! with narrower rights; the runtime narrows the parent's token offline and
+//! runs the child in its own instance with its own key; the backend holds
+//! the child to the caveats and to the sub-agent's registered grants.
+//!
+//! The `courier` guest plays every part: registered as `courier` (the
+//! parent), `reader` (a sub-agent holding only `api`) and `ghost` (loaded on
+//! the device, never registered).
+
+use edgeward_backend::revocation::RevocationKind;
+use edgeward_core::clock::SystemClock;
+use edgeward_core::entropy::SeededEntropy;
+use edgeward_core::keys::{Ed25519Signer, Signer};
+use edgeward_runtime::{AgentInstance, AgentSpec, AttestOptions, DeviceIdentity, LoadedAgent};
+use edgeward_tests::{
+    COURIER_WASM, HELLO_WASM, Service, Upstream, component, digest, respond, runtime,
+};
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+const KEY: &str = "wit-delegation-upstream-key-0123456789";
+
+fn device() -> Ed25519Signer {
+    Ed25519Signer::generate(&mut SeededEntropy::new(909)).expect("key")
+}
+
+fn config(origin: &str) -> String {
+    format!(
+        r#"
+[backend]
+issuer = "https://backend.test"
+audience = "edgeward-test"
+trust_domain = "edgeward.test"
+
+[[device]]
+id = "dev-1"
+owner = "ops@edgeward.invalid"
+public_key = "{device}"
+
+[[grant]]
+name = "api"
+origin = "{origin}"
+methods = ["GET", "POST"]
+path_prefixes = ["/v1"]
+credential = {{ kind = "header", name = "x-api-key" }}
+secret = {{ env = "API_KEY" }}
+
+[[grant]]
+name = "other"
+origin = "http://127.0.0.2:9"
+methods = ["GET"]
+path_prefixes = ["/v2"]
+credential = {{ kind = "header", name = "x-api-key" }}
+secret = {{ env = "API_KEY" }}
+
+[[agent]]
+name = "courier"
+owner = "tests@edgeward.invalid"
+digests = ["{courier}"]
+grants = ["api", "other"]
+devices = ["dev-1"]
+max_instances_per_device = 16
+
+[[agent]]
+name = "reader"
+owner = "tests@edgeward.invalid"
+digests = ["{courier}"]
+grants = ["api"]
+devices = ["dev-1"]
+
+[[agent]]
+name = "hello"
+owner = "tests@edgeward.invalid"
+digests = ["{hello}"]
+grants = ["api"]
+devices = ["dev-1"]
+"#,
+        device = device().public_key(),
+        courier = digest(COURIER_WASM),
+        hello = digest(HELLO_WASM),
+    )
+}
+
+struct Setup {
+    up: Upstream,
+    svc: Service,
+    parent: AgentInstance,
+}
+
+fn load(name: &str, path: &'static str) -> LoadedAgent {
+    runtime()
+        .load(
+            component(path),
+            AgentSpec {
+                name: name.to_owned(),
+                allowed_digests: vec![digest(path)],
+            },
+        )
+        .expect("load")
+}
+
+/// An attested instance of `agent` (no stop channel: revocation is seen on
+/// the next call, which is what these tests look at).
+async fn attest(svc: &Service, loaded: &LoadedAgent, seed: u64) -> AgentInstance {
+    let remote = Arc::new(svc.remote());
+    loaded
+        .attest(AttestOptions {
+            device: DeviceIdentity {
+                id: "dev-1".into(),
+                signer: Arc::new(device()),
+            },
+            exchange: remote.clone(),
+            egress: remote,
+            stop_channel: None,
+            clock: Arc::new(SystemClock),
+            entropy: &mut SeededEntropy::new(seed),
+            grants: vec![],
+            lifetime: None,
+            user_assertion: None,
+        })
+        .await
+        .expect("attest")
+}
+
+async fn setup() -> Setup {
+    let up = Upstream::start(|r| {
+        if r.headers.get("x-api-key").map(|v| v.as_bytes()) == Some(KEY.as_bytes()) {
+            respond(200, &[], format!("ok {}", r.uri))
+        } else {
+            respond(401, &[], "no key")
+        }
+    })
+    .await;
+    let svc = Service::start(
+        &config(&up.origin()),
+        &[("API_KEY", KEY)],
+        Arc::new(SystemClock),
+    )
+    .await
+    .expect("service");
+    let parent = attest(&svc, &load("courier", COURIER_WASM), 1)
+        .await
+        .with_sub_agents(
+            vec![
+                Arc::new(load("reader", COURIER_WASM)),
+                Arc::new(load("ghost", COURIER_WASM)),
+            ],
+            Box::new(SeededEntropy::new(77)),
+        );
+    Setup { up, svc, parent }
+}
+
+async fn run(instance: &AgentInstance, task: Value) -> Value {
+    let report = instance.run(&task.to_string()).await;
+    match report.outcome {
+        Ok(Ok(text)) => serde_json::from_str(&text).expect("json result"),
+        other => panic!("task {task} failed: {other:?}; logs {:?}", report.logs),
+    }
+}
+
+/// A child task's answer, parsed: the child's own JSON result.
+fn child_answer(v: &Value) -> Value {
+    let ok = v["ok"]
+        .as_str()
+        .unwrap_or_else(|| panic!("the child did not finish: {v}"));
+    serde_json::from_str(ok).expect("child json")
+}
+
+fn child(agent: &str, task: Value, rights: Value) -> Value {
+    json!({ "child": { "agent": agent, "task": task, "rights": rights } })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_started_through_wit_is_held_to_its_caveats_while_its_parent_is_not() {
+    let Setup { up, svc, parent } = setup().await;
+    let at = |path: &str| format!("{}{path}", up.origin());
+    let narrow = json!({ "grants": ["api"], "methods": ["GET"], "paths": ["/v1/forecast"] });
+
+    // The parent may use the whole grant.
+    let p = run(&parent, json!({ "fetch": at("/v1/other") })).await;
+    assert_eq!(p["status"], 200, "{p}");
+
+    // The child only its prefix and method.
+    let c = run(
+        &parent,
+        child(
+            "reader",
+            json!({ "fetch": at("/v1/forecast/today") }),
+            narrow.clone(),
+        ),
+    )
+    .await;
+    assert_eq!(child_answer(&c)["status"], 200, "{c}");
+    for (method, path) in [("GET", "/v1/other"), ("POST", "/v1/forecast/x")] {
+        let c = run(
+            &parent,
+            child(
+                "reader",
+                json!({ "fetch": at(path), "method": method }),
+                narrow.clone(),
+            ),
+        )
+        .await;
+        assert_eq!(
+            child_answer(&c)["refused"],
+            "denied",
+            "{method} {path}: {c}"
+        );
+    }
+    assert_eq!(
+        up.received()
+            .iter()
+            .filter(|r| r.uri == "/v1/other")
+            .count(),
+        1,
+        "only the parent's call outside the child's prefix reached the upstream"
+    );
+
+    // The child sees its own identity: the sub-agent's name, an instance of
+    // its own under its parent's, only the grants it was given.
+    let who = child_answer(
+        &run(
+            &parent,
+            child("reader", json!({ "who": true }), narrow.clone()),
+        )
+        .await,
+    );
+    assert_eq!(who["agent"], "reader");
+    assert_eq!(who["grants"], json!(["api"]));
+    let parent_id = parent.identity().instance_id.clone();
+    let child_id = who["instance"].as_str().expect("id");
+    assert!(child_id.starts_with(&format!("{parent_id}.")) && child_id != parent_id);
+
+    // A child asking for more than its parent holds is not started.
+    for (rights, why) in [
+        (json!({ "grants": ["admin"] }), "NotNarrower"),
+        (json!({ "lifetime": 10_000_000_000u64 }), "NotNarrower"),
+        (json!({ "depth": 9 }), "NotNarrower"),
+        (json!({ "methods": ["get"] }), "Invalid"),
+    ] {
+        let c = run(
+            &parent,
+            child("reader", json!({ "who": true }), rights.clone()),
+        )
+        .await;
+        assert!(
+            c["refused"].as_str().is_some_and(|r| r.starts_with(why)),
+            "{rights}: {c}"
+        );
+    }
+    // Nor further down: a child holding GET cannot give its own child POST.
+    let c = run(
+        &parent,
+        child(
+            "reader",
+            child(
+                "reader",
+                json!({ "who": true }),
+                json!({ "methods": ["GET", "POST"] }),
+            ),
+            narrow.clone(),
+        ),
+    )
+    .await;
+    let inner = child_answer(&c);
+    assert!(
+        inner["refused"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("NotNarrower")),
+        "{c}"
+    );
+    // An unknown sub-agent is not started either.
+    let c = run(&parent, child("nobody", json!({ "who": true }), json!({}))).await;
+    assert!(
+        c["refused"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("UnknownAgent")),
+        "{c}"
+    );
+
+    // The sub-agent's registered grants bound it too: `reader` does not
+    // hold `other`, so a child given `other` still cannot use it.
+    let c = run(
+        &parent,
+        child(
+            "reader",
+            json!({ "fetch": "http://127.0.0.2:9/v2/x" }),
+            json!({ "grants": ["other"] }),
+        ),
+    )
+    .await;
+    assert_eq!(child_answer(&c)["refused"], "denied", "{c}");
+    // And a sub-agent nobody registered holds nothing at all.
+    let c = run(
+        &parent,
+        child("ghost", json!({ "fetch": at("/v1/forecast/a") }), json!({})),
+    )
+    .await;
+    let ghost = child_answer(&c);
+    assert_eq!(ghost["refused"], "revoked", "{c}");
+    assert!(
+        ghost["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("not registered")),
+        "{c}"
+    );
+
+    // The audit trail shows the whole chain.
+    let records = svc.tokens.store().audit_range(1, 10_000).expect("audit");
+    let chained: Vec<_> = records
+        .iter()
+        .filter_map(|r| r.entry.reason.as_deref())
+        .filter(|r| r.contains("delegated: chain courier > reader"))
+        .collect();
+    assert!(chained.len() >= 3, "{chained:?}");
+    assert!(
+        chained
+            .iter()
+            .any(|r| r.contains("grants [api]") && r.contains("paths [/v1/forecast]"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delegation_depth_is_limited_and_revoking_the_parent_stops_its_children() {
+    let Setup { up, svc, parent } = setup().await;
+    let fetch = json!({ "fetch": format!("{}/v1/a", up.origin()) });
+
+    // Three hops are allowed below a minted token; the fourth is not.
+    let mut task = json!({ "who": true });
+    for _ in 0..4 {
+        task = child("reader", task, json!({}));
+    }
+    let mut answer = run(&parent, task).await;
+    for hop in 1..=3 {
+        answer = child_answer(&answer);
+        if hop == 3 {
+            assert_eq!(answer["refused"], "DepthExhausted", "{answer}");
+        }
+    }
+    // A child given depth 0 cannot delegate at all.
+    let c = run(
+        &parent,
+        child(
+            "reader",
+            child("reader", json!({ "who": true }), json!({})),
+            json!({ "depth": 0 }),
+        ),
+    )
+    .await;
+    assert_eq!(child_answer(&c)["refused"], "DepthExhausted", "{c}");
+
+    // Revoking the parent's instance stops every descendant's next call.
+    let nested = child(
+        "reader",
+        child("reader", fetch.clone(), json!({})),
+        json!({}),
+    );
+    let before = child_answer(&child_answer(&run(&parent, nested.clone()).await));
+    assert_eq!(before["status"], 200, "{before}");
+    svc.tokens
+        .revoke(
+            &RevocationKind::Instance {
+                id: parent.identity().instance_id.clone(),
+            },
+            "test",
+            "parent revoked",
+        )
+        .expect("revoke");
+    let after = child_answer(&child_answer(&run(&parent, nested).await));
+    assert_eq!(after["refused"], "revoked", "{after}");
+    let served = up.received().len();
+    assert_eq!(
+        served, 1,
+        "nothing reached the upstream after the revocation"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_built_against_0_1_runs_unchanged_beside_0_2_guests() {
+    let Setup { up, svc, parent } = setup().await;
+    // `hello` imports edgeward:agent@0.1.0 only; `courier` also 0.2.0.
+    let imports = |path: &'static str| -> Vec<String> {
+        let engine = runtime().engine();
+        let c = wasmtime::component::Component::new(engine, component(path)).expect("component");
+        c.component_type()
+            .imports(engine)
+            .map(|(name, _)| name.to_owned())
+            .filter(|n| n.starts_with("edgeward:"))
+            .collect()
+    };
+    let hello = imports(HELLO_WASM);
+    assert!(hello.iter().all(|n| n.ends_with("@0.1.0")), "{hello:?}");
+    assert!(imports(COURIER_WASM).contains(&"edgeward:agent/delegation@0.2.0".to_owned()));
+
+    let old = attest(&svc, &load("hello", HELLO_WASM), 5).await;
+    let report = old.run(&format!("{}/v1/hello", up.origin())).await;
+    assert_eq!(
+        report.outcome,
+        Ok(Ok("ok /v1/hello".into())),
+        "{:?}",
+        report.logs
+    );
+    // In the same runtime, the 0.2 guest delegates.
+    let c = run(&parent, child("reader", json!({ "who": true }), json!({}))).await;
+    assert_eq!(child_answer(&c)["agent"], "reader");
+}
