@@ -602,11 +602,27 @@ pub struct RawInstance {
 pub async fn raw_exchange(
     svc: &Service,
     agent: &str,
-    (device_id, device): (&str, &dyn edgeward_core::keys::Signer),
+    device: (&str, &dyn edgeward_core::keys::Signer),
     component_path: &'static str,
     seed: u64,
     lifetime: u64,
     user_assertion: Option<&str>,
+) -> anyhow::Result<RawInstance> {
+    let subject = user_assertion.map(|a| (a, edgeward_core::egress::JWT_TOKEN_TYPE));
+    raw_exchange_as(svc, agent, device, component_path, seed, lifetime, subject).await
+}
+
+/// [`raw_exchange`] with any subject: `(subject_token, subject_token_type)`,
+/// or `None` for the attestation itself. The instance key comes from `seed`
+/// (so a test can know a child's key before its exchange).
+pub async fn raw_exchange_as(
+    svc: &Service,
+    agent: &str,
+    (device_id, device): (&str, &dyn edgeward_core::keys::Signer),
+    component_path: &'static str,
+    seed: u64,
+    lifetime: u64,
+    subject: Option<(&str, &str)>,
 ) -> anyhow::Result<RawInstance> {
     use edgeward_core::attest::{AttestationClaims, sign_attestation};
     use edgeward_core::egress::{ATTESTATION_TOKEN_TYPE, TOKEN_EXCHANGE_GRANT};
@@ -628,10 +644,7 @@ pub async fn raw_exchange(
         iat: SystemClock.now(),
     };
     let att = sign_attestation(&claims, device_id, device)?;
-    let (subject, subject_type) = match user_assertion {
-        Some(a) => (a, edgeward_core::egress::JWT_TOKEN_TYPE),
-        None => (att.as_str(), ATTESTATION_TOKEN_TYPE),
-    };
+    let (subject, subject_type) = subject.unwrap_or((att.as_str(), ATTESTATION_TOKEN_TYPE));
     let r = svc
         .client
         .post_form(

@@ -10,11 +10,15 @@
 
 use edgeward_backend::revocation::RevocationKind;
 use edgeward_core::clock::SystemClock;
+use edgeward_core::egress::{ACCESS_TOKEN_TYPE, BearerToken};
 use edgeward_core::entropy::SeededEntropy;
 use edgeward_core::keys::{Ed25519Signer, Signer};
-use edgeward_runtime::{AgentInstance, AgentSpec, AttestOptions, DeviceIdentity, LoadedAgent};
+use edgeward_runtime::{
+    AgentInstance, AgentSpec, AttestOptions, ChildRights, DeviceIdentity, LoadedAgent,
+};
 use edgeward_tests::{
-    COURIER_WASM, HELLO_WASM, Service, Upstream, component, digest, respond, runtime,
+    COURIER_WASM, HELLO_WASM, Service, Upstream, component, digest, raw_egress, raw_exchange_as,
+    respond, runtime,
 };
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -23,6 +27,11 @@ const KEY: &str = "wit-delegation-upstream-key-0123456789";
 
 fn device() -> Ed25519Signer {
     Ed25519Signer::generate(&mut SeededEntropy::new(909)).expect("key")
+}
+
+/// A second device, where a delegated child may run with a token of its own.
+fn device2() -> Ed25519Signer {
+    Ed25519Signer::generate(&mut SeededEntropy::new(910)).expect("key")
 }
 
 fn config(origin: &str) -> String {
@@ -37,6 +46,11 @@ trust_domain = "edgeward.test"
 id = "dev-1"
 owner = "ops@edgeward.invalid"
 public_key = "{device}"
+
+[[device]]
+id = "dev-2"
+owner = "ops@edgeward.invalid"
+public_key = "{device2}"
 
 [[grant]]
 name = "api"
@@ -67,7 +81,7 @@ name = "reader"
 owner = "tests@edgeward.invalid"
 digests = ["{courier}"]
 grants = ["api"]
-devices = ["dev-1"]
+devices = ["dev-1", "dev-2"]
 
 [[agent]]
 name = "hello"
@@ -77,6 +91,7 @@ grants = ["api"]
 devices = ["dev-1"]
 "#,
         device = device().public_key(),
+        device2 = device2().public_key(),
         courier = digest(COURIER_WASM),
         hello = digest(HELLO_WASM),
     )
@@ -404,4 +419,167 @@ async fn a_guest_built_against_0_1_runs_unchanged_beside_0_2_guests() {
     // In the same runtime, the 0.2 guest delegates.
     let c = run(&parent, child("reader", json!({ "who": true }), json!({}))).await;
     assert_eq!(child_answer(&c)["agent"], "reader");
+}
+
+fn claims_of(token: &str) -> Value {
+    use base64::Engine as _;
+    let payload = token.split('.').nth(1).expect("payload");
+    serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .expect("b64"),
+    )
+    .expect("json")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chain_exchanged_on_another_device_mints_a_standalone_child_token() {
+    let Setup { up, svc, parent } = setup().await;
+    let at = |path: &str| format!("{}{path}", up.origin());
+    let rights = ChildRights {
+        grants: Some(vec!["api".into()]),
+        methods: Some(vec!["GET".into()]),
+        path_prefixes: Some(vec!["/v1/forecast".into()]),
+        ..ChildRights::default()
+    };
+    // The child's device makes its key first; the parent narrows its own
+    // token for that key, offline.
+    let child_seed = 55;
+    let child_key = Ed25519Signer::generate(&mut SeededEntropy::new(child_seed)).expect("key");
+    let chain = parent
+        .delegate("reader", &rights, &child_key.public_key())
+        .await
+        .expect("delegate");
+    let exchange = |agent: &'static str, seed: u64| {
+        let chain = chain.expose().to_owned();
+        let svc = &svc;
+        async move {
+            raw_exchange_as(
+                svc,
+                agent,
+                ("dev-2", &device2()),
+                COURIER_WASM,
+                seed,
+                60,
+                Some((&chain, ACCESS_TOKEN_TYPE)),
+            )
+            .await
+        }
+    };
+
+    // The RFC 8693 exchange of the chain on dev-2 mints the child a token
+    // of its own: the parent's subject, an `act` nesting the whole line,
+    // the parent in `dlg`, the chain's caveats in `cav`.
+    let child = exchange("reader", child_seed)
+        .await
+        .expect("child exchange");
+    let claims = claims_of(&child.token);
+    let parent_id = parent.identity().instance_id.clone();
+    let parent_spiffe = format!("spiffe://edgeward.test/agent/courier/instance/{parent_id}");
+    assert_eq!(claims["sub"], parent_spiffe.as_str());
+    assert_eq!(claims["agent"], "reader");
+    assert_eq!(claims["scope"], "api");
+    assert_eq!(
+        claims["act"]["act"]["sub"],
+        "spiffe://edgeward.test/device/dev-2"
+    );
+    assert_eq!(claims["act"]["act"]["act"]["sub"], parent_spiffe.as_str());
+    assert_eq!(
+        claims["act"]["act"]["act"]["act"]["sub"],
+        "spiffe://edgeward.test/device/dev-1"
+    );
+    assert_eq!(claims["dlg"][0]["agent"], "courier");
+    assert_eq!(
+        claims["cnf"]["jkt"],
+        child_key.public_key().jwk_thumbprint().as_str()
+    );
+    assert!(
+        claims["cav"]
+            .as_array()
+            .is_some_and(|c| c.contains(&json!("paths:/v1/forecast"))),
+        "{claims}"
+    );
+
+    // It stays held to the chain's caveats.
+    assert_eq!(
+        raw_egress(&svc, &child.token, &child.key, &at("/v1/forecast/a"), "api").await,
+        (200, String::new())
+    );
+    assert_eq!(
+        raw_egress(&svc, &child.token, &child.key, &at("/v1/other"), "api").await,
+        (403, "denied".into())
+    );
+
+    // Only the key the chain names, only as the agent the chain names.
+    let err = exchange("reader", 56)
+        .await
+        .err()
+        .expect("other key refused")
+        .to_string();
+    assert!(err.contains("holder differs"), "{err}");
+    let err = exchange("courier", child_seed)
+        .await
+        .err()
+        .expect("other agent refused")
+        .to_string();
+    assert!(err.contains("does not delegate to agent courier"), "{err}");
+    // The runtime on dev-2 does the same through `attest_delegated`.
+    let remote = Arc::new(svc.remote());
+    let runtime_child = load("reader", COURIER_WASM)
+        .attest_delegated(
+            AttestOptions {
+                device: DeviceIdentity {
+                    id: "dev-2".into(),
+                    signer: Arc::new(device2()),
+                },
+                exchange: remote.clone(),
+                egress: remote,
+                stop_channel: None,
+                clock: Arc::new(SystemClock),
+                entropy: &mut SeededEntropy::new(57),
+                grants: vec![],
+                lifetime: None,
+                user_assertion: None,
+            },
+            BearerToken::new(chain.expose().to_owned()),
+            Ed25519Signer::generate(&mut SeededEntropy::new(child_seed)).expect("key"),
+        )
+        .await
+        .expect("attest delegated");
+    assert_eq!(runtime_child.identity().grants, ["api"]);
+    let r = run(&runtime_child, json!({ "fetch": at("/v1/forecast/b") })).await;
+    assert_eq!(r["status"], 200, "{r}");
+    let r = run(&runtime_child, json!({ "fetch": at("/v1/other") })).await;
+    assert_eq!(r["refused"], "denied", "{r}");
+
+    // The audit log names the line for the exchange.
+    let records = svc.tokens.store().audit_range(1, 10_000).expect("audit");
+    assert!(records.iter().any(|r| r.entry.kind == "exchange"
+        && r.entry.decision == "allow"
+        && r.entry.reason.as_deref().is_some_and(
+            |x| x.starts_with("delegated: courier (instance ") && x.ends_with("> reader")
+        )));
+
+    // Revoking the parent's token refuses the child's standalone token on
+    // its next call, and every new exchange of the chain.
+    let parent_jti = claims["dlg"][0]["jti"].as_str().expect("jti").to_owned();
+    svc.tokens
+        .revoke(
+            &RevocationKind::Token { jti: parent_jti },
+            "test",
+            "parent token revoked",
+        )
+        .expect("revoke");
+    assert_eq!(
+        raw_egress(&svc, &child.token, &child.key, &at("/v1/forecast/c"), "api").await,
+        (401, "revoked".into())
+    );
+    let r = run(&runtime_child, json!({ "fetch": at("/v1/forecast/d") })).await;
+    assert_eq!(r["refused"], "revoked", "{r}");
+    assert!(exchange("reader", child_seed).await.is_err());
+    assert!(
+        !up.received()
+            .iter()
+            .any(|r| r.uri.starts_with("/v1/forecast/c") || r.uri.starts_with("/v1/forecast/d"))
+    );
 }

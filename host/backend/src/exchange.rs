@@ -100,6 +100,29 @@ pub struct Minted {
     pub on_behalf_of: Option<String>,
     /// The token's `jti`.
     pub jti: String,
+    /// For a delegated child: its line, e.g. `courier (instance …) > reader`.
+    pub delegated_by: Option<String>,
+}
+
+/// What a delegated child's token descends from: its parent (the token the
+/// chain was made from) and the parent's own ancestors; and the caveats it
+/// stays held to: the parent's inherited ones, then the chain's.
+fn lineage_of(parent: Option<&Access>) -> edgeward_core::token::Lineage {
+    let Some(p) = parent else {
+        return edgeward_core::token::Lineage::default();
+    };
+    let t = &p.token;
+    let mut ancestors = vec![edgeward_core::token::Ancestor {
+        instance_spiffe: t.instance().to_owned(),
+        device_spiffe: t.device().to_owned(),
+        jti: t.jti().to_owned(),
+        agent: t.agent().to_owned(),
+        generation: t.generation(),
+    }];
+    ancestors.extend(t.ancestors().iter().cloned());
+    let mut caveats = t.inherited_caveats().to_vec();
+    caveats.extend(p.caveats.iter().cloned());
+    edgeward_core::token::Lineage { ancestors, caveats }
 }
 
 /// Randomness for the service, behind a lock (it is `FnMut`-like).
@@ -133,8 +156,9 @@ pub struct Access {
     /// its caveats if it was attenuated. Proofs of possession must come from
     /// `rights.holder`.
     pub rights: edgeward_core::caveat::Rights,
-    /// Caveats the presented token carried (0 for a bare token).
-    pub caveats: usize,
+    /// The caveats of the chain the token was presented with (none for a
+    /// bare token).
+    pub caveats: Vec<edgeward_core::caveat::Caveat>,
 }
 
 /// The token service. Thread-safe; share it behind an `Arc`.
@@ -448,7 +472,14 @@ impl TokenService {
                 device: Some(m.device.clone()),
                 jti: Some(m.jti.clone()),
                 user: m.on_behalf_of.clone(),
-                reason: m.on_behalf_of.as_ref().map(|u| format!("on behalf of {u}")),
+                reason: {
+                    let user = m.on_behalf_of.as_ref().map(|u| format!("on behalf of {u}"));
+                    let line = m.delegated_by.as_ref().map(|d| format!("delegated: {d}"));
+                    match (user, line) {
+                        (Some(u), Some(l)) => Some(format!("{l}, {u}")),
+                        (u, l) => l.or(u),
+                    }
+                },
                 ..AuditEntry::default()
             },
             Err(e) => AuditEntry {
@@ -488,17 +519,20 @@ impl TokenService {
         // (RFC 8693 delegation: the instance acts for the user). The
         // assertion is checked only after the device's signature: before
         // that, every refusal looks the same.
-        let user_assertion = match field("subject_token_type") {
-            Some(edgeward_core::egress::ATTESTATION_TOKEN_TYPE) if subject == actor => None,
+        // Or a parent's token narrowed for this instance (a caveat chain):
+        // the instance becomes a delegated child with a token of its own.
+        let (user_assertion, delegation) = match field("subject_token_type") {
+            Some(edgeward_core::egress::ATTESTATION_TOKEN_TYPE) if subject == actor => (None, None),
             Some(edgeward_core::egress::ATTESTATION_TOKEN_TYPE) => {
                 return Err(ExchangeError::before(
                     "subject_token differs from actor_token but is typed as the attestation",
                 ));
             }
-            Some(edgeward_core::egress::JWT_TOKEN_TYPE) => Some(subject),
+            Some(edgeward_core::egress::JWT_TOKEN_TYPE) => (Some(subject), None),
+            Some(edgeward_core::egress::ACCESS_TOKEN_TYPE) => (None, Some(subject)),
             _ => {
                 return Err(ExchangeError::before(
-                    "subject_token_type is neither the attestation nor a JWT",
+                    "subject_token_type is neither the attestation, a JWT nor an access token",
                 ));
             }
         };
@@ -538,8 +572,41 @@ impl TokenService {
                 })?,
             ),
         };
+        let parent = match delegation {
+            None => None,
+            Some(chain) => Some(self.check_delegation(chain, &verified)?),
+        };
         drop(stage);
-        self.authorize_and_mint(&device, &verified, user.as_ref())
+        self.authorize_and_mint(&device, &verified, user.as_ref(), parent.as_ref())
+    }
+
+    /// The parent a delegated child's exchange presents: a chain that
+    /// verifies now, whose last holder is the attested instance key and
+    /// whose last `agent` caveat names the attested agent.
+    fn check_delegation(
+        &self,
+        chain: &str,
+        att: &VerifiedAttestation,
+    ) -> Result<Access, ExchangeError> {
+        let refused = |reason: String| {
+            ExchangeError::after("invalid_grant", format!("delegation refused: {reason}"))
+        };
+        let access = self
+            .check_access(chain)
+            .map_err(|e| refused(e.to_string()))?;
+        if access.rights.holder != att.instance_key().jwk_thumbprint() {
+            return Err(refused(
+                "the chain is not narrowed for this instance's key (its last holder differs)"
+                    .into(),
+            ));
+        }
+        if access.rights.agents.last().map(String::as_str) != Some(att.agent()) {
+            return Err(refused(format!(
+                "the chain does not delegate to agent {}",
+                att.agent()
+            )));
+        }
+        Ok(access)
     }
 
     fn authorize_and_mint(
@@ -547,6 +614,7 @@ impl TokenService {
         device: &str,
         att: &VerifiedAttestation,
         user: Option<&edgeward_core::user::VerifiedUser>,
+        parent: Option<&Access>,
     ) -> Result<Minted, ExchangeError> {
         let stage = tracing::trace_span!(target: "edgeward::stage", "exchange.authorize");
         let now = self.clock.now();
@@ -600,12 +668,33 @@ impl TokenService {
                 ),
             ));
         }
-        // No grants requested means all of the agent's grants.
+        // No grants requested means all of the agent's grants (for a
+        // delegated child: all of them its chain still holds).
         let scope: Vec<GrantName> = if att.grants().is_empty() {
-            agent.grants.clone()
+            let mut all = agent.grants.clone();
+            if let Some(p) = parent {
+                all.retain(|g| p.rights.grants.contains(g));
+            }
+            all
         } else {
             att.grants().to_vec()
         };
+        if let Some(p) = parent {
+            let beyond: Vec<&str> = scope
+                .iter()
+                .filter(|g| !p.rights.grants.contains(g))
+                .map(GrantName::as_str)
+                .collect();
+            if !beyond.is_empty() {
+                return Err(ExchangeError::after(
+                    "invalid_scope",
+                    format!(
+                        "the delegation does not cover grant(s) {}",
+                        beyond.join(", ")
+                    ),
+                ));
+            }
+        }
         let beyond: Vec<&str> = scope
             .iter()
             .filter(|g| !agent.grants.contains(g))
@@ -637,6 +726,17 @@ impl TokenService {
             }
             lifetime = lifetime.min(left);
         }
+        if let Some(p) = parent {
+            // A child's token ends when its chain or its parent's token does.
+            let left = p.rights.expires_at.min(p.token.exp()).saturating_sub(now);
+            if left == 0 {
+                return Err(ExchangeError::after(
+                    "invalid_grant",
+                    "delegation refused: it expires now",
+                ));
+            }
+            lifetime = lifetime.min(left);
+        }
 
         let _minting = self.minting.lock().map_err(|_| poisoned())?;
         let live: Vec<String> = self
@@ -658,13 +758,20 @@ impl TokenService {
         self.entropy.lock().map_err(|_| poisoned())?.fill(&mut jti);
         let td = &self.settings.trust_domain;
         let instance_spiffe = format!("spiffe://{td}/agent/{agent_name}/instance/{instance_id}");
-        let on_behalf_of = user.map(edgeward_core::user::VerifiedUser::principal);
+        let on_behalf_of = match parent {
+            Some(p) => p.token.on_behalf_of().map(str::to_owned),
+            None => user.map(edgeward_core::user::VerifiedUser::principal),
+        };
         let mint = Mint {
             // The user when acting for one (delegation: `act` stays the
-            // instance, nesting the device), else the instance itself.
-            sub: on_behalf_of
-                .clone()
-                .unwrap_or_else(|| instance_spiffe.clone()),
+            // instance, nesting the device), a delegated child's parent's
+            // subject, else the instance itself.
+            sub: match parent {
+                Some(p) => p.token.sub().to_owned(),
+                None => on_behalf_of
+                    .clone()
+                    .unwrap_or_else(|| instance_spiffe.clone()),
+            },
             instance_spiffe,
             device_spiffe: format!("spiffe://{td}/device/{device}"),
             agent: agent_name.to_owned(),
@@ -681,7 +788,7 @@ impl TokenService {
             .map_err(|_| poisoned())?
             .current()
             .issuer
-            .mint(&mint)
+            .mint_delegated(&mint, &lineage_of(parent))
             .map_err(|e| ExchangeError::after("server_error", format!("cannot mint: {e}")))?;
         drop(stage);
         let _stage = tracing::trace_span!(target: "edgeward::stage", "exchange.record");
@@ -707,7 +814,21 @@ impl TokenService {
             limits: agent.limits,
         };
         let chain_key = edgeward_core::caveat::ChainKey::derive(&self.caveat_root, &token);
+        let delegated_by = parent.map(|p| {
+            let t = &p.token;
+            let instance =
+                crate::revocation::spiffe_segment(t.instance(), "/instance/").unwrap_or("-");
+            std::iter::once(format!(
+                "{} (instance {instance}, token {})",
+                t.agent(),
+                t.jti()
+            ))
+            .chain(p.rights.agents.iter().cloned())
+            .collect::<Vec<_>>()
+            .join(" > ")
+        });
         Ok(Minted {
+            delegated_by,
             on_behalf_of,
             chain_key,
             token,
@@ -795,21 +916,31 @@ impl TokenService {
         if let Some(reason) = self.revocations.check(&verified) {
             return Err(AccessError::Revoked(reason));
         }
+        // A delegated child's token dies with any of its ancestors.
+        for a in verified.ancestors() {
+            if let Some(reason) = self.revocations.check_ancestor(a) {
+                return Err(AccessError::Revoked(format!(
+                    "delegated by a revoked token: {reason}"
+                )));
+            }
+        }
         match self.store.agent(verified.agent()) {
             Ok(Some(agent)) if agent.generation == verified.generation() => {
-                let caveats = chain.as_ref().map_or(&[][..], |c| c.caveats());
+                let caveats = chain.map(|c| c.caveats().to_vec()).unwrap_or_default();
                 // The token's own expiry was just checked, with the clock
                 // tolerance; only `exp` caveats bound the rights in time.
+                // A delegated child's inherited caveats come first.
                 let mut rights = edgeward_core::caveat::Rights::of_token(
                     verified.scope(),
                     u64::MAX,
                     verified.jkt(),
                     edgeward_core::caveat::MAX_DELEGATION_DEPTH,
                 )
-                .attenuate(caveats)?;
+                .attenuate(verified.inherited_caveats())?
+                .attenuate(&caveats)?;
                 self.narrow_to_sub_agents(&mut rights)?;
                 Ok(Access {
-                    caveats: caveats.len(),
+                    caveats,
                     token: verified,
                     agent,
                     rights,

@@ -329,7 +329,7 @@ impl Egress for Backend {
             let mut delegated = None;
             let (agent, instance, result) = match access {
                 Ok(access) => {
-                    if access.caveats > 0 {
+                    if !access.caveats.is_empty() || !access.token.ancestors().is_empty() {
                         // The whole chain as narrowed: effective rights, not
                         // secrets (the tag never leaves the chain).
                         let r = &access.rights;
@@ -341,7 +341,7 @@ impl Egress for Backend {
                             .join(" > ");
                         let mut text = format!(
                             "delegated: chain {path}, {} caveat(s), holder key {}, grants [{}]",
-                            access.caveats,
+                            access.caveats.len() + access.token.inherited_caveats().len(),
                             r.holder,
                             r.grants
                                 .iter()

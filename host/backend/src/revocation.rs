@@ -155,6 +155,22 @@ impl Revocations {
         None
     }
 
+    /// Why an ancestor of a delegated child's token is revoked, if it is:
+    /// its token, instance, device or agent (generation).
+    pub fn check_ancestor(&self, a: &edgeward_core::token::Ancestor) -> Option<String> {
+        let instance = spiffe_segment(&a.instance_spiffe, "/instance/").unwrap_or("");
+        let device = spiffe_segment(&a.device_spiffe, "/device/").unwrap_or("");
+        let token_revoked = match self.set.read() {
+            Ok(s) => s.tokens.contains(&a.jti),
+            Err(_) => return Some("revocation state unavailable".into()),
+        };
+        if token_revoked {
+            return Some(format!("token {} was revoked", a.jti));
+        }
+        self.refuses_exchange(device, &a.agent, instance)
+            .or_else(|| self.refuses_generation(&a.agent, a.generation))
+    }
+
     /// Whether new exchanges for this device, agent or instance are refused.
     pub fn refuses_exchange(&self, device: &str, agent: &str, instance: &str) -> Option<String> {
         let Ok(s) = self.set.read() else {

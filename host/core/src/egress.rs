@@ -84,17 +84,32 @@ pub const JWT_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:jwt";
 pub struct TokenRequest {
     /// The device-signed attestation.
     pub actor_token: BearerToken,
-    /// The user's assertion (a JWT from a trusted issuer) when the instance
-    /// acts for a user; `None`: the attestation is the subject too.
-    pub user_assertion: Option<BearerToken>,
+    /// Whom the token is for.
+    pub subject: Subject,
+}
+
+/// The RFC 8693 subject of an exchange.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Subject {
+    /// The attested instance itself (the attestation is the subject too).
+    Instance,
+    /// A user, by their assertion (a JWT from a trusted issuer): the
+    /// instance acts for them.
+    User(BearerToken),
+    /// A parent's token narrowed for this instance (a caveat chain whose
+    /// last holder is the attested instance key): the instance becomes a
+    /// delegated child with a standalone token.
+    Delegation(BearerToken),
 }
 
 impl TokenRequest {
     /// The RFC 8693 `subject_token` and its `subject_token_type`.
     pub fn subject(&self) -> (&str, &'static str) {
-        match &self.user_assertion {
-            Some(a) => (a.expose(), JWT_TOKEN_TYPE),
-            None => (self.actor_token.expose(), ATTESTATION_TOKEN_TYPE),
+        match &self.subject {
+            Subject::User(a) => (a.expose(), JWT_TOKEN_TYPE),
+            Subject::Delegation(chain) => (chain.expose(), ACCESS_TOKEN_TYPE),
+            Subject::Instance => (self.actor_token.expose(), ATTESTATION_TOKEN_TYPE),
         }
     }
 }

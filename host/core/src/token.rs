@@ -15,6 +15,14 @@
 //! `iat`, `nbf`, `exp`, `jti`, `cnf.jkt` (RFC 7638 thumbprint of the instance
 //! key), `gen` (agent generation), `agent`.
 //!
+//! A token minted for a delegated child ([`TokenIssuer::mint_delegated`],
+//! the RFC 8693 exchange of a caveat chain) keeps its parent's `sub`, and its
+//! `act` nests the whole line: `{child instance, act: {child device, act:
+//! {parent instance, act: {parent device, …}}}}`. Two more claims say what
+//! the backend checks on every call: `dlg` (each ancestor's `jti`, agent and
+//! generation, direct parent first: revoking any ancestor refuses the child)
+//! and `cav` (the caveats the child inherited, which keep narrowing it).
+//!
 //! jwt-simple does the signature and its standard checks with injected time
 //! and our tolerance (never its 15-minute default). Then the verified payload
 //! is parsed again, strictly, by this module: every claim required, no unknown
@@ -215,6 +223,71 @@ struct Actor {
     act: Option<Box<Actor>>,
 }
 
+impl Actor {
+    /// `subs[0]` acting, nesting the rest in order.
+    fn nest(subs: &[&str]) -> Option<Actor> {
+        let (first, rest) = subs.split_first()?;
+        Some(Actor {
+            sub: (*first).to_owned(),
+            act: Actor::nest(rest).map(Box::new),
+        })
+    }
+
+    /// The nested subjects, outermost first (bounded: parsing already
+    /// refused anything deeper than `max`).
+    fn flatten(self, max: usize) -> Result<Vec<String>, TokenError> {
+        let mut out = Vec::new();
+        let mut next = Some(Box::new(self));
+        while let Some(a) = next {
+            if out.len() == max {
+                return Err(TokenError::Malformed("act nests too deep"));
+            }
+            out.push(a.sub);
+            next = a.act;
+        }
+        Ok(out)
+    }
+}
+
+/// One token a delegated child's rights descend from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ancestor {
+    /// Its instance's SPIFFE id.
+    pub instance_spiffe: String,
+    /// Its device's SPIFFE id.
+    pub device_spiffe: String,
+    /// Its `jti`.
+    pub jti: String,
+    /// Its agent.
+    pub agent: String,
+    /// Its agent generation.
+    pub generation: u64,
+}
+
+/// What a delegated child's token carries besides a [`Mint`].
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Lineage {
+    /// Every token the child's rights descend from, direct parent first.
+    pub ancestors: Vec<Ancestor>,
+    /// The caveats the child stays held to, in order.
+    pub caveats: Vec<crate::caveat::Caveat>,
+}
+
+/// Most ancestors a token may name: one per delegation hop.
+const MAX_ANCESTORS: usize = crate::caveat::MAX_DELEGATION_DEPTH as usize;
+/// Most inherited caveats: a full chain per hop.
+const MAX_INHERITED_CAVEATS: usize = crate::caveat::MAX_CAVEATS * MAX_ANCESTORS;
+
+/// `dlg` entries.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+struct WireAncestor {
+    jti: String,
+    agent: String,
+    #[serde(rename = "gen")]
+    generation: u64,
+}
+
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 struct Confirmation {
@@ -231,6 +304,10 @@ struct MintClaims<'a> {
     #[serde(rename = "gen")]
     generation: u64,
     agent: &'a str,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    dlg: Vec<WireAncestor>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    cav: Vec<String>,
 }
 
 /// The whole payload, as edgeward mints it: parsed strictly after the
@@ -251,6 +328,10 @@ struct WireAccessClaims {
     #[serde(rename = "gen")]
     generation: u64,
     agent: String,
+    #[serde(default)]
+    dlg: Vec<WireAncestor>,
+    #[serde(default)]
+    cav: Vec<String>,
 }
 
 /// The header as edgeward mints it; every member optional so each absence has
@@ -350,6 +431,17 @@ impl TokenIssuer {
 
     /// Mint a token. `iat` = `nbf` = `m.now`, `exp` = `m.now + m.lifetime`.
     pub fn mint(&self, m: &Mint) -> Result<String, TokenError> {
+        self.mint_delegated(m, &Lineage::default())
+    }
+
+    /// Mint for a delegated child: `m` describes the child (its instance,
+    /// device, agent, key; `sub` stays its parent's), `lineage` what it
+    /// descends from and remains held to.
+    pub fn mint_delegated(&self, m: &Mint, lineage: &Lineage) -> Result<String, TokenError> {
+        if lineage.ancestors.len() > MAX_ANCESTORS || lineage.caveats.len() > MAX_INHERITED_CAVEATS
+        {
+            return Err(TokenError::InvalidMint("the delegation line is too long"));
+        }
         if m.lifetime == 0 {
             return Err(TokenError::InvalidMint("the lifetime is zero"));
         }
@@ -371,18 +463,27 @@ impl TokenIssuer {
         }
         validate_name(&m.agent, "agent")
             .map_err(|_| TokenError::InvalidMint("the agent name is invalid"))?;
+        let mut line = vec![m.instance_spiffe.as_str(), m.device_spiffe.as_str()];
+        for a in &lineage.ancestors {
+            line.push(&a.instance_spiffe);
+            line.push(&a.device_spiffe);
+        }
         let custom = MintClaims {
-            act: Actor {
-                sub: m.instance_spiffe.clone(),
-                act: Some(Box::new(Actor {
-                    sub: m.device_spiffe.clone(),
-                    act: None,
-                })),
-            },
+            act: Actor::nest(&line).ok_or(TokenError::InvalidMint("no actor"))?,
             scope: join_scope(&m.scope),
             cnf: Confirmation { jkt: m.jkt.clone() },
             generation: m.generation,
             agent: &m.agent,
+            dlg: lineage
+                .ancestors
+                .iter()
+                .map(|a| WireAncestor {
+                    jti: a.jti.clone(),
+                    agent: a.agent.clone(),
+                    generation: a.generation,
+                })
+                .collect(),
+            cav: lineage.caveats.iter().map(|c| c.encode()).collect(),
         };
         // Built field by field: jwt-simple's `Claims::create` would read the
         // system clock.
@@ -554,24 +655,45 @@ impl TokenVerifier {
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|_| TokenError::Malformed("the scope is not a list of grant names"))?
         };
-        let Actor {
-            sub: instance,
-            act: Some(device),
-        } = c.act
-        else {
+        // `act` is pairs of (instance, device): the token's own, then one
+        // per ancestor named in `dlg`.
+        let line = c.act.flatten(2 * (MAX_ANCESTORS + 1))?;
+        if line.len() % 2 != 0 || line.len() / 2 != c.dlg.len() + 1 {
             return Err(TokenError::Malformed(
-                "act does not name instance and device",
+                "act does not name instance and device for the token and each ancestor",
             ));
-        };
-        if device.act.is_some() {
-            return Err(TokenError::Malformed("act nests deeper than the device"));
         }
+        if c.cav.len() > MAX_INHERITED_CAVEATS {
+            return Err(TokenError::Malformed("too many inherited caveats"));
+        }
+        let caveats = c
+            .cav
+            .iter()
+            .map(|text| crate::caveat::Caveat::parse(text))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|_| TokenError::Malformed("an inherited caveat is invalid"))?;
+        let mut pairs = line.chunks_exact(2).map(|p| (p[0].clone(), p[1].clone()));
+        let (instance, device) = pairs
+            .next()
+            .ok_or(TokenError::Malformed("act names no instance"))?;
+        let ancestors = pairs
+            .zip(c.dlg)
+            .map(|((instance_spiffe, device_spiffe), a)| Ancestor {
+                instance_spiffe,
+                device_spiffe,
+                jti: a.jti,
+                agent: a.agent,
+                generation: a.generation,
+            })
+            .collect();
         Ok(VerifiedToken {
             kid,
             sub: c.sub,
             agent: c.agent,
             instance,
-            device: device.sub,
+            device,
+            ancestors,
+            caveats,
             scope,
             iat: c.iat,
             nbf: c.nbf,
@@ -638,9 +760,23 @@ pub struct VerifiedToken {
     jti: String,
     jkt: String,
     generation: u64,
+    ancestors: Vec<Ancestor>,
+    caveats: Vec<crate::caveat::Caveat>,
 }
 
 impl VerifiedToken {
+    /// The tokens a delegated child's rights descend from, direct parent
+    /// first (empty for a token minted from an attestation alone).
+    pub fn ancestors(&self) -> &[Ancestor] {
+        &self.ancestors
+    }
+
+    /// The caveats a delegated child inherited (applied before any chain it
+    /// presents).
+    pub fn inherited_caveats(&self) -> &[crate::caveat::Caveat] {
+        &self.caveats
+    }
+
     /// The signing key's id.
     pub fn kid(&self) -> &str {
         &self.kid
@@ -654,7 +790,11 @@ impl VerifiedToken {
     /// The user the instance acts for: `sub` when it is not the instance
     /// itself (RFC 8693 delegation), else `None`.
     pub fn on_behalf_of(&self) -> Option<&str> {
-        (self.sub != self.instance).then_some(self.sub.as_str())
+        // A delegated child keeps its parent's `sub`: that is a user only
+        // when it is none of the instances in the line.
+        let an_instance = self.sub == self.instance
+            || self.ancestors.iter().any(|a| a.instance_spiffe == self.sub);
+        (!an_instance).then_some(self.sub.as_str())
     }
 
     /// The agent name.
@@ -744,6 +884,74 @@ mod tests {
 
     fn decode(part: &str) -> serde_json::Value {
         serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_delegated_child_token_nests_its_line_and_keeps_its_parents_subject() {
+        let (issuer, verifier) = setup();
+        let parent = mint_req();
+        let child = Mint {
+            sub: parent.instance_spiffe.clone(),
+            instance_spiffe: spiffe_instance("edgeward.test", "reader", "def456").unwrap(),
+            device_spiffe: spiffe_device("edgeward.test", "dev-2").unwrap(),
+            agent: "reader".into(),
+            jti: "child-jti".into(),
+            ..mint_req()
+        };
+        let lineage = Lineage {
+            ancestors: vec![Ancestor {
+                instance_spiffe: parent.instance_spiffe.clone(),
+                device_spiffe: parent.device_spiffe.clone(),
+                jti: parent.jti.clone(),
+                agent: "hello".into(),
+                generation: 3,
+            }],
+            caveats: vec![
+                crate::caveat::Caveat::Agent("reader".into()),
+                crate::caveat::Caveat::methods(["GET"]).unwrap(),
+            ],
+        };
+        let token = issuer.mint_delegated(&child, &lineage).unwrap();
+        let claims = decode(token.split('.').nth(1).unwrap());
+        assert_eq!(
+            claims["act"],
+            json!({
+                "sub": "spiffe://edgeward.test/agent/reader/instance/def456",
+                "act": {"sub": "spiffe://edgeward.test/device/dev-2",
+                    "act": {"sub": "spiffe://edgeward.test/agent/hello/instance/abc123",
+                        "act": {"sub": "spiffe://edgeward.test/device/dev-1"}}}
+            })
+        );
+        assert_eq!(
+            claims["dlg"],
+            json!([{"jti": parent.jti, "agent": "hello", "gen": 3}])
+        );
+        assert_eq!(claims["cav"], json!(["agent:reader", "methods:GET"]));
+        let t = verifier.verify(&token, NOW).unwrap();
+        assert_eq!(t.ancestors(), &lineage.ancestors[..]);
+        assert_eq!(t.inherited_caveats(), &lineage.caveats[..]);
+        assert_eq!(t.device(), "spiffe://edgeward.test/device/dev-2");
+        // The parent instance is not a user.
+        assert_eq!(t.on_behalf_of(), None);
+        let for_user = issuer
+            .mint_delegated(
+                &Mint {
+                    sub: "user:corp/alice".into(),
+                    ..child.clone()
+                },
+                &lineage,
+            )
+            .unwrap();
+        assert_eq!(
+            verifier.verify(&for_user, NOW).unwrap().on_behalf_of(),
+            Some("user:corp/alice")
+        );
+        // Too long a line is refused at minting.
+        let long = Lineage {
+            ancestors: vec![lineage.ancestors[0].clone(); MAX_ANCESTORS + 1],
+            caveats: vec![],
+        };
+        assert!(issuer.mint_delegated(&child, &long).is_err());
     }
 
     #[test]

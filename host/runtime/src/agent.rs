@@ -2,7 +2,7 @@
 
 use crate::bindings::{Agent, AgentPre};
 use crate::credentials::{DeviceIdentity, InstanceToken};
-use crate::delegation::{Delegator, TaskDelegation};
+use crate::delegation::{ChildRights, DelegationError, Delegator, TaskDelegation, narrowed_chain};
 use crate::egress_hook::{EgressHooks, InstanceEgress};
 use crate::engine::{EpochTicker, RuntimeConfig, build_engine, build_linker};
 use crate::error::{RuntimeError, TaskError};
@@ -13,7 +13,7 @@ use edgeward_core::clock::Clock;
 use edgeward_core::config::Limits;
 use edgeward_core::digest::ComponentDigest;
 use edgeward_core::egress::{
-    AgentProfile, BearerToken, Egress, ExchangeFailure, StopChannel, TokenExchange,
+    AgentProfile, BearerToken, Egress, ExchangeFailure, StopChannel, Subject, TokenExchange,
 };
 use edgeward_core::entropy::Entropy;
 use edgeward_core::grant::GrantName;
@@ -197,10 +197,46 @@ impl LoadedAgent {
         &self,
         options: AttestOptions<'_>,
     ) -> Result<AgentInstance, ExchangeFailure> {
-        let mut jti_prefix = [0u8; 8];
-        options.entropy.fill(&mut jti_prefix);
         let instance_key = Ed25519Signer::generate(options.entropy)
             .map_err(|e| ExchangeFailure::Local(format!("cannot make the instance key: {e}")))?;
+        let subject = options
+            .user_assertion
+            .clone()
+            .map_or(Subject::Instance, Subject::User);
+        self.attest_as(options, instance_key, subject).await
+    }
+
+    /// Attest an instance of this (sub-)agent as a delegated child with a
+    /// standalone token: `chain` is a parent's token narrowed for
+    /// `child_key` (from [`AgentInstance::delegate`], possibly on another
+    /// device). The backend exchanges it (RFC 8693) for a token of this
+    /// agent whose rights are the chain's, intersected with this agent's
+    /// registered grants, whose `act` nests the parent, and which is refused
+    /// as soon as any ancestor is revoked. The child acts for its parent's
+    /// user, if any: `options.user_assertion` must be `None`.
+    pub async fn attest_delegated(
+        &self,
+        options: AttestOptions<'_>,
+        chain: BearerToken,
+        child_key: Ed25519Signer,
+    ) -> Result<AgentInstance, ExchangeFailure> {
+        if options.user_assertion.is_some() {
+            return Err(ExchangeFailure::Local(
+                "a delegated child acts for its parent's user: give no user assertion".into(),
+            ));
+        }
+        self.attest_as(options, child_key, Subject::Delegation(chain))
+            .await
+    }
+
+    async fn attest_as(
+        &self,
+        options: AttestOptions<'_>,
+        instance_key: Ed25519Signer,
+        subject: Subject,
+    ) -> Result<AgentInstance, ExchangeFailure> {
+        let mut jti_prefix = [0u8; 8];
+        options.entropy.fill(&mut jti_prefix);
         let token = Arc::new(InstanceToken::new(
             options.device,
             Box::new(instance_key),
@@ -211,7 +247,7 @@ impl LoadedAgent {
             options.exchange,
             options.clock,
             jti_prefix,
-            options.user_assertion,
+            subject,
         ));
         // The first token proves the attestation was accepted.
         token.token().await?;
@@ -325,6 +361,27 @@ impl AgentInstance {
     ) -> AgentInstance {
         self.delegator = Some(Arc::new(Delegator::new(sub_agents, entropy)));
         self
+    }
+
+    /// This instance's token narrowed for a child that runs elsewhere (on
+    /// another device, say): sub-agent `sub_agent`, holding the key whose
+    /// public half is `child_key`, with `rights`. The child's runtime hands
+    /// the result to [`LoadedAgent::attest_delegated`], which exchanges it
+    /// for a standalone token. Made offline, checked with the same rules as
+    /// a child started through WIT.
+    ///
+    /// The result is a bearer secret (only the holder of `child_key` can use
+    /// it, but it carries this instance's token): move it only over an
+    /// authenticated, encrypted channel.
+    pub async fn delegate(
+        &self,
+        sub_agent: &str,
+        rights: &ChildRights,
+        child_key: &edgeward_core::keys::PublicKey,
+    ) -> Result<BearerToken, DelegationError> {
+        let jkt = child_key.jwk_thumbprint();
+        let (chain, _) = narrowed_chain(&self.egress.token, sub_agent, rights, &jkt).await?;
+        Ok(BearerToken::new(chain.encode()))
     }
 
     /// The same instance, starting children from `delegator`.

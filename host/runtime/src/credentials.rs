@@ -10,7 +10,7 @@ use edgeward_core::caveat::{Chain, ChainKey, MAX_DELEGATION_DEPTH, Rights};
 use edgeward_core::clock::Clock;
 use edgeward_core::digest::ComponentDigest;
 use edgeward_core::egress::{
-    AgentProfile, BearerToken, ExchangeFailure, TokenExchange, TokenGrant, TokenRequest,
+    AgentProfile, BearerToken, ExchangeFailure, Subject, TokenExchange, TokenGrant, TokenRequest,
 };
 use edgeward_core::grant::GrantName;
 use edgeward_core::keys::Signer;
@@ -66,9 +66,10 @@ pub(crate) struct InstanceToken {
     expires_at: AtomicU64,
     instance_id: std::sync::OnceLock<String>,
     profile: std::sync::OnceLock<AgentProfile>,
-    /// The user's assertion, sent again on each renewal (a token never
-    /// outlives it).
-    user_assertion: Option<BearerToken>,
+    /// Whom the instance's tokens are for: itself, a user (their
+    /// assertion) or a delegating parent (its chain). Sent again on each
+    /// renewal, so a token never outlives it.
+    subject: Subject,
     /// The user the backend says this instance acts for.
     on_behalf_of: std::sync::OnceLock<Option<String>>,
     /// DPoP `jti`s: a random per-instance prefix and a counter, unique
@@ -91,7 +92,7 @@ impl InstanceToken {
         exchange: Arc<dyn TokenExchange>,
         clock: Arc<dyn Clock>,
         jti_prefix: [u8; 8],
-        user_assertion: Option<BearerToken>,
+        subject: Subject,
     ) -> InstanceToken {
         InstanceToken {
             device,
@@ -106,7 +107,7 @@ impl InstanceToken {
             expires_at: AtomicU64::new(0),
             instance_id: std::sync::OnceLock::new(),
             profile: std::sync::OnceLock::new(),
-            user_assertion,
+            subject,
             on_behalf_of: std::sync::OnceLock::new(),
             jti_prefix,
             jti_counter: AtomicU64::new(0),
@@ -143,7 +144,7 @@ impl InstanceToken {
             expires_at: AtomicU64::new(rights.expires_at),
             instance_id: std::sync::OnceLock::from(instance_id),
             profile: std::sync::OnceLock::from(profile),
-            user_assertion: None,
+            subject: Subject::Instance,
             on_behalf_of: std::sync::OnceLock::from(parent.on_behalf_of().map(str::to_owned)),
             jti_prefix,
             jti_counter: AtomicU64::new(0),
@@ -311,7 +312,7 @@ impl InstanceToken {
             .exchange
             .exchange(TokenRequest {
                 actor_token: attestation,
-                user_assertion: self.user_assertion.clone(),
+                subject: self.subject.clone(),
             })
             .await?;
         // The backend derives the id from (device, agent, instance key): a

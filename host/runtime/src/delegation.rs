@@ -22,7 +22,7 @@ use crate::credentials::InstanceToken;
 use crate::egress_hook::InstanceEgress;
 use crate::stop::StopSignal;
 use crate::task::{InstanceIdentity, LogRecord, TaskState};
-use edgeward_core::caveat::{Caveat, CaveatError, Rights};
+use edgeward_core::caveat::{Caveat, CaveatError, Chain, Rights};
 use edgeward_core::config::Limits;
 use edgeward_core::egress::{AgentProfile, ExchangeFailure};
 use edgeward_core::entropy::Entropy;
@@ -62,7 +62,81 @@ pub(crate) struct TaskDelegation {
     pub(crate) identity: Arc<InstanceIdentity>,
 }
 
-type Error = delegation::Error;
+/// What a child may do: every field narrows its parent's own rights, and
+/// `None` keeps them (the Rust face of the WIT `delegation.rights`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChildRights {
+    /// Only these of the parent's grants.
+    pub grants: Option<Vec<String>>,
+    /// Only these HTTP methods (upper case).
+    pub methods: Option<Vec<String>>,
+    /// Only paths under one of these prefixes.
+    pub path_prefixes: Option<Vec<String>>,
+    /// At most this many seconds from now.
+    pub lifetime_seconds: Option<u64>,
+    /// At most this many further delegations below the child.
+    pub max_depth: Option<u32>,
+}
+
+/// Why a child was not started or its chain not made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DelegationError {
+    /// No sub-agent of this name is registered with the instance.
+    #[error("no sub-agent {0:?} is registered with this instance")]
+    UnknownAgent(String),
+    /// The rights ask for more than the parent holds.
+    #[error("the child would get more than its parent holds: {0}")]
+    NotNarrower(String),
+    /// The parent may not delegate any further.
+    #[error("the delegation depth is exhausted")]
+    DepthExhausted,
+    /// The rights are malformed.
+    #[error("invalid rights: {0}")]
+    Invalid(String),
+    /// The parent holds no token it could narrow.
+    #[error("delegation unavailable: {0}")]
+    Unavailable(String),
+}
+
+type Error = DelegationError;
+
+impl From<delegation::Rights> for ChildRights {
+    fn from(r: delegation::Rights) -> ChildRights {
+        ChildRights {
+            grants: r.grants,
+            methods: r.methods,
+            path_prefixes: r.path_prefixes,
+            lifetime_seconds: r.lifetime_seconds,
+            max_depth: r.max_depth,
+        }
+    }
+}
+
+impl From<DelegationError> for delegation::Error {
+    fn from(e: DelegationError) -> delegation::Error {
+        match e {
+            DelegationError::UnknownAgent(a) => delegation::Error::UnknownAgent(a),
+            DelegationError::NotNarrower(w) => delegation::Error::NotNarrower(w),
+            DelegationError::DepthExhausted => delegation::Error::DepthExhausted,
+            DelegationError::Invalid(w) => delegation::Error::Invalid(w),
+            DelegationError::Unavailable(w) => delegation::Error::Unavailable(w),
+        }
+    }
+}
+
+/// `token`'s chain narrowed for a child of sub-agent `agent` holding the
+/// key `child_jkt`, with the rights it leaves.
+pub(crate) async fn narrowed_chain(
+    token: &InstanceToken,
+    agent: &str,
+    asked: &ChildRights,
+    child_jkt: &str,
+) -> Result<(Chain, Rights), Error> {
+    let (chain, rights) = token.delegation_base().await.map_err(unavailable)?;
+    let caveats = caveats_for(agent, asked, token.now(), child_jkt)?;
+    narrow(chain, rights, caveats)
+}
 
 /// A child's outcome and the records it logged.
 struct ChildRun {
@@ -76,7 +150,7 @@ impl TaskDelegation {
         self,
         agent: String,
         task: String,
-        asked: delegation::Rights,
+        asked: ChildRights,
     ) -> Pin<Box<dyn Future<Output = Result<ChildRun, Error>> + Send>> {
         // Boxed: a child's task may itself start a child, so the future is
         // recursive.
@@ -88,8 +162,6 @@ impl TaskDelegation {
                 .cloned()
                 .ok_or_else(|| Error::UnknownAgent(agent.clone()))?;
             let token = &self.parent.token;
-            let (chain, rights) = token.delegation_base().await.map_err(unavailable)?;
-            let now = token.now();
             let (jti_prefix, key) = {
                 let mut entropy = self
                     .delegator
@@ -103,8 +175,7 @@ impl TaskDelegation {
                 (prefix, key)
             };
             let jkt = edgeward_core::keys::Signer::public_key(&key).jwk_thumbprint();
-            let caveats = caveats_for(&agent, &asked, now, &jkt)?;
-            let (chain, rights) = narrow(chain, rights, caveats)?;
+            let (chain, rights) = narrowed_chain(token, &agent, &asked, &jkt).await?;
             // Only the parent's grants the child keeps; it runs inside its
             // parent's limits (its own registered grants apply at the
             // backend).
@@ -173,11 +244,13 @@ impl TaskDelegation {
 /// depth left below the child.
 fn caveats_for(
     agent: &str,
-    asked: &delegation::Rights,
+    asked: &ChildRights,
     now: u64,
     jkt: &str,
 ) -> Result<Vec<Caveat>, Error> {
     let invalid = |e: CaveatError| Error::Invalid(e.to_string());
+    edgeward_core::grant::validate_name(agent, "agent")
+        .map_err(|_| Error::Invalid(format!("{agent:?} is not an agent name")))?;
     let mut caveats = vec![Caveat::Agent(agent.to_owned())];
     if let Some(grants) = &asked.grants {
         let names = grants
@@ -209,10 +282,10 @@ fn caveats_for(
 /// Append each caveat after checking it asks for no more than the chain
 /// holds at that point.
 fn narrow(
-    mut chain: edgeward_core::caveat::Chain,
+    mut chain: Chain,
     mut rights: Rights,
     caveats: Vec<Caveat>,
-) -> Result<(edgeward_core::caveat::Chain, Rights), Error> {
+) -> Result<(Chain, Rights), Error> {
     for c in caveats {
         rights.narrows(&c).map_err(refusal)?;
         chain = chain.append(c.clone()).map_err(refusal)?;
@@ -256,14 +329,17 @@ impl delegation::Host for TaskState {
         agent: String,
         task: String,
         rights: delegation::Rights,
-    ) -> impl Future<Output = Result<Result<String, String>, Error>> + Send {
+    ) -> impl Future<Output = Result<Result<String, String>, delegation::Error>> + Send {
         let delegation = self.delegation.clone();
         async move {
             let Some(delegation) = delegation else {
-                return Err(Error::UnknownAgent(agent));
+                return Err(delegation::Error::UnknownAgent(agent));
             };
             let child_agent = agent.clone();
-            let run = delegation.run_child(agent, task, rights).await?;
+            let run = delegation
+                .run_child(agent, task, rights.into())
+                .await
+                .map_err(delegation::Error::from)?;
             // The child's records join the parent's log, marked as the
             // child's, within the parent's record limit.
             for mut record in run.logs {

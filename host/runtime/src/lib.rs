@@ -70,6 +70,7 @@ mod task;
 
 pub use agent::{AgentInstance, AgentSpec, AttestOptions, LoadedAgent, Runtime, TaskReport};
 pub use credentials::DeviceIdentity;
+pub use delegation::{ChildRights, DelegationError};
 pub use engine::RuntimeConfig;
 pub use error::{RuntimeError, TaskError};
 pub use limits::LimitExceeded;
