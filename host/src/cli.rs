@@ -67,6 +67,14 @@ enum Command {
         /// Requested token lifetime in seconds (capped by the agent's maximum).
         #[arg(long)]
         token_lifetime: Option<u64>,
+        /// Act for a user: a file holding the user's assertion (one JWT from
+        /// an issuer the backend trusts, a `[[user_issuer]]`).
+        #[arg(long, value_name = "FILE")]
+        user_assertion: Option<PathBuf>,
+        /// A sub-agent the agent may start through the WIT `delegation`
+        /// interface: its registered name and its component. Repeatable.
+        #[arg(long = "sub-agent", value_name = "NAME=COMPONENT")]
+        sub_agents: Vec<String>,
         /// The task string passed to the agent's `run`.
         #[arg(long)]
         task: String,
@@ -163,10 +171,13 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             device_key,
             danger_plaintext_http,
             token_lifetime,
+            user_assertion,
+            sub_agents,
             task,
             component,
         } => {
             let bytes = read_component(&component)?;
+            let extras = crate::extras::Extras::read(user_assertion.as_deref(), &sub_agents)?;
             let report = match (config, backend) {
                 (Some(config), None) => {
                     let config = load_config(&config)?;
@@ -176,6 +187,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                         &bytes,
                         &task,
                         token_lifetime,
+                        &extras,
                     ))?
                 }
                 (None, Some(url)) => {
@@ -189,7 +201,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                         danger_plaintext_http,
                         token_lifetime,
                     };
-                    tokio_runtime()?.block_on(split.run_once(&bytes, &task))?
+                    tokio_runtime()?.block_on(split.run_once(&bytes, &task, &extras))?
                 }
                 _ => {
                     anyhow::bail!("give either --config (embedded mode) or --backend (split mode)")

@@ -71,7 +71,7 @@ async fn run_tasks(
     upstream: &DemoUpstream,
 ) -> anyhow::Result<ExitCode> {
     let agent = &config.agents[0];
-    let instance = embedded::start(config, agent, component, None).await?;
+    let instance = embedded::start(config, agent, component, None, &Default::default()).await?;
     println!("edgeward demo (embedded mode)");
     println!("  upstream  {origin}  requires header x-api-key, and carelessly echoes it back");
     println!(

@@ -64,10 +64,11 @@ pub async fn run_once(
     component: &[u8],
     task: &str,
     token_lifetime: Option<u64>,
+    extras: &crate::extras::Extras,
 ) -> anyhow::Result<TaskReport> {
     let digest = ComponentDigest::of(component);
     let agent = pick_agent(config, agent, &digest)?;
-    let instance = start(config, agent, component, token_lifetime).await?;
+    let instance = start(config, agent, component, token_lifetime, extras).await?;
     Ok(instance.run(task).await)
 }
 
@@ -77,6 +78,7 @@ pub async fn start(
     agent: &AgentConfig,
     component: &[u8],
     token_lifetime: Option<u64>,
+    extras: &crate::extras::Extras,
 ) -> anyhow::Result<AgentInstance> {
     let entropy: edgeward_backend::exchange::SharedEntropy =
         Arc::new(Mutex::new(Box::new(os_entropy)));
@@ -108,11 +110,11 @@ pub async fn start(
             entropy: &mut os_entropy,
             grants: Vec::new(),
             lifetime: token_lifetime,
-            user_assertion: None,
+            user_assertion: extras.user_assertion.clone(),
         })
         .await
         .context("the instance could not attest")?;
-    Ok(instance)
+    extras.attach(&runtime, instance)
 }
 
 /// Guest text on a terminal: control characters (escape sequences, carriage

@@ -5,6 +5,7 @@ mod admin_cli;
 mod cli;
 mod demo;
 mod embedded;
+mod extras;
 mod keys;
 mod serve;
 mod split;

@@ -21,7 +21,12 @@ pub struct Split {
 }
 
 impl Split {
-    pub async fn run_once(&self, component: &[u8], task: &str) -> anyhow::Result<TaskReport> {
+    pub async fn run_once(
+        &self,
+        component: &[u8],
+        task: &str,
+        extras: &crate::extras::Extras,
+    ) -> anyhow::Result<TaskReport> {
         let backend = if self.danger_plaintext_http {
             danger::plaintext_backend(&self.url)?
         } else {
@@ -57,10 +62,11 @@ impl Split {
                 entropy: &mut crate::embedded::os_entropy,
                 grants: Vec::new(),
                 lifetime: self.token_lifetime,
-                user_assertion: None,
+                user_assertion: extras.user_assertion.clone(),
             })
             .await
             .context("the instance could not attest")?;
+        let instance = extras.attach(&runtime, instance)?;
         Ok(instance.run(task).await)
     }
 }

@@ -1,6 +1,6 @@
 //! The `edgeward` binary, run as a user would.
 
-use edgeward_tests::{HELLO_WASM, Upstream, digest, respond};
+use edgeward_tests::{COURIER_WASM, HELLO_WASM, Upstream, digest, respond};
 use std::process::Command;
 
 fn edgeward() -> Command {
@@ -117,6 +117,118 @@ grants = ["api"]
     // Trace-level host logging of every crate, and still no key.
     assert!(stderr.contains("egress forwarded"), "{stderr}");
     assert!(!stdout.contains(KEY) && !stderr.contains(KEY));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// `run --user-assertion FILE --sub-agent NAME=COMPONENT`: the instance
+/// acts for the user, and the child it starts through WIT does too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_acts_for_a_user_and_starts_sub_agents() {
+    use edgeward_core::entropy::SeededEntropy;
+    use edgeward_core::keys::Ed25519Signer;
+    let upstream = Upstream::start(|_| respond(200, &[], "ok")).await;
+    let dir = std::env::temp_dir().join(format!("edgeward-cli-user-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let idp = Ed25519Signer::generate(&mut SeededEntropy::new(404)).expect("idp key");
+    let config = dir.join("edgeward.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[[grant]]
+name = "api"
+origin = "{origin}"
+methods = ["GET"]
+path_prefixes = ["/v1/"]
+credential = {{ kind = "bearer" }}
+secret = {{ env = "EDGEWARD_CLI_TEST_UNUSED" }}
+
+[[user_issuer]]
+name = "corp"
+issuer = "https://idp.test"
+audience = "edgeward"
+jwks = '{jwks}'
+
+[[agent]]
+name = "courier"
+owner = "tests@edgeward.invalid"
+digests = ["{courier}"]
+grants = ["api"]
+
+[[agent]]
+name = "reader"
+owner = "tests@edgeward.invalid"
+digests = ["{courier}"]
+grants = ["api"]
+"#,
+            origin = upstream.origin(),
+            jwks = edgeward_tests::idp_jwks(&idp),
+            courier = digest(COURIER_WASM),
+        ),
+    )
+    .expect("config");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("time")
+        .as_secs();
+    let jwt = edgeward_tests::user_assertion(
+        &idp,
+        serde_json::json!({
+            "iss": "https://idp.test", "sub": "alice@example.com", "aud": "edgeward",
+            "iat": now, "exp": now + 600
+        }),
+    );
+    let assertion = dir.join("alice.jwt");
+    std::fs::write(&assertion, format!("{jwt}\n")).expect("assertion");
+    let junk = dir.join("junk.jwt");
+    std::fs::write(&junk, "not a jwt but a secret-ish line").expect("junk");
+    let task = serde_json::json!({
+        "child": { "agent": "reader", "task": { "who": true }, "rights": { "methods": ["GET"] } }
+    })
+    .to_string();
+    let args = |assertion: &std::path::Path| -> Vec<String> {
+        vec![
+            "run".into(),
+            "--config".into(),
+            config.display().to_string(),
+            "--agent".into(),
+            "courier".into(),
+            "--user-assertion".into(),
+            assertion.display().to_string(),
+            "--sub-agent".into(),
+            format!("reader={COURIER_WASM}"),
+            "--task".into(),
+            task.clone(),
+            COURIER_WASM.into(),
+        ]
+    };
+    let (good, bad) = (args(&assertion), args(&junk));
+    let (ok, refused) = tokio::task::spawn_blocking(move || {
+        let run = |a: Vec<String>| {
+            edgeward()
+                .env("EDGEWARD_CLI_TEST_UNUSED", "cli-test-unused-key-0123")
+                .args(a)
+                .output()
+                .expect("run")
+        };
+        (run(good), run(bad))
+    })
+    .await
+    .expect("join");
+    let stdout = String::from_utf8_lossy(&ok.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&ok.stderr).to_string();
+    assert!(ok.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    let outer: serde_json::Value = serde_json::from_str(stdout.trim()).expect("json");
+    let who: serde_json::Value =
+        serde_json::from_str(outer["ok"].as_str().expect("child result")).expect("json");
+    assert_eq!(who["agent"], "reader");
+    assert_eq!(who["user"], "user:corp/alice@example.com");
+    assert!(!stdout.contains(&jwt) && !stderr.contains(&jwt));
+
+    let stderr = String::from_utf8_lossy(&refused.stderr).to_string();
+    assert!(!refused.status.success());
+    assert!(stderr.contains("does not hold one compact JWT"), "{stderr}");
+    assert!(!stderr.contains("secret-ish"), "{stderr}");
     std::fs::remove_dir_all(&dir).ok();
 }
 

@@ -229,6 +229,33 @@ pub fn secrets_from(
     }
 }
 
+/// A user assertion (a compact EdDSA JWT, `kid` `idp-1`) signed by
+/// `signer` over `claims`: what a test identity provider issues, or a
+/// forgery when `signer` is not the provider's key.
+pub fn user_assertion(
+    signer: &dyn edgeward_core::keys::Signer,
+    claims: serde_json::Value,
+) -> String {
+    use base64::Engine as _;
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let header = serde_json::json!({"alg": "EdDSA", "kid": "idp-1", "typ": "JWT"});
+    let input = format!(
+        "{}.{}",
+        b64(header.to_string().as_bytes()),
+        b64(claims.to_string().as_bytes())
+    );
+    let sig = signer.sign(input.as_bytes()).expect("sign");
+    format!("{input}.{}", b64(&sig))
+}
+
+/// The JWKS of a test identity provider whose key is `signer`'s (`kid`
+/// `idp-1`), as a `[[user_issuer]]` takes it inline.
+pub fn idp_jwks(signer: &dyn edgeward_core::keys::Signer) -> String {
+    let mut jwk = signer.public_key().to_jwk();
+    jwk["kid"] = serde_json::json!("idp-1");
+    serde_json::json!({ "keys": [jwk] }).to_string()
+}
+
 /// Entropy for tests: seeded, so runs are repeatable, and shared.
 pub fn seeded(seed: u64) -> SharedEntropy {
     Arc::new(Mutex::new(Box::new(SeededEntropy::new(seed))))

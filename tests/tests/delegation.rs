@@ -97,28 +97,12 @@ fn idp() -> Ed25519Signer {
 }
 
 fn jwks() -> String {
-    let mut jwk = idp().public_key().to_jwk();
-    jwk["kid"] = serde_json::json!("idp-1");
-    serde_json::json!({ "keys": [jwk] }).to_string()
+    edgeward_tests::idp_jwks(&idp())
 }
 
 /// A user assertion as the test IdP (or `signer`, for forgeries) signs it.
 fn assertion(signer: &dyn Signer, claims: serde_json::Value) -> String {
-    use base64::Engine as _;
-    let b64 = |v: &serde_json::Value| {
-        base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .encode(serde_json::to_vec(v).expect("json"))
-    };
-    let input = format!(
-        "{}.{}",
-        b64(&serde_json::json!({"alg": "EdDSA", "kid": "idp-1", "typ": "JWT"})),
-        b64(&claims)
-    );
-    let sig = signer.sign(input.as_bytes()).expect("sign");
-    format!(
-        "{input}.{}",
-        base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, sig)
-    )
+    edgeward_tests::user_assertion(signer, claims)
 }
 
 fn user_claims(sub: &str) -> serde_json::Value {
