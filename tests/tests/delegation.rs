@@ -634,3 +634,72 @@ async fn each_user_gets_only_their_own_credential() {
         (401, "denied".into())
     );
 }
+
+/// Runtime level: two instances of one agent on one device, one per user.
+/// Each sees only its own user, and its calls carry only that user's
+/// credential (which the guest never sees, even when the upstream echoes
+/// it); the two share no key, token, store or instance id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_users_instances_of_one_agent_keep_apart() {
+    let (up, svc, _) = setup().await;
+    let remote = Arc::new(svc.remote());
+    let loaded = edgeward_tests::runtime()
+        .load(
+            edgeward_tests::component(HOSTILE_WASM),
+            edgeward_runtime::AgentSpec {
+                name: "hostile".into(),
+                allowed_digests: vec![digest(HOSTILE_WASM)],
+            },
+        )
+        .expect("load");
+    let mut instances = Vec::new();
+    for (i, user) in ["alice@example.com", "bob@example.com"].iter().enumerate() {
+        let jwt = assertion(&idp(), user_claims(user));
+        let instance = loaded
+            .attest(edgeward_runtime::AttestOptions {
+                device: edgeward_runtime::DeviceIdentity {
+                    id: "dev-1".into(),
+                    signer: Arc::new(device()),
+                },
+                exchange: remote.clone(),
+                egress: remote.clone(),
+                stop_channel: None,
+                clock: Arc::new(SystemClock),
+                entropy: &mut SeededEntropy::new(90 + i as u64),
+                grants: vec![],
+                lifetime: None,
+                user_assertion: Some(edgeward_core::egress::BearerToken::new(jwt)),
+            })
+            .await
+            .expect("attest");
+        instances.push(instance);
+    }
+    let url = format!("{}/mail/inbox", up.origin());
+    let mut ids = Vec::new();
+    for (instance, (who, other)) in instances
+        .iter()
+        .zip([("MAIL_ALICE", "MAIL_BOB"), ("MAIL_BOB", "MAIL_ALICE")])
+    {
+        let report = instance.run("identity").await;
+        let id: serde_json::Value = match &report.outcome {
+            Ok(Ok(text)) => serde_json::from_str(text).expect("json"),
+            other => panic!("{other:?}"),
+        };
+        let user = format!(
+            "user:corp/{}@example.com",
+            who.trim_start_matches("MAIL_").to_lowercase()
+        );
+        assert_eq!(id["user"], user.as_str());
+        ids.push(id["instance"].as_str().expect("id").to_owned());
+        let report = instance
+            .run(&format!("fetch GET {url} edgeward-grant:mail"))
+            .await;
+        let seen = edgeward_tests::guest_visible(&report);
+        assert!(seen.contains(&format!("mailbox {who}")), "{seen}");
+        assert!(!seen.contains(other), "{seen}");
+        for (_, key) in MAIL {
+            edgeward_tests::assert_no_secret(&seen, key, who);
+        }
+    }
+    assert_ne!(ids[0], ids[1]);
+}
