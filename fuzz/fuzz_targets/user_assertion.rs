@@ -14,6 +14,7 @@ static ISSUERS: LazyLock<Vec<UserIssuer>> = LazyLock::new(|| {
         audience: "edgeward".into(),
         keys: UserIssuer::keys_from_jwks(jwks).unwrap_or_default(),
         max_lifetime: 3600,
+        agents: vec!["hello".into()],
     }]
 });
 

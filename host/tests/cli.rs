@@ -148,6 +148,7 @@ name = "corp"
 issuer = "https://idp.test"
 audience = "edgeward"
 jwks = '{jwks}'
+agents = ["courier", "reader"]
 
 [[agent]]
 name = "courier"

@@ -76,6 +76,7 @@ name = "corp"
 issuer = "https://idp.test"
 audience = "edgeward-test"
 jwks = '{jwks}'
+agents = ["hostile"]
 
 [[agent]]
 name = "hostile"
@@ -84,6 +85,14 @@ digests = ["{digest}"]
 grants = ["api", "other", "mail"]
 devices = ["dev-1"]
 max_instances_per_device = 16
+
+# The same component under a name the issuer does not list.
+[[agent]]
+name = "unlisted"
+owner = "tests@edgeward.invalid"
+digests = ["{digest}"]
+grants = ["api"]
+devices = ["dev-1"]
 "#,
         device = device().public_key(),
         digest = digest(HOSTILE_WASM),
@@ -518,6 +527,25 @@ async fn a_forged_or_foreign_user_assertion_gives_no_on_behalf_of() {
         let err = refused.err().unwrap_or_else(|| panic!("{name}: accepted"));
         assert!(err.to_string().contains("invalid_grant"), "{name}: {err}");
     }
+    // A valid assertion does not let an agent its issuer does not list act
+    // for the user: a copy of an assertion is not a key to every agent.
+    let err = raw_exchange(
+        &svc,
+        "unlisted",
+        ("dev-1", &device()),
+        HOSTILE_WASM,
+        49,
+        120,
+        Some(&assertion(&idp(), user_claims("alice"))),
+    )
+    .await
+    .err()
+    .expect("unlisted agent refused");
+    assert!(
+        err.to_string()
+            .contains("agent unlisted may not act for users of issuer corp"),
+        "{err}"
+    );
     // Every refusal is audited with its reason.
     let audit = svc.tokens.store().audit_range(1, 1000).expect("audit");
     assert!(

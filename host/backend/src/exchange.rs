@@ -572,6 +572,16 @@ impl TokenService {
                 })?,
             ),
         };
+        if let Some(u) = &user {
+            edgeward_core::user::may_act_for(
+                &self.settings.user_issuers,
+                verified.agent(),
+                &u.principal(),
+            )
+            .map_err(|e| {
+                ExchangeError::after("invalid_grant", format!("user assertion refused: {e}"))
+            })?;
+        }
         let parent = match delegation {
             None => None,
             Some(chain) => Some(self.check_delegation(chain, &verified)?),
@@ -939,6 +949,16 @@ impl TokenService {
                 .attenuate(verified.inherited_caveats())?
                 .attenuate(&caveats)?;
                 self.narrow_to_sub_agents(&mut rights)?;
+                // Every agent acting for a user must be one its issuer lists
+                // (checked per call: the list may shrink).
+                if let Some(user) = verified.on_behalf_of() {
+                    for agent in std::iter::once(verified.agent())
+                        .chain(rights.agents.iter().map(String::as_str))
+                    {
+                        edgeward_core::user::may_act_for(&self.settings.user_issuers, agent, user)
+                            .map_err(AccessError::Revoked)?;
+                    }
+                }
                 Ok(Access {
                     caveats,
                     token: verified,

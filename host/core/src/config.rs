@@ -332,6 +332,8 @@ struct RawUserIssuer {
     jwks: String,
     /// Longest assertion lifetime accepted (`exp - iat`), seconds.
     max_lifetime_s: Option<u64>,
+    /// Agents that may act for this issuer's users.
+    agents: Vec<String>,
 }
 
 impl RawUserIssuer {
@@ -348,12 +350,24 @@ impl RawUserIssuer {
         let keys = crate::user::UserIssuer::keys_from_jwks(&self.jwks)
             .map_err(|e| invalid(at("jwks"), e))?;
         let max_lifetime = in_range(&at("max_lifetime_s"), self.max_lifetime_s, 3600, 60, 86_400)?;
+        // Required, and never empty: which agents may act for these users
+        // is a decision to write down, not a default.
+        if self.agents.is_empty() {
+            return Err(invalid(
+                at("agents"),
+                "list the agents that may act for this issuer's users",
+            ));
+        }
+        for a in &self.agents {
+            validate_name(a, "agent").map_err(|e| invalid(at("agents"), e.to_string()))?;
+        }
         Ok(crate::user::UserIssuer {
             name: self.name,
             issuer: self.issuer,
             audience: self.audience,
             keys,
             max_lifetime,
+            agents: self.agents,
         })
     }
 }
@@ -1000,7 +1014,7 @@ grants = ["weather"]
         let jwk = r#"{"keys":[{"kty":"OKP","crv":"Ed25519","kid":"k1","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}"#;
         let issuer = |name: &str, url: &str, jwks: &str| {
             format!(
-                "\n[[user_issuer]]\nname = \"{name}\"\nissuer = \"{url}\"\naudience = \"edgeward\"\njwks = '{jwks}'\n"
+                "\n[[user_issuer]]\nname = \"{name}\"\nissuer = \"{url}\"\naudience = \"edgeward\"\njwks = '{jwks}'\nagents = [\"weather\"]\n"
             )
         };
         let users = r#"user_secrets = { "user:corp/alice@example.com" = { env = "A" } }"#;
@@ -1036,6 +1050,18 @@ grants = ["weather"]
                     + &issuer("corp", "https://idp.test", jwk)
                     + &issuer("corp", "https://other.test", jwk),
                 "twice",
+            ),
+            (
+                sample("", "")
+                    + &issuer("corp", "https://idp.test", jwk)
+                        .replace("agents = [\"weather\"]", "agents = []"),
+                "agents",
+            ),
+            (
+                sample("", "")
+                    + &issuer("corp", "https://idp.test", jwk)
+                        .replace("\nagents = [\"weather\"]", ""),
+                "agents",
             ),
         ];
         for (text, needle) in cases {

@@ -41,6 +41,10 @@ pub struct UserIssuer {
     /// Longest `exp - iat` accepted, seconds: an assertion is a bearer
     /// credential, so long-lived ones are refused.
     pub max_lifetime: u64,
+    /// The agents that may act for this issuer's users (and only these, as
+    /// parents or as delegated children): an assertion is a bearer
+    /// credential, so a copy must not let just any agent act for the user.
+    pub agents: Vec<String>,
 }
 
 impl UserIssuer {
@@ -137,6 +141,28 @@ pub struct VerifiedUser {
     pub subject: String,
     /// When the assertion expires; a token minted on it must not outlive it.
     pub expires_at: u64,
+}
+
+/// Whether `agent` may act for `principal` (`user:<issuer>/<sub>`): the
+/// issuer must be configured and list the agent. The reason when not.
+pub fn may_act_for(issuers: &[UserIssuer], agent: &str, principal: &str) -> Result<(), String> {
+    let issuer = principal
+        .strip_prefix("user:")
+        .and_then(|rest| rest.split_once('/'))
+        .map(|(issuer, _)| issuer)
+        .ok_or_else(|| format!("{principal:?} is not a user principal"))?;
+    let issuer = issuers
+        .iter()
+        .find(|i| i.name == issuer)
+        .ok_or_else(|| format!("user issuer {issuer} is no longer configured"))?;
+    if issuer.agents.iter().any(|a| a == agent) {
+        Ok(())
+    } else {
+        Err(format!(
+            "agent {agent} may not act for users of issuer {} (not in its agents)",
+            issuer.name
+        ))
+    }
 }
 
 impl VerifiedUser {
@@ -287,6 +313,7 @@ mod tests {
             audience: "edgeward".into(),
             keys: UserIssuer::keys_from_jwks(&jwks).unwrap(),
             max_lifetime: 3600,
+            agents: vec!["hello".into()],
         };
         (ed, es, issuer)
     }
