@@ -534,6 +534,7 @@ pub fn rights_json(r: &Rights) -> Value {
         "expires_at": r.expires_at,
         "depth": r.depth,
         "holder": r.holder,
+        "agents": r.agents,
     })
 }
 
@@ -569,6 +570,13 @@ fn caveat_vector(s: &Setup, token: &str) -> Value {
     let widened = start
         .append(Caveat::grants([grant("admin"), grant("weather")]))
         .expect("valid caveat");
+    // What a runtime appends for a child started through WIT.
+    let sub_agent = start
+        .append(Caveat::Agent("summarizer".into()))
+        .and_then(|c| c.append(Caveat::grants([grant("mail")])))
+        .and_then(|c| c.append(Caveat::Holder(child.clone())))
+        .and_then(|c| c.append(Caveat::MaxDepth(0)))
+        .expect("valid caveats");
 
     let wire = one_hop.encode();
     let parts: Vec<&str> = wire.split('~').collect();
@@ -616,6 +624,7 @@ fn caveat_vector(s: &Setup, token: &str) -> Value {
             ok("valid: one delegation (grant, method, path, expiry, child key)", &one_hop),
             ok("valid: the child delegates on (earlier expiry, key back to the parent)", &second),
             widened_case,
+            ok("valid: a child of sub-agent summarizer (agent, grant, child key, no further depth)", &sub_agent),
             err("dropped caveat", dropped, "BadTag"),
             err("reordered caveats", reordered, "BadTag"),
             err("tampered caveat (grants widened in place)", tampered, "BadTag"),
