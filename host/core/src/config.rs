@@ -75,6 +75,9 @@ pub struct Config {
     pub devices: Vec<DeviceConfig>,
     /// Token service settings.
     pub backend: BackendSettings,
+    /// Policies (`[[policy]]`): per agent, and the global defaults
+    /// (`agent = "*"`).
+    pub policies: Vec<crate::policy::Policy>,
 }
 
 /// A verified device entry.
@@ -266,7 +269,7 @@ impl Config {
     }
 }
 
-fn parse_error(text: &str, e: &toml::de::Error) -> ConfigError {
+pub(crate) fn parse_error(text: &str, e: &toml::de::Error) -> ConfigError {
     let (line, column) = match e.span() {
         Some(span) => {
             let before = &text[..span.start.min(text.len())];
@@ -320,6 +323,8 @@ struct RawConfig {
     backend: RawBackend,
     #[serde(default, rename = "user_issuer")]
     user_issuers: Vec<RawUserIssuer>,
+    #[serde(default, rename = "policy")]
+    policies: Vec<crate::policy::RawPolicy>,
 }
 
 #[derive(Deserialize)]
@@ -577,6 +582,24 @@ impl RawConfig {
             }
             agents.push(agent);
         }
+        let mut policies: Vec<crate::policy::Policy> = Vec::new();
+        for (i, raw) in self.policies.into_iter().enumerate() {
+            let policy = crate::policy::Policy::verify(raw, i)?;
+            if policies.iter().any(|p| p.agent() == policy.agent()) {
+                return Err(invalid(
+                    format!("policy[{i}].agent"),
+                    format!("agent {} has a second policy", policy.agent()),
+                ));
+            }
+            if let Some((at, grant)) = policy
+                .grants_named()
+                .into_iter()
+                .find(|(_, g)| !grants.iter().any(|x| &x.rules.name == *g))
+            {
+                return Err(invalid(at, format!("no grant named {grant} is defined")));
+            }
+            policies.push(policy);
+        }
         let defaults = RuntimeSettings::default();
         let runtime = RuntimeSettings {
             pooling: self.runtime.pooling.unwrap_or(defaults.pooling),
@@ -594,6 +617,7 @@ impl RawConfig {
             runtime,
             devices,
             backend,
+            policies,
         })
     }
 }

@@ -24,6 +24,7 @@ pub mod grant;
 pub mod headers;
 pub mod keys;
 pub mod nonce;
+pub mod policy;
 pub mod problem;
 pub mod redact;
 pub mod scan;
