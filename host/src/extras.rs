@@ -8,6 +8,8 @@ use edgeward_runtime::{AgentInstance, AgentSpec, Runtime};
 use std::path::Path;
 use std::sync::Arc;
 
+/// Largest sub-agent component read.
+const MAX_COMPONENT_BYTES: u64 = 256 << 20;
 /// Longest user assertion file read (a JWT is a few KiB at most).
 const MAX_ASSERTION_BYTES: u64 = 16 * 1024;
 
@@ -36,6 +38,15 @@ impl Extras {
                 edgeward_core::grant::validate_name(name, "agent").map_err(|_| {
                     anyhow::anyhow!("--sub-agent: {name:?} is not a valid agent name")
                 })?;
+                let size = std::fs::metadata(file)
+                    .with_context(|| format!("cannot read sub-agent component {file}"))?
+                    .len();
+                if size > MAX_COMPONENT_BYTES {
+                    bail!(
+                        "sub-agent component {file} is over {} MiB",
+                        MAX_COMPONENT_BYTES >> 20
+                    );
+                }
                 let bytes = std::fs::read(file)
                     .with_context(|| format!("cannot read sub-agent component {file}"))?;
                 Ok((name.to_owned(), bytes))

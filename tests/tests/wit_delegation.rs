@@ -583,3 +583,93 @@ async fn a_chain_exchanged_on_another_device_mints_a_standalone_child_token() {
             .any(|r| r.uri.starts_with("/v1/forecast/c") || r.uri.starts_with("/v1/forecast/d"))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standalone_child_needs_a_hand_off_and_dies_with_its_parents_generation() {
+    use edgeward_core::caveat::{Caveat, Chain};
+    let Setup { up, svc, .. } = setup().await;
+    let at = |path: &str| format!("{}{path}", up.origin());
+    // A parent made over the wire, so the test holds its chain key.
+    let parent = raw_exchange_as(
+        &svc,
+        "courier",
+        ("dev-1", &device()),
+        COURIER_WASM,
+        64,
+        120,
+        None,
+    )
+    .await
+    .expect("parent");
+    let chain = || Chain::new(parent.token.clone(), parent.chain_key.clone().expect("key"));
+    let child_seed = 66;
+    let child_jkt = Ed25519Signer::generate(&mut SeededEntropy::new(child_seed))
+        .expect("key")
+        .public_key()
+        .jwk_thumbprint();
+    let exchange = |chain: String, seed: u64| {
+        let svc = &svc;
+        async move {
+            raw_exchange_as(
+                svc,
+                "reader",
+                ("dev-2", &device2()),
+                COURIER_WASM,
+                seed,
+                60,
+                Some((&chain, ACCESS_TOKEN_TYPE)),
+            )
+            .await
+        }
+    };
+    let agent = || Caveat::Agent("reader".into());
+    let holder = |jkt: &str| Caveat::Holder(jkt.to_owned());
+    // The key handed to before the sub-agent is named: no hand-off.
+    let before = chain()
+        .append(holder(&child_jkt))
+        .and_then(|c| c.append(agent()))
+        .expect("caveats")
+        .encode();
+    let err = exchange(before, child_seed)
+        .await
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(err.contains("does not hand off to a new key"), "{err}");
+    // The sub-agent named, but possession left with the parent's own key:
+    // the parent cannot re-mint itself as `reader` without using depth.
+    let own = chain().append(agent()).expect("caveat").encode();
+    let err = exchange(own, 64).await.err().expect("refused").to_string();
+    assert!(err.contains("does not hand off to a new key"), "{err}");
+
+    let good = chain()
+        .append(agent())
+        .and_then(|c| c.append(holder(&child_jkt)))
+        .expect("caveats")
+        .encode();
+    let child = exchange(good, child_seed).await.expect("child");
+    assert_eq!(
+        raw_egress(&svc, &child.token, &child.key, &at("/v1/a"), "api").await,
+        (200, String::new())
+    );
+    // The parent agent is re-issued straight in the registry (as after a
+    // restart, with nothing in the in-memory revocation set): its child's
+    // token dies too.
+    svc.tokens
+        .store()
+        .update_agent(
+            "courier",
+            &edgeward_backend::store::AgentUpdate {
+                grants: Some(vec![
+                    edgeward_core::grant::GrantName::new("api").expect("name"),
+                ]),
+                ..Default::default()
+            },
+            edgeward_core::clock::Clock::now(&SystemClock),
+        )
+        .expect("update");
+    assert_eq!(
+        raw_egress(&svc, &child.token, &child.key, &at("/v1/b"), "api").await,
+        (401, "revoked".into())
+    );
+}

@@ -604,6 +604,23 @@ impl TokenService {
         let access = self
             .check_access(chain)
             .map_err(|e| refused(e.to_string()))?;
+        // The hand-off must be to a new key, after the sub-agent is named:
+        // otherwise a hop would cost no depth, and a holder could re-mint
+        // itself under another agent's name.
+        use edgeward_core::caveat::Caveat;
+        let last = |want: fn(&Caveat) -> bool| access.caveats.iter().rposition(want);
+        let handed_off = match (
+            last(|c| matches!(c, Caveat::Agent(_))),
+            last(|c| matches!(c, Caveat::Holder(_))),
+        ) {
+            (Some(agent), Some(holder)) => holder > agent,
+            _ => false,
+        };
+        if !handed_off || access.rights.holder == access.token.jkt() {
+            return Err(refused(
+                "the chain does not hand off to a new key after naming the sub-agent".into(),
+            ));
+        }
         if access.rights.holder != att.instance_key().jwk_thumbprint() {
             return Err(refused(
                 "the chain is not narrowed for this instance's key (its last holder differs)"
@@ -799,7 +816,13 @@ impl TokenService {
             .current()
             .issuer
             .mint_delegated(&mint, &lineage_of(parent))
-            .map_err(|e| ExchangeError::after("server_error", format!("cannot mint: {e}")))?;
+            .map_err(|e| match (parent, e) {
+                // A delegation line too long to carry is the caller's.
+                (Some(_), e @ TokenError::InvalidMint(_)) => {
+                    ExchangeError::after("invalid_grant", format!("delegation refused: {e}"))
+                }
+                (_, e) => ExchangeError::after("server_error", format!("cannot mint: {e}")),
+            })?;
         drop(stage);
         let _stage = tracing::trace_span!(target: "edgeward::stage", "exchange.record");
         self.store
@@ -926,12 +949,25 @@ impl TokenService {
         if let Some(reason) = self.revocations.check(&verified) {
             return Err(AccessError::Revoked(reason));
         }
-        // A delegated child's token dies with any of its ancestors.
+        // A delegated child's token dies with any of its ancestors: their
+        // revocations, and the registry (an ancestor agent re-issued or
+        // deprovisioned; generation bumps are not all in the revocation set
+        // after a restart).
         for a in verified.ancestors() {
             if let Some(reason) = self.revocations.check_ancestor(a) {
                 return Err(AccessError::Revoked(format!(
                     "delegated by a revoked token: {reason}"
                 )));
+            }
+            match self.store.agent(&a.agent) {
+                Ok(Some(r)) if r.generation == a.generation => {}
+                Ok(_) => {
+                    return Err(AccessError::Revoked(format!(
+                        "delegated by agent {} at generation {}, which it no longer is",
+                        a.agent, a.generation
+                    )));
+                }
+                Err(e) => return Err(AccessError::Revoked(format!("registry unavailable: {e}"))),
             }
         }
         match self.store.agent(verified.agent()) {
@@ -953,6 +989,7 @@ impl TokenService {
                 // (checked per call: the list may shrink).
                 if let Some(user) = verified.on_behalf_of() {
                     for agent in std::iter::once(verified.agent())
+                        .chain(verified.ancestors().iter().map(|a| a.agent.as_str()))
                         .chain(rights.agents.iter().map(String::as_str))
                     {
                         edgeward_core::user::may_act_for(&self.settings.user_issuers, agent, user)

@@ -40,8 +40,9 @@ type HmacSha256 = Hmac<Sha256>;
 /// Separates the token, the caveats and the tag on the wire (not in the
 /// JWT or base64url alphabets).
 pub const SEPARATOR: char = '~';
-/// Most caveats one chain may carry.
-pub const MAX_CAVEATS: usize = 16;
+/// Most caveats one chain may carry: room for a fully narrowed hop (7
+/// caveats) at every level of depth.
+pub const MAX_CAVEATS: usize = 32;
 /// Longest presented token or chain, bytes: an access token plus a full
 /// chain. Checked before anything is parsed.
 pub const MAX_PRESENTED_LEN: usize = 16 * 1024 + MAX_CAVEATS * (MAX_CAVEAT_BYTES * 4 / 3 + 8) + 64;

@@ -233,8 +233,8 @@ impl Actor {
         })
     }
 
-    /// The nested subjects, outermost first (bounded: parsing already
-    /// refused anything deeper than `max`).
+    /// The nested subjects, outermost first; more than `max` is refused
+    /// (the token's length bounds the nesting serde parsed).
     fn flatten(self, max: usize) -> Result<Vec<String>, TokenError> {
         let mut out = Vec::new();
         let mut next = Some(Box::new(self));
@@ -271,6 +271,36 @@ pub struct Lineage {
     pub ancestors: Vec<Ancestor>,
     /// The caveats the child stays held to, in order.
     pub caveats: Vec<crate::caveat::Caveat>,
+}
+
+/// The caveats a token says its holder inherited (`cav`), read without
+/// verifying it: for a runtime's own pre-checks on the token the backend
+/// handed it (the backend applies them itself on every call). Empty for a
+/// token minted from an attestation alone.
+pub fn unverified_inherited_caveats(token: &str) -> Result<Vec<crate::caveat::Caveat>, TokenError> {
+    if token.len() > MAX_TOKEN_LEN {
+        return Err(TokenError::TooLong {
+            len: token.len(),
+            max: MAX_TOKEN_LEN,
+        });
+    }
+    #[derive(Deserialize)]
+    struct Cav {
+        #[serde(default)]
+        cav: Vec<String>,
+    }
+    let payload = token
+        .split('.')
+        .nth(1)
+        .and_then(|p| URL_SAFE_NO_PAD.decode(p).ok())
+        .ok_or(TokenError::Malformed("the claims are not base64url"))?;
+    let c: Cav = serde_json::from_slice(&payload)
+        .map_err(|_| TokenError::Malformed("the claims are not JSON"))?;
+    c.cav
+        .iter()
+        .map(|t| crate::caveat::Caveat::parse(t))
+        .collect::<Result<_, _>>()
+        .map_err(|_| TokenError::Malformed("an inherited caveat is invalid"))
 }
 
 /// Most ancestors a token may name: one per delegation hop.
@@ -502,9 +532,17 @@ impl TokenIssuer {
             signature_type: Some(ACCESS_TOKEN_TYP.into()),
             ..HeaderOptions::default()
         };
-        self.key
+        let token = self
+            .key
             .sign_with_options(claims, &options)
-            .map_err(|e| TokenError::Signing(e.to_string()))
+            .map_err(|e| TokenError::Signing(e.to_string()))?;
+        // Never mint what `verify` would refuse (a long delegation line).
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(TokenError::InvalidMint(
+                "the token would be longer than a verifier accepts",
+            ));
+        }
+        Ok(token)
     }
 }
 

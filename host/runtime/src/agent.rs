@@ -380,7 +380,10 @@ impl AgentInstance {
         child_key: &edgeward_core::keys::PublicKey,
     ) -> Result<BearerToken, DelegationError> {
         let jkt = child_key.jwk_thumbprint();
-        let (chain, _) = narrowed_chain(&self.egress.token, sub_agent, rights, &jkt).await?;
+        // The chain should outlive at least one task of the child.
+        let min_left = self.limits.task_timeout.as_secs().saturating_add(1);
+        let (chain, _) =
+            narrowed_chain(&self.egress.token, sub_agent, rights, &jkt, min_left).await?;
         Ok(BearerToken::new(chain.encode()))
     }
 
@@ -440,6 +443,7 @@ impl AgentInstance {
                 parent: Arc::clone(&self.egress),
                 limits,
                 identity: Arc::clone(&self.identity),
+                deadline: std::time::Instant::now() + limits.task_timeout,
             }),
         };
         if self.stop.is_stopped() {

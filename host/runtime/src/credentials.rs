@@ -168,14 +168,19 @@ impl InstanceToken {
 
     /// What a child of this instance starts from: this instance's token as
     /// a chain it may append to, and the rights that chain holds now.
-    pub(crate) async fn delegation_base(&self) -> Result<(Chain, Rights), ExchangeFailure> {
+    /// `min_left`: seconds the token must stay valid (the child's time
+    /// limit), renewing it first if needed.
+    pub(crate) async fn delegation_base(
+        &self,
+        min_left: u64,
+    ) -> Result<(Chain, Rights), ExchangeFailure> {
         if let Some(d) = &self.delegated {
             if self.clock.now() >= d.rights.expires_at {
                 return Err(delegation_expired());
             }
             return Ok((d.chain.clone(), d.rights.clone()));
         }
-        let (token, key, expires_at) = self.fresh().await?;
+        let (token, key, expires_at) = self.fresh(min_left).await?;
         let key = key.ok_or_else(|| {
             ExchangeFailure::Local("the backend gave this instance no chain key".into())
         })?;
@@ -183,7 +188,15 @@ impl InstanceToken {
             .profile()
             .map(|p| p.grants.iter().map(|g| g.name.clone()).collect())
             .unwrap_or_default();
-        let rights = Rights::of_token(&scope, expires_at, &self.jkt(), MAX_DELEGATION_DEPTH);
+        // A standalone child's token carries what it inherited (`cav`): the
+        // local pre-check starts from there, as the backend does.
+        let inherited = edgeward_core::token::unverified_inherited_caveats(token.expose())
+            .map_err(|e| {
+                ExchangeFailure::Local(format!("cannot read this token's caveats: {e}"))
+            })?;
+        let rights = Rights::of_token(&scope, expires_at, &self.jkt(), MAX_DELEGATION_DEPTH)
+            .attenuate(&inherited)
+            .map_err(|e| ExchangeFailure::Local(format!("this token's caveats: {e}")))?;
         Ok((Chain::new(token.expose(), key), rights))
     }
 
@@ -256,19 +269,25 @@ impl InstanceToken {
             }
             return Ok(d.presented.clone());
         }
-        self.fresh().await.map(|(token, _, _)| token)
+        self.fresh(0).await.map(|(token, _, _)| token)
     }
 
     /// The current token (renewed if needed) with its chain key and expiry,
     /// read together so a renewal cannot pair one token with another's key.
-    async fn fresh(&self) -> Result<(BearerToken, Option<ChainKey>, u64), ExchangeFailure> {
+    /// `min_left`: renew unless the token stays valid at least this long.
+    async fn fresh(
+        &self,
+        min_left: u64,
+    ) -> Result<(BearerToken, Option<ChainKey>, u64), ExchangeFailure> {
         let mut current = self.current.lock().await;
         let now = self.clock.now();
         let of = |c: &Current| (c.token.clone(), c.chain_key.clone(), c.expires_at);
         if let Some(c) = current.as_ref() {
             // Renew once three quarters of the lifetime are gone, so a call
             // never leaves with a token about to expire in flight.
-            let margin = (c.expires_at.saturating_sub(c.issued_at) / 4).max(1);
+            let margin = (c.expires_at.saturating_sub(c.issued_at) / 4)
+                .max(1)
+                .max(min_left);
             if now.saturating_add(margin) < c.expires_at {
                 return Ok(of(c));
             }

@@ -60,6 +60,8 @@ pub(crate) struct TaskDelegation {
     pub(crate) parent: Arc<InstanceEgress>,
     pub(crate) limits: Limits,
     pub(crate) identity: Arc<InstanceIdentity>,
+    /// When the parent's task times out: a child gets what is left.
+    pub(crate) deadline: std::time::Instant,
 }
 
 /// What a child may do: every field narrows its parent's own rights, and
@@ -132,8 +134,9 @@ pub(crate) async fn narrowed_chain(
     agent: &str,
     asked: &ChildRights,
     child_jkt: &str,
+    min_left: u64,
 ) -> Result<(Chain, Rights), Error> {
-    let (chain, rights) = token.delegation_base().await.map_err(unavailable)?;
+    let (chain, rights) = token.delegation_base(min_left).await.map_err(unavailable)?;
     let caveats = caveats_for(agent, asked, token.now(), child_jkt)?;
     narrow(chain, rights, caveats)
 }
@@ -142,6 +145,7 @@ pub(crate) async fn narrowed_chain(
 struct ChildRun {
     outcome: Result<String, String>,
     logs: Vec<LogRecord>,
+    logs_dropped: usize,
 }
 
 impl TaskDelegation {
@@ -175,7 +179,27 @@ impl TaskDelegation {
                 (prefix, key)
             };
             let jkt = edgeward_core::keys::Signer::public_key(&key).jwk_thumbprint();
-            let (chain, rights) = narrowed_chain(token, &agent, &asked, &jkt).await?;
+            // The child's time comes out of its parent's.
+            let left = self
+                .deadline
+                .saturating_duration_since(std::time::Instant::now())
+                .min(self.limits.task_timeout);
+            if left.is_zero() {
+                return Err(Error::Unavailable(
+                    "the parent's task has no time left".into(),
+                ));
+            }
+            let mut limits = self.limits;
+            limits.task_timeout = left;
+            // The chain must outlive the child's task.
+            let (chain, rights) = narrowed_chain(
+                token,
+                &agent,
+                &asked,
+                &jkt,
+                left.as_secs().saturating_add(1),
+            )
+            .await?;
             // Only the parent's grants the child keeps; it runs inside its
             // parent's limits (its own registered grants apply at the
             // backend).
@@ -189,7 +213,7 @@ impl TaskDelegation {
                     .filter(|g| rights.grants.contains(&g.name))
                     .cloned()
                     .collect(),
-                limits: self.limits,
+                limits,
             };
             let instance_id = format!("{}.{}", self.identity.instance_id, &jkt[..16]);
             let identity = InstanceIdentity {
@@ -234,6 +258,7 @@ impl TaskDelegation {
             Ok(ChildRun {
                 outcome,
                 logs: report.logs,
+                logs_dropped: report.logs_dropped,
             })
         })
     }
@@ -342,12 +367,14 @@ impl delegation::Host for TaskState {
                 .map_err(delegation::Error::from)?;
             // The child's records join the parent's log, marked as the
             // child's, within the parent's record limit.
+            self.logs_dropped += run.logs_dropped;
             for mut record in run.logs {
                 if self.logs.len() >= self.max_log_records {
                     self.logs_dropped += 1;
                     continue;
                 }
                 record.message = format!("[{child_agent}] {}", record.message);
+                crate::task::truncate_message(&mut record.message);
                 self.logs.push(record);
             }
             Ok(run.outcome)

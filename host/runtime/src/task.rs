@@ -62,6 +62,18 @@ pub struct LogRecord {
     pub message: String,
 }
 
+/// Cut a log message to [`MAX_LOG_MESSAGE_BYTES`], marked as cut.
+pub(crate) fn truncate_message(message: &mut String) {
+    if message.len() > MAX_LOG_MESSAGE_BYTES {
+        let mut cut = MAX_LOG_MESSAGE_BYTES;
+        while !message.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        message.truncate(cut);
+        message.push_str(" [truncated]");
+    }
+}
+
 /// Store data for one task.
 pub(crate) struct TaskState {
     pub(crate) table: ResourceTable,
@@ -173,14 +185,7 @@ impl log::Host for TaskState {
             self.logs_dropped += 1;
             return;
         }
-        if message.len() > MAX_LOG_MESSAGE_BYTES {
-            let mut cut = MAX_LOG_MESSAGE_BYTES;
-            while !message.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            message.truncate(cut);
-            message.push_str(" [truncated]");
-        }
+        truncate_message(&mut message);
         let level = match level {
             log::Level::Trace => LogLevel::Trace,
             log::Level::Debug => LogLevel::Debug,
