@@ -708,39 +708,75 @@ pub async fn raw_egress(
     url: &str,
     grant: &str,
 ) -> (u16, String) {
+    let a = raw_call(svc, presented, key, "GET", url, grant, &[], b"").await;
+    (a.status, a.class)
+}
+
+/// What the backend answered a raw proxied call.
+#[derive(Debug)]
+pub struct RawAnswer {
+    /// HTTP status.
+    pub status: u16,
+    /// The refusal class (`edgeward-refusal`), empty for an upstream answer.
+    pub class: String,
+    /// The body.
+    pub body: Bytes,
+}
+
+impl RawAnswer {
+    /// The body as JSON (a problem document for a refusal).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_default()
+    }
+}
+
+/// One proxied call of any method, with extra headers and a body.
+#[allow(clippy::too_many_arguments)]
+pub async fn raw_call(
+    svc: &Service,
+    presented: &str,
+    key: &dyn edgeward_core::keys::Signer,
+    method: &str,
+    url: &str,
+    grant: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> RawAnswer {
     static N: AtomicU64 = AtomicU64::new(0);
     let mut jti = [0u8; 16];
     jti[..8].copy_from_slice(&N.fetch_add(1, Ordering::SeqCst).to_be_bytes());
     let proof = edgeward_core::dpop::create_proof(
         key,
-        &http::Method::GET,
+        &method.parse().expect("method"),
         &url.parse().expect("url"),
         presented,
         SystemClock.now(),
         &jti,
     )
     .expect("proof");
+    let mut req = http::Request::post(format!("{}/v1/egress", svc.url))
+        .header("edgeward-method", method)
+        .header("authorization", format!("DPoP {presented}"))
+        .header("dpop", proof)
+        .header("edgeward-target", url)
+        .header("edgeward-grant", grant);
+    for (n, v) in headers {
+        req = req.header(*n, *v);
+    }
     let r = svc
         .client
-        .send(
-            http::Request::post(format!("{}/v1/egress", svc.url))
-                .header("edgeward-method", "GET")
-                .header("authorization", format!("DPoP {presented}"))
-                .header("dpop", proof)
-                .header("edgeward-target", url)
-                .header("edgeward-grant", grant)
-                .body(Bytes::new())
-                .expect("request"),
-        )
+        .send(req.body(Bytes::copy_from_slice(body)).expect("request"))
         .await
         .expect("egress");
-    (
-        r.status().as_u16(),
-        r.headers()
+    RawAnswer {
+        status: r.status().as_u16(),
+        class: r
+            .headers()
             .get("edgeward-refusal")
             .map(|v| v.to_str().unwrap_or("").to_owned())
             .unwrap_or_default(),
-    )
+        body: r.body().clone(),
+    }
 }
 
 /// RFC 7009 revocation of `token` at `svc`, with a DPoP proof from `key` if

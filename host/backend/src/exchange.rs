@@ -905,6 +905,18 @@ impl TokenService {
         }
     }
 
+    /// 16 random bytes, hex: ids for tickets and the like.
+    pub fn random_id(&self) -> String {
+        let mut id = [0u8; 16];
+        // A poisoned lock still holds a working source: ids must never
+        // repeat, so it is used rather than skipped.
+        self.entropy
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .fill(&mut id);
+        hex::encode(id)
+    }
+
     /// The store behind the service.
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store

@@ -96,6 +96,8 @@ struct Inner {
     /// and outbound requests go through it.
     scanner: Scanner,
     tokens: Arc<TokenService>,
+    /// Policy state and approvals.
+    policy: crate::policy::PolicyEngine,
 }
 
 /// The backend's egress proxy. Cheap to clone.
@@ -196,6 +198,7 @@ impl Backend {
                 name_redactor,
                 scanner,
                 tokens,
+                policy: Default::default(),
             }),
         })
     }
@@ -289,7 +292,7 @@ fn token_refusal(e: &AccessError) -> Refusal {
     }
 }
 
-fn tls_config() -> Result<rustls::ClientConfig, BackendError> {
+pub(crate) fn tls_config() -> Result<rustls::ClientConfig, BackendError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let roots = rustls::RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
@@ -327,6 +330,9 @@ impl Egress for Backend {
             // A delegated call says so in the audit log: how many caveats and
             // which key held the chain.
             let mut delegated = None;
+            // What policy said, for the audit record.
+            let mut verdict_note: Option<(crate::policy::CallContext, crate::policy::Verdict)> =
+                None;
             let (agent, instance, result) = match access {
                 Ok(access) => {
                     if !access.caveats.is_empty() || !access.token.ancestors().is_empty() {
@@ -383,12 +389,30 @@ impl Egress for Backend {
                     entry.jti = Some(token.jti().to_owned());
                     // Who the call was for, when not the instance itself.
                     entry.user = token.on_behalf_of().map(str::to_owned);
+                    // Whom policy keys this call by: the acting (sub-)agent,
+                    // the user, and the agent at the top of the delegation.
+                    let ctx = crate::policy::CallContext {
+                        agent: access
+                            .rights
+                            .agents
+                            .last()
+                            .cloned()
+                            .unwrap_or_else(|| agent.clone()),
+                        instance: entry.instance.clone().unwrap_or_default(),
+                        user: token.on_behalf_of().map(str::to_owned),
+                        root: token
+                            .ancestors()
+                            .last()
+                            .map_or_else(|| agent.clone(), |a| a.agent.clone()),
+                    };
                     let result = match proof {
-                        Ok(()) => {
-                            inner
-                                .forward(&access.agent, &access.rights, token.on_behalf_of(), call)
-                                .await
-                        }
+                        Ok(()) => inner
+                            .forward(&access.agent, &access.rights, &ctx, call)
+                            .await
+                            .map(|(response, verdict)| {
+                                verdict_note = Some((ctx.clone(), verdict));
+                                response
+                            }),
                         Err(e) => {
                             tracing::warn!(%grant, "DPoP proof refused: {e}");
                             Err(Refusal::denied(format!("proof of possession refused: {e}"))
@@ -425,11 +449,36 @@ impl Egress for Backend {
             match &result {
                 Ok(resp) => {
                     entry.decision = "allow".into();
-                    entry.reason = Some(format!("upstream answered {}", resp.status().as_u16()));
+                    let answered = format!("upstream answered {}", resp.status().as_u16());
+                    use crate::policy::Verdict;
+                    entry.reason = Some(match verdict_note.take() {
+                        Some((ctx, Verdict::Approved { ticket, by, at, .. })) => {
+                            let user = ctx
+                                .user
+                                .as_deref()
+                                .map(|u| format!(" on behalf of {u}"))
+                                .unwrap_or_default();
+                            format!(
+                                "agent {} (instance {}){user} did {method} {}{}, approved by {by} at {at} (ticket {ticket}); {answered}",
+                                ctx.agent,
+                                ctx.instance,
+                                entry.origin.as_deref().unwrap_or(""),
+                                entry.path.as_deref().unwrap_or("")
+                            )
+                        }
+                        Some((_, Verdict::Allowed { rule })) => {
+                            format!("{answered} (policy: allowed by {rule})")
+                        }
+                        _ => answered,
+                    });
                 }
                 Err(r) => {
                     entry.decision = "deny".into();
-                    entry.reason = Some(format!("{}: {}", r.class, r.detail));
+                    let mut reason = format!("{}: {}", r.class, r.detail);
+                    if let Some(rule) = &r.rule {
+                        reason.push_str(&format!(" (rule {rule})"));
+                    }
+                    entry.reason = Some(reason);
                 }
             }
             if let (Some(d), Some(reason)) = (&delegated, entry.reason.as_mut()) {
@@ -458,9 +507,10 @@ impl Inner {
         &self,
         agent: &crate::store::AgentRecord,
         rights: &Rights,
-        user: Option<&str>,
+        ctx: &crate::policy::CallContext,
         call: EgressCall,
-    ) -> Result<http::Response<Bytes>, Refusal> {
+    ) -> Result<(http::Response<Bytes>, crate::policy::Verdict), Refusal> {
+        let user = ctx.user.as_deref();
         let policy = tracing::trace_span!(target: "edgeward::stage", "policy");
         let agent_name = agent.name.as_str();
         // The token's scope, narrowed by its caveats if it was delegated.
@@ -511,6 +561,28 @@ impl Inner {
         let scan = tracing::trace_span!(target: "edgeward::stage", "scan.outbound");
         let body = self.scan_outbound(grant, &mut parts, body)?;
         drop(scan);
+        // Policy decides on the call as it would leave (headers cleaned,
+        // body scanned), before any credential is attached.
+        let decide = tracing::trace_span!(target: "edgeward::stage", "policy.decide");
+        let scrub = |text: &str| {
+            let scanned = self.scanner.apply(text.as_bytes());
+            self.redactor
+                .redact_str(&String::from_utf8_lossy(&scanned.bytes))
+                .0
+        };
+        let (verdict, _) = self.policy.decide(
+            &self.tokens,
+            &scrub,
+            ctx,
+            &crate::policy::Action {
+                grant: grant.rules.name.as_str(),
+                method: &parts.method,
+                uri: &parts.uri,
+                headers: &parts.headers,
+                body: &body,
+            },
+        )?;
+        drop(decide);
         let inject = tracing::trace_span!(target: "edgeward::stage", "inject");
         // A user's call carries that user's credential on a per-user grant,
         // and is refused if the user has none: never the grant's own
@@ -622,7 +694,7 @@ impl Inner {
         *response.status_mut() = parts.status;
         *response.headers_mut() = parts.headers;
         drop(scan);
-        Ok(response)
+        Ok((response, verdict))
     }
 
     /// Scan what the guest sends: its body and query for secrets in known

@@ -15,6 +15,8 @@ pub struct ImportSummary {
     pub agents_registered: usize,
     /// Agents updated (a changed grant, digest or device list bumps the generation).
     pub agents_updated: usize,
+    /// Policies written (new or changed).
+    pub policies: usize,
 }
 
 /// Why an import stopped. Everything before the failing entry was applied.
@@ -104,6 +106,16 @@ pub fn import(
                     summary.agents_updated += 1;
                 }
             }
+        }
+    }
+    // Policies last: they may name the agents just registered. An
+    // unchanged one is not written again.
+    for p in &config.policies {
+        let entry = format!("policy {}", p.agent());
+        let current = store.policy(p.agent()).map_err(at(entry.clone()))?;
+        if current.as_deref() != Some(p) {
+            store.put_policy(p, now, "import").map_err(at(entry))?;
+            summary.policies += 1;
         }
     }
     Ok(summary)

@@ -8,7 +8,9 @@
 //! 1. checks that the calling agent holds the grant, and the request's
 //!    origin, method and path against the grant;
 //! 2. refuses guest-set credential headers and strips hop-by-hop ones;
-//! 3. injects the real credential (header, query parameter or basic auth);
+//! 3. decides under the agent's policy (allow, approve, deny, sequences,
+//!    limits) and keeps approval tickets bound to the exact call, then
+//!    injects the real credential (header, query parameter or basic auth);
 //! 4. forwards over a pooled keep-alive connection with connect and total
 //!    timeouts and a response size cap, never following redirects;
 //! 5. decodes the response body (gzip, deflate; anything else is refused),
@@ -26,6 +28,7 @@ pub mod embedded;
 pub mod exchange;
 mod forward;
 pub mod import;
+mod policy;
 pub mod resolve;
 pub mod revocation;
 mod secrets;

@@ -115,6 +115,33 @@ pub struct BackendSettings {
     /// Issuers whose user assertions let an instance act for a user
     /// (`[[user_issuer]]`); none: no on-behalf-of at all.
     pub user_issuers: Vec<crate::user::UserIssuer>,
+    /// How approvals work (`[backend.approvals]`).
+    pub approvals: ApprovalSettings,
+}
+
+/// `[backend.approvals]`: tickets for calls a policy sends for approval.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovalSettings {
+    /// How long a ticket waits for a decision, seconds.
+    pub pending_secs: u64,
+    /// How long an approval may be used (once), seconds after the decision.
+    pub use_within_secs: u64,
+    /// Most tickets one agent may open per hour: a guest cannot flood the
+    /// approvers.
+    pub per_agent_per_hour: u64,
+    /// Called (POST, JSON, no secrets) when a ticket opens.
+    pub webhook: Option<String>,
+}
+
+impl Default for ApprovalSettings {
+    fn default() -> Self {
+        ApprovalSettings {
+            pending_secs: 3600,
+            use_within_secs: 300,
+            per_agent_per_hour: 30,
+            webhook: None,
+        }
+    }
 }
 
 impl Default for BackendSettings {
@@ -129,6 +156,7 @@ impl Default for BackendSettings {
             stop_poll_secs: 25,
             stop_lease_secs: 60,
             user_issuers: Vec::new(),
+            approvals: ApprovalSettings::default(),
         }
     }
 }
@@ -396,6 +424,17 @@ struct RawBackend {
     stop_poll_s: Option<u64>,
     stop_lease_s: Option<u64>,
     public_url: Option<String>,
+    #[serde(default)]
+    approvals: RawApprovals,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawApprovals {
+    pending_s: Option<u64>,
+    use_within_s: Option<u64>,
+    per_agent_per_hour: Option<u64>,
+    webhook: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -831,7 +870,44 @@ impl RawBackend {
                 "an http(s) URL, e.g. https://edgeward.example:8443",
             ));
         }
+        let a = ApprovalSettings::default();
+        let approvals = ApprovalSettings {
+            pending_secs: in_range(
+                "backend.approvals.pending_s",
+                self.approvals.pending_s,
+                a.pending_secs,
+                10,
+                7 * 86_400,
+            )?,
+            use_within_secs: in_range(
+                "backend.approvals.use_within_s",
+                self.approvals.use_within_s,
+                a.use_within_secs,
+                5,
+                86_400,
+            )?,
+            per_agent_per_hour: in_range(
+                "backend.approvals.per_agent_per_hour",
+                self.approvals.per_agent_per_hour,
+                a.per_agent_per_hour,
+                1,
+                10_000,
+            )?,
+            webhook: match self.approvals.webhook {
+                None => None,
+                Some(w) if w.starts_with("https://") && w.len() <= 2048 => Some(w),
+                // Plain HTTP only to this machine (tests, a local relay).
+                Some(w) if w.starts_with("http://127.0.0.1") && w.len() <= 2048 => Some(w),
+                Some(_) => {
+                    return Err(invalid(
+                        "backend.approvals.webhook",
+                        "an https URL (plain http only to 127.0.0.1)",
+                    ));
+                }
+            },
+        };
         Ok(BackendSettings {
+            approvals,
             // Filled from the top-level `[[user_issuer]]` tables.
             user_issuers: Vec::new(),
             public_url: public_url.trim_end_matches('/').to_owned(),

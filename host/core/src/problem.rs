@@ -128,6 +128,12 @@ pub struct Refusal {
     pub status: http::StatusCode,
     /// Safe, specific explanation.
     pub detail: String,
+    /// The policy rule that decided, when policy refused (an RFC 9457
+    /// extension member `rule`).
+    pub rule: Option<String>,
+    /// For [`ProblemClass::NeedsApproval`]: the approval ticket (extension
+    /// member `ticket`).
+    pub ticket: Option<String>,
 }
 
 impl Refusal {
@@ -137,7 +143,21 @@ impl Refusal {
             class,
             status: class.default_status(),
             detail: detail.into(),
+            rule: None,
+            ticket: None,
         }
+    }
+
+    /// The same refusal, naming the policy rule that decided.
+    pub fn with_rule(mut self, rule: impl Into<String>) -> Refusal {
+        self.rule = Some(rule.into());
+        self
+    }
+
+    /// The same refusal, naming the approval ticket to wait for.
+    pub fn with_ticket(mut self, ticket: impl Into<String>) -> Refusal {
+        self.ticket = Some(ticket.into());
+        self
     }
 
     /// The same refusal with another status (e.g. 413 or 504).
@@ -168,12 +188,18 @@ impl Refusal {
 
     /// The RFC 9457 JSON body.
     pub fn to_json(&self) -> Vec<u8> {
-        let doc = serde_json::json!({
+        let mut doc = serde_json::json!({
             "type": self.class.type_urn(),
             "title": self.class.title(),
             "status": self.status.as_u16(),
             "detail": self.detail,
         });
+        if let Some(rule) = &self.rule {
+            doc["rule"] = serde_json::json!(rule);
+        }
+        if let Some(ticket) = &self.ticket {
+            doc["ticket"] = serde_json::json!(ticket);
+        }
         // Serialising a `Value` built from strings and numbers cannot fail.
         serde_json::to_vec(&doc).unwrap_or_default()
     }

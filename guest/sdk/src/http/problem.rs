@@ -101,8 +101,11 @@ pub struct Problem {
     /// A specific explanation written by edgeward, if it gave one.
     pub detail: Option<String>,
     /// For [`ProblemClass::NeedsApproval`]: the approval ticket to show the
-    /// person who must approve the request.
+    /// person who must approve the request (and to wait for with
+    /// `edgeward_sdk::approval`).
     pub ticket: Option<String>,
+    /// The policy rule that decided, when policy refused the request.
+    pub rule: Option<String>,
 }
 
 impl Problem {
@@ -144,6 +147,7 @@ impl Problem {
             title: field("title").unwrap_or_else(|| class.default_title().to_owned()),
             detail: field("detail"),
             ticket: field("ticket"),
+            rule: field("rule"),
             class,
             status,
         }

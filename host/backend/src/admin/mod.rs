@@ -9,7 +9,8 @@
 //!    agent access token never authorizes anything here, and one that is
 //!    presented is refused as such.
 //! 3. Roles: `admin` may do everything; `auditor` only reads (lists, show,
-//!    inventory, the audit log); `approver` has nothing here yet.
+//!    inventory, the audit log, tickets); `approver` reads and decides the
+//!    approval tickets of its agents.
 //! 4. Bodies are JSON objects; an unknown field, a missing one or a value
 //!    of the wrong type is refused with the field's name, and a refused
 //!    request changes nothing.
@@ -37,11 +38,18 @@
 //! | `GET /v1/inventory?review_max_age_days=` | read | per agent: credentials, systems, last review, how it is revoked |
 //! | `GET /v1/audit?from=&tail=&limit=` | read | a page of the audit log and its head |
 //! | `GET /v1/audit/verify?expected_head=SEQ:HASH` | read | verify the chain, the signed checkpoints and an exported head |
+//! | `GET /v1/policies` / `GET /v1/policies/show?agent=` | read | policies (TOML), `*` is the global default |
+//! | `POST /v1/policies/set` | admin | `{toml}`: one policy document (`agent = …` and its rules); applies to the next call |
+//! | `POST /v1/policies/remove` | admin | `{agent}` |
+//! | `POST /v1/policies/check` | read | `{agent, method, url, user?, grant?}`: which rule decides, and which sequence and limit rules apply |
+//! | `GET /v1/approvals?status=&limit=` / `GET /v1/approvals/show?id=` | approver, auditor | tickets as the backend rendered them (an approver sees its agents only) |
+//! | `POST /v1/approvals/approve` / `POST /v1/approvals/deny` | approver | `{id}`: decide a pending ticket of one of the approver's agents |
+//! | `GET /v1/approvals/stats` | approver, auditor | per agent: calls allowed vs sent for approval, approval latency, approve/deny counts |
 //!
-//! Not here yet: `keys rotate`, redeeming enrolment codes (a device-facing
-//! route), decisions for approvers.
+//! Not here yet: redeeming enrolment codes (a device-facing route).
 
 pub mod api;
+mod decisions;
 mod input;
 mod routes;
 #[cfg(test)]
@@ -383,6 +391,10 @@ enum Access {
     Read,
     /// Admin only.
     Write,
+    /// Admin, auditor or approver (an approver sees only its agents).
+    ApprovalRead,
+    /// Admin or approver (an approver decides only for its agents).
+    ApprovalDecide,
 }
 
 /// The routes, by method and path.
@@ -407,6 +419,16 @@ enum Route {
     Inventory,
     AuditRange,
     AuditVerify,
+    PolicyList,
+    PolicyShow,
+    PolicySet,
+    PolicyRemove,
+    PolicyCheck,
+    ApprovalList,
+    ApprovalShow,
+    ApprovalApprove,
+    ApprovalDeny,
+    ApprovalStats,
 }
 
 const ROUTES: &[(&str, &str, Route)] = &[
@@ -429,6 +451,16 @@ const ROUTES: &[(&str, &str, Route)] = &[
     ("GET", "/v1/inventory", Route::Inventory),
     ("GET", "/v1/audit", Route::AuditRange),
     ("GET", "/v1/audit/verify", Route::AuditVerify),
+    ("GET", "/v1/policies", Route::PolicyList),
+    ("GET", "/v1/policies/show", Route::PolicyShow),
+    ("POST", "/v1/policies/set", Route::PolicySet),
+    ("POST", "/v1/policies/remove", Route::PolicyRemove),
+    ("POST", "/v1/policies/check", Route::PolicyCheck),
+    ("GET", "/v1/approvals", Route::ApprovalList),
+    ("GET", "/v1/approvals/show", Route::ApprovalShow),
+    ("POST", "/v1/approvals/approve", Route::ApprovalApprove),
+    ("POST", "/v1/approvals/deny", Route::ApprovalDeny),
+    ("GET", "/v1/approvals/stats", Route::ApprovalStats),
 ];
 
 impl Route {
@@ -478,6 +510,16 @@ impl Route {
             Route::Inventory => "inventory",
             Route::AuditRange => "audit read",
             Route::AuditVerify => "audit verify",
+            Route::PolicyList => "policy list",
+            Route::PolicyShow => "policy show",
+            Route::PolicySet => "policy set",
+            Route::PolicyRemove => "policy remove",
+            Route::PolicyCheck => "policy check",
+            Route::ApprovalList => "approvals list",
+            Route::ApprovalShow => "approvals show",
+            Route::ApprovalApprove => "approvals approve",
+            Route::ApprovalDeny => "approvals deny",
+            Route::ApprovalStats => "approvals stats",
         }
     }
 
@@ -490,7 +532,15 @@ impl Route {
             | Route::AgentShow
             | Route::Inventory
             | Route::AuditRange
-            | Route::AuditVerify => Access::Read,
+            | Route::AuditVerify
+            | Route::PolicyList
+            | Route::PolicyShow
+            | Route::PolicyCheck => Access::Read,
+            Route::ApprovalList | Route::ApprovalShow | Route::ApprovalStats => {
+                Access::ApprovalRead
+            }
+            Route::ApprovalApprove | Route::ApprovalDeny => Access::ApprovalDecide,
+            Route::PolicySet | Route::PolicyRemove => Access::Write,
             Route::AdminAdd
             | Route::DeviceEnroll
             | Route::DeviceRevoke
@@ -559,7 +609,7 @@ impl AdminContext {
             .authorize(&principal, route)
             .and_then(|()| check_body_kind(route, &req))
             .and_then(|()| self.run(route, &principal, &req, &mut note));
-        let writes = route.access() == Access::Write;
+        let writes = matches!(route.access(), Access::Write | Access::ApprovalDecide);
         self.finish(Some(&principal.name), route.action(), note, result, writes)
     }
 
@@ -662,12 +712,22 @@ impl AdminContext {
                 .iter()
                 .any(|r| matches!(r, Role::Admin | Role::Auditor)),
             Access::Write => p.roles.iter().any(|r| matches!(r, Role::Admin)),
+            Access::ApprovalRead => p
+                .roles
+                .iter()
+                .any(|r| matches!(r, Role::Admin | Role::Auditor | Role::Approver { .. })),
+            Access::ApprovalDecide => p
+                .roles
+                .iter()
+                .any(|r| matches!(r, Role::Admin | Role::Approver { .. })),
         };
         if ok {
             return Ok(());
         }
         let needs = match route.access() {
             Access::Write => "the admin role",
+            Access::ApprovalRead => "the admin, auditor or approver role",
+            Access::ApprovalDecide => "the admin or approver role",
             _ => "the admin or auditor role",
         };
         let has: Vec<&str> = p.roles.iter().map(role_name).collect();

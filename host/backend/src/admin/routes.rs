@@ -201,14 +201,53 @@ impl AdminContext {
                 let q = query(&["expected_head"])?;
                 self.audit_verify(q.text("expected_head"), note)
             }
+            Route::PolicyList => {
+                query(&[])?;
+                self.policy_list()
+            }
+            Route::PolicyShow => {
+                let q = query(&["agent"])?;
+                self.policy_show(q.text("agent"), note)
+            }
+            Route::PolicySet => {
+                let mut b = Body::parse(body()?, &["toml"])?;
+                let text: String = b.req("toml")?;
+                self.policy_set(&text, who, note)
+            }
+            Route::PolicyRemove => {
+                let mut b = Body::parse(body()?, &["agent"])?;
+                let agent: String = b.req("agent")?;
+                self.policy_remove(&agent, note)
+            }
+            Route::PolicyCheck => self.policy_check(
+                Body::parse(body()?, &["agent", "method", "url", "user", "grant"])?,
+                note,
+            ),
+            Route::ApprovalList => {
+                let q = query(&["status", "limit"])?;
+                self.approval_list(&q, who)
+            }
+            Route::ApprovalShow => {
+                let q = query(&["id"])?;
+                self.approval_show(q.text("id"), who, note)
+            }
+            Route::ApprovalApprove | Route::ApprovalDeny => {
+                let mut b = Body::parse(body()?, &["id"])?;
+                let id: String = b.req("id")?;
+                self.approval_decide(&id, route == Route::ApprovalApprove, who, note)
+            }
+            Route::ApprovalStats => {
+                query(&[])?;
+                self.approval_stats(who)
+            }
         }
     }
 
-    fn store(&self) -> &dyn Store {
+    pub(super) fn store(&self) -> &dyn Store {
         self.tokens.store().as_ref()
     }
 
-    fn now(&self) -> u64 {
+    pub(super) fn now(&self) -> u64 {
         self.tokens.clock().now()
     }
 

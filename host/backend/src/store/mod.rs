@@ -460,6 +460,102 @@ pub enum Role {
     Auditor,
 }
 
+/// Where an approval ticket stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApprovalStatus {
+    /// Waiting for a person.
+    Pending,
+    /// Approved: the same call goes through once, until it expires.
+    Approved,
+    /// Denied.
+    Denied,
+    /// Approved and used by its one call.
+    Used,
+    /// Pending or approved past its expiry (derived, never stored).
+    Expired,
+}
+
+impl ApprovalStatus {
+    /// The stored / shown name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApprovalStatus::Pending => "pending",
+            ApprovalStatus::Approved => "approved",
+            ApprovalStatus::Denied => "denied",
+            ApprovalStatus::Used => "used",
+            ApprovalStatus::Expired => "expired",
+        }
+    }
+}
+
+/// One approval ticket, as the backend rendered it. Everything here is
+/// safe to show an approver: URL, headers and body preview were redacted
+/// before they were stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovalRecord {
+    /// Random id, given to the guest and the approver.
+    pub id: String,
+    /// The agent whose call it is (the acting sub-agent for a delegated
+    /// call).
+    pub agent: String,
+    /// The instance that made the call.
+    pub instance: String,
+    /// The user it was made for, if any.
+    pub user: Option<String>,
+    /// The delegation root (the agent at the top of the chain).
+    pub root: String,
+    /// The grant.
+    pub grant: String,
+    /// The method.
+    pub method: String,
+    /// The URL as forwarded (before any credential was attached).
+    pub url: String,
+    /// The headers that would be forwarded, `(name, value)`.
+    pub headers: Vec<(String, String)>,
+    /// sha256 of the body, hex.
+    pub body_sha256: String,
+    /// The start of the body, redacted.
+    pub body_preview: String,
+    /// The rule that asked for approval.
+    pub rule: String,
+    /// sha256 over the exact action, hex: what an approval is bound to.
+    pub fingerprint: String,
+    /// Where it stands (expiry applied at read time).
+    pub status: ApprovalStatus,
+    /// When it was opened.
+    pub created_at: u64,
+    /// Pending: until when it may be decided; approved: until when it may be
+    /// used.
+    pub expires_at: u64,
+    /// Who decided.
+    pub decided_by: Option<String>,
+    /// When.
+    pub decided_at: Option<u64>,
+    /// When its call used it.
+    pub used_at: Option<u64>,
+}
+
+/// Per agent, how policy and approvals went (for `approvals stats`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ApprovalStats {
+    /// The agent.
+    pub agent: String,
+    /// Egress calls forwarded without a ticket.
+    pub allowed: u64,
+    /// Tickets opened (calls sent for approval).
+    pub sent_for_approval: u64,
+    /// Tickets approved (used or not).
+    pub approved: u64,
+    /// Tickets denied.
+    pub denied: u64,
+    /// Tickets that expired undecided.
+    pub expired: u64,
+    /// Mean seconds from opening to decision, over decided tickets.
+    pub mean_latency_s: Option<u64>,
+    /// Longest such time.
+    pub max_latency_s: Option<u64>,
+}
+
 /// An admin principal: a person with their own credential.
 #[derive(Clone, PartialEq, Eq)]
 pub struct AdminRecord {
@@ -646,6 +742,66 @@ pub trait Store: Send + Sync {
     fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>, StoreError>;
     /// Stop signing with a key. `Ok(false)`: it was retired already.
     fn retire_signing_key(&self, kid: &str, at: u64) -> Result<bool, StoreError>;
+
+    // --- policy ---
+
+    /// Store (replace) the policy of an agent, or the global defaults
+    /// (`agent` = `*`). Takes effect on the next call.
+    fn put_policy(
+        &self,
+        policy: &edgeward_core::policy::Policy,
+        at: u64,
+        by: &str,
+    ) -> Result<(), StoreError>;
+    /// Remove a policy. `Ok(false)`: there was none.
+    fn remove_policy(&self, agent: &str) -> Result<bool, StoreError>;
+    /// The policy of an agent (or `*`), cached until the next write.
+    fn policy(
+        &self,
+        agent: &str,
+    ) -> Result<Option<std::sync::Arc<edgeward_core::policy::Policy>>, StoreError>;
+    /// Every policy, by agent.
+    fn policies(&self) -> Result<Vec<edgeward_core::policy::Policy>, StoreError>;
+
+    // --- approvals ---
+
+    /// Open a ticket (status pending).
+    fn open_approval(&self, ticket: &ApprovalRecord) -> Result<(), StoreError>;
+    /// A ticket by id.
+    fn approval(&self, id: &str, now: u64) -> Result<Option<ApprovalRecord>, StoreError>;
+    /// Tickets, newest first, optionally of one status.
+    fn approvals(
+        &self,
+        status: Option<ApprovalStatus>,
+        limit: u32,
+        now: u64,
+    ) -> Result<Vec<ApprovalRecord>, StoreError>;
+    /// The newest ticket for this exact action that still stands at `now`:
+    /// pending, approved and unused, or denied (a denial stands as long as
+    /// an approval would).
+    fn live_approval(
+        &self,
+        fingerprint: &str,
+        now: u64,
+    ) -> Result<Option<ApprovalRecord>, StoreError>;
+    /// Decide a pending, unexpired ticket. An approval is usable (a denial
+    /// stands) until `use_until`. `NotFound` if there is no such ticket; `Invalid` if it
+    /// is not pending any more.
+    fn decide_approval(
+        &self,
+        id: &str,
+        approve: bool,
+        by: &str,
+        at: u64,
+        use_until: u64,
+    ) -> Result<ApprovalRecord, StoreError>;
+    /// Mark an approved ticket used, atomically: `Ok(true)` for exactly one
+    /// caller, and only while it is approved, unused and unexpired.
+    fn use_approval(&self, id: &str, at: u64) -> Result<bool, StoreError>;
+    /// Tickets opened for an agent at or after `since`.
+    fn approvals_opened_since(&self, agent: &str, since: u64) -> Result<u64, StoreError>;
+    /// Per agent: calls allowed, tickets and their outcomes.
+    fn approval_stats(&self, now: u64) -> Result<Vec<ApprovalStats>, StoreError>;
 
     // --- audit ---
 

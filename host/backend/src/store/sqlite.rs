@@ -26,6 +26,7 @@ use super::*;
 use edgeward_core::config::EMBEDDED_DEVICE;
 use edgeward_core::config::OutboundSecrets;
 use edgeward_core::grant::{CredentialKind, GrantRules, Origin, validate_name};
+use edgeward_core::policy::Policy;
 use edgeward_core::secret::SecretSource;
 use rusqlite::{
     Connection, OpenFlags, OptionalExtension as _, Row, Transaction, TransactionBehavior, params,
@@ -43,6 +44,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0002_outbound_secrets.sql"),
     include_str!("migrations/0003_live_instances_by_device.sql"),
     include_str!("migrations/0004_user_secrets.sql"),
+    include_str!("migrations/0005_policy_approvals.sql"),
 ];
 
 /// The schema version this code writes.
@@ -66,12 +68,24 @@ struct AgentCache {
     /// `PRAGMA data_version` when the records were read.
     version: Option<i64>,
     records: std::collections::HashMap<String, Option<AgentRecord>>,
+    /// Policies by agent (`*`: the global defaults), parsed once.
+    policies: std::collections::HashMap<String, Option<std::sync::Arc<Policy>>>,
 }
 
 impl AgentCache {
     fn clear(&mut self) {
         self.version = None;
         self.records.clear();
+        self.policies.clear();
+    }
+
+    /// Start over if another connection committed since the cache was
+    /// filled.
+    fn check_version(&mut self, version: i64) {
+        if self.version != Some(version) {
+            self.clear();
+            self.version = Some(version);
+        }
     }
 }
 
@@ -1185,10 +1199,7 @@ impl Store for SqliteStore {
             .prepare_cached("PRAGMA data_version")?
             .query_row([], |r| r.get(0))?;
         let mut cache = self.agent_cache();
-        if cache.version != Some(version) {
-            cache.clear();
-            cache.version = Some(version);
-        }
+        cache.check_version(version);
         if let Some(hit) = cache.records.get(name) {
             return Ok(hit.clone());
         }
@@ -1873,4 +1884,297 @@ impl Store for SqliteStore {
             )
         })
     }
+    fn put_policy(&self, policy: &Policy, at: u64, by: &str) -> Result<(), StoreError> {
+        check_line(by, "updated_by", 200)?;
+        let at = int(at, "updated_at")?;
+        let doc = policy.to_json();
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO policies (agent, document, updated_at, updated_by)
+                 VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (agent) DO UPDATE SET document = ?2, updated_at = ?3, updated_by = ?4",
+                params![policy.agent(), doc, at, by],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn remove_policy(&self, agent: &str) -> Result<bool, StoreError> {
+        self.write(|tx| Ok(tx.execute("DELETE FROM policies WHERE agent = ?1", [agent])? > 0))
+    }
+
+    fn policy(&self, agent: &str) -> Result<Option<std::sync::Arc<Policy>>, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
+        let version: i64 = tx
+            .prepare_cached("PRAGMA data_version")?
+            .query_row([], |r| r.get(0))?;
+        let mut cache = self.agent_cache();
+        cache.check_version(version);
+        if let Some(hit) = cache.policies.get(agent) {
+            return Ok(hit.clone());
+        }
+        let doc: Option<String> = query_opt(
+            &tx,
+            "SELECT document FROM policies WHERE agent = ?1",
+            [agent],
+            |r| Ok(r.get(0)?),
+        )?;
+        tx.commit()?;
+        let policy = doc
+            .map(|d| Policy::from_json(&d).map_err(|e| StoreError::corrupt("policy", e)))
+            .transpose()?
+            .map(std::sync::Arc::new);
+        if cache.policies.len() >= MAX_CACHED_AGENTS {
+            cache.policies.clear();
+        }
+        cache.policies.insert(agent.to_owned(), policy.clone());
+        Ok(policy)
+    }
+
+    fn policies(&self) -> Result<Vec<Policy>, StoreError> {
+        self.read(|tx| {
+            query_all(
+                tx,
+                "SELECT document FROM policies ORDER BY agent",
+                [],
+                |r| {
+                    let doc: String = r.get(0)?;
+                    Policy::from_json(&doc).map_err(|e| StoreError::corrupt("policy", e))
+                },
+            )
+        })
+    }
+
+    fn open_approval(&self, t: &ApprovalRecord) -> Result<(), StoreError> {
+        let headers = json(&t.headers, "headers")?;
+        let (created, expires) = (
+            int(t.created_at, "created_at")?,
+            int(t.expires_at, "expires_at")?,
+        );
+        self.append(|tx| {
+            tx.execute(
+                "INSERT INTO approvals (id, agent, instance, user, root, grant_name, method, url,
+                     headers, body_sha256, body_preview, rule, fingerprint, status, created_at,
+                     expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, 'pending', ?14, ?15)",
+                params![
+                    t.id, t.agent, t.instance, t.user, t.root, t.grant, t.method, t.url, headers,
+                    t.body_sha256, t.body_preview, t.rule, t.fingerprint, created, expires
+                ],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn approval(&self, id: &str, now: u64) -> Result<Option<ApprovalRecord>, StoreError> {
+        let sql = format!("SELECT {APPROVAL_COLS} FROM approvals WHERE id = ?1");
+        self.read(|tx| query_opt(tx, &sql, [id], |r| approval_from_row(r, now)))
+    }
+
+    fn approvals(
+        &self,
+        status: Option<ApprovalStatus>,
+        limit: u32,
+        now: u64,
+    ) -> Result<Vec<ApprovalRecord>, StoreError> {
+        let sql = format!("SELECT {APPROVAL_COLS} FROM approvals ORDER BY created_at DESC, id");
+        let all = self.read(|tx| query_all(tx, &sql, [], |r| approval_from_row(r, now)))?;
+        Ok(all
+            .into_iter()
+            .filter(|a| status.is_none_or(|s| a.status == s))
+            .take(limit as usize)
+            .collect())
+    }
+
+    fn live_approval(
+        &self,
+        fingerprint: &str,
+        now: u64,
+    ) -> Result<Option<ApprovalRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {APPROVAL_COLS} FROM approvals WHERE fingerprint = ?1
+             AND status IN ('pending', 'approved', 'denied') AND expires_at > ?2
+             ORDER BY created_at DESC LIMIT 1"
+        );
+        let now_i = int(now, "now")?;
+        self.read(|tx| {
+            query_opt(tx, &sql, params![fingerprint, now_i], |r| {
+                approval_from_row(r, now)
+            })
+        })
+    }
+
+    fn decide_approval(
+        &self,
+        id: &str,
+        approve: bool,
+        by: &str,
+        at: u64,
+        use_until: u64,
+    ) -> Result<ApprovalRecord, StoreError> {
+        check_line(by, "decided_by", 200)?;
+        let (at_i, until) = (int(at, "decided_at")?, int(use_until, "expires_at")?);
+        let sql = format!("SELECT {APPROVAL_COLS} FROM approvals WHERE id = ?1");
+        self.append(|tx| {
+            let current =
+                query_opt(tx, &sql, [id], |r| approval_from_row(r, at))?.ok_or_else(|| {
+                    StoreError::NotFound {
+                        what: "approval",
+                        key: id.to_owned(),
+                    }
+                })?;
+            if current.status != ApprovalStatus::Pending {
+                return Err(StoreError::invalid(
+                    "status",
+                    format!("the ticket is {}, not pending", current.status.as_str()),
+                ));
+            }
+            // Approved: usable until `use_until`. Denied: the denial stands
+            // that long, so the same call is refused without asking again.
+            let (status, expires) = if approve {
+                ("approved", until)
+            } else {
+                ("denied", until)
+            };
+            tx.execute(
+                "UPDATE approvals SET status = ?2, decided_by = ?3, decided_at = ?4, expires_at = ?5
+                 WHERE id = ?1 AND status = 'pending'",
+                params![id, status, by, at_i, expires],
+            )?;
+            query_opt(tx, &sql, [id], |r| approval_from_row(r, at))?.ok_or_else(|| {
+                StoreError::NotFound {
+                    what: "approval",
+                    key: id.to_owned(),
+                }
+            })
+        })
+    }
+
+    fn use_approval(&self, id: &str, at: u64) -> Result<bool, StoreError> {
+        let at = int(at, "used_at")?;
+        self.append(|tx| {
+            Ok(tx.execute(
+                "UPDATE approvals SET status = 'used', used_at = ?2
+                 WHERE id = ?1 AND status = 'approved' AND expires_at > ?2",
+                params![id, at],
+            )? == 1)
+        })
+    }
+
+    fn approvals_opened_since(&self, agent: &str, since: u64) -> Result<u64, StoreError> {
+        let since = int(since, "since")?;
+        self.read(|tx| {
+            let n: i64 = tx
+                .prepare_cached(
+                    "SELECT COUNT(*) FROM approvals WHERE agent = ?1 AND created_at >= ?2",
+                )?
+                .query_row(params![agent, since], |r| r.get(0))?;
+            uint(n, "approval count")
+        })
+    }
+
+    fn approval_stats(&self, now: u64) -> Result<Vec<ApprovalStats>, StoreError> {
+        let now_i = int(now, "now")?;
+        self.read(|tx| {
+            let mut by_agent: std::collections::BTreeMap<String, ApprovalStats> =
+                Default::default();
+            let allowed = query_all(
+                tx,
+                "SELECT agent, COUNT(*) FROM audit WHERE kind = 'egress' AND decision = 'allow'
+                 AND agent IS NOT NULL GROUP BY agent",
+                [],
+                |r| Ok((r.get::<_, String>(0)?, uint(r.get(1)?, "count")?)),
+            )?;
+            for (agent, n) in allowed {
+                by_agent.entry(agent.clone()).or_default().allowed = n;
+            }
+            let tickets = query_all(
+                tx,
+                "SELECT agent, status, expires_at, created_at, decided_at FROM approvals",
+                [],
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, i64>(2)?,
+                        r.get::<_, i64>(3)?,
+                        r.get::<_, Option<i64>>(4)?,
+                    ))
+                },
+            )?;
+            let mut latencies: std::collections::BTreeMap<String, Vec<u64>> = Default::default();
+            let mut used: std::collections::BTreeMap<String, u64> = Default::default();
+            for (agent, status, expires, created, decided) in tickets {
+                if status == "used" {
+                    *used.entry(agent.clone()).or_default() += 1;
+                }
+                let e = by_agent.entry(agent.clone()).or_default();
+                e.sent_for_approval += 1;
+                match status.as_str() {
+                    "approved" | "used" => e.approved += 1,
+                    "denied" => e.denied += 1,
+                    _ if expires <= now_i => e.expired += 1,
+                    _ => {}
+                }
+                if let Some(d) = decided {
+                    latencies
+                        .entry(agent)
+                        .or_default()
+                        .push(u64::try_from(d.saturating_sub(created)).unwrap_or(0));
+                }
+            }
+            for (agent, e) in by_agent.iter_mut() {
+                e.agent = agent.clone();
+                // Calls forwarded on an approval are not "allowed by policy".
+                e.allowed = e
+                    .allowed
+                    .saturating_sub(used.get(agent).copied().unwrap_or(0));
+                if let Some(l) = latencies.get(agent).filter(|l| !l.is_empty()) {
+                    e.mean_latency_s = Some(l.iter().sum::<u64>() / l.len() as u64);
+                    e.max_latency_s = l.iter().max().copied();
+                }
+            }
+            Ok(by_agent.into_values().collect())
+        })
+    }
+}
+
+const APPROVAL_COLS: &str = "id, agent, instance, user, root, grant_name, method, url, headers, \
+    body_sha256, body_preview, rule, fingerprint, status, created_at, expires_at, decided_by, \
+    decided_at, used_at";
+
+fn approval_from_row(r: &Row<'_>, now: u64) -> Result<ApprovalRecord, StoreError> {
+    let stored: String = r.get(13)?;
+    let expires_at = uint(r.get(15)?, "expires_at")?;
+    let status = match stored.as_str() {
+        "pending" | "approved" if expires_at <= now => ApprovalStatus::Expired,
+        "pending" => ApprovalStatus::Pending,
+        "approved" => ApprovalStatus::Approved,
+        "denied" => ApprovalStatus::Denied,
+        "used" => ApprovalStatus::Used,
+        _ => return Err(StoreError::corrupt("approval status", "unknown status")),
+    };
+    let headers: String = r.get(8)?;
+    Ok(ApprovalRecord {
+        id: r.get(0)?,
+        agent: r.get(1)?,
+        instance: r.get(2)?,
+        user: r.get(3)?,
+        root: r.get(4)?,
+        grant: r.get(5)?,
+        method: r.get(6)?,
+        url: r.get(7)?,
+        headers: from_json(&headers, "approval headers")?,
+        body_sha256: r.get(9)?,
+        body_preview: r.get(10)?,
+        rule: r.get(11)?,
+        fingerprint: r.get(12)?,
+        status,
+        created_at: uint(r.get(14)?, "created_at")?,
+        expires_at,
+        decided_by: r.get(16)?,
+        decided_at: opt_uint(r.get(17)?, "decided_at")?,
+        used_at: opt_uint(r.get(18)?, "used_at")?,
+    })
 }

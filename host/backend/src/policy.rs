@@ -1,0 +1,333 @@
+//! Policy on the egress path: the decision (pure, `edgeward_core::policy`)
+//! with its sequence state, and approval tickets bound to the exact action.
+//!
+//! 1. The agent's policy and the global one are read from the registry
+//!    (cached until the next registry write), so a change applies to the
+//!    next call. With neither, the agent's grants are its whole policy.
+//! 2. Sequence state is kept per agent × user × delegation root, in
+//!    memory: a new instance (or a delegated child under the same root) does
+//!    not start from a clean slate. It is not kept across a restart of the
+//!    backend.
+//! 3. An `approve` decision looks for a ticket for this exact action — its
+//!    fingerprint covers agent, user, grant, method, URL, the forwarded
+//!    headers and the body hash. An approved, unexpired, unused one is used
+//!    up (atomically, once) and the call goes through; a pending one is named
+//!    again; otherwise a new ticket opens (rate-limited per agent) and the
+//!    guest gets `needs-approval` with its id.
+
+use crate::exchange::TokenService;
+use crate::store::{ApprovalRecord, ApprovalStatus, StoreError};
+use edgeward_core::policy::{self, Call, KeyState, Outcome, Policy};
+use edgeward_core::problem::{ProblemClass, Refusal};
+use http::StatusCode;
+use sha2::{Digest as _, Sha256};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// Most body bytes shown on a ticket.
+const PREVIEW_BYTES: usize = 2048;
+/// Most sequence-state keys kept (agents × users × roots); past it, the
+/// oldest-looking half is dropped with a warning rather than growing.
+const MAX_KEYS: usize = 100_000;
+
+/// Who a call is for, as policy keys it.
+#[derive(Debug, Clone)]
+pub(crate) struct CallContext {
+    /// The acting agent (the sub-agent, for a delegated call).
+    pub(crate) agent: String,
+    /// The instance that made the call.
+    pub(crate) instance: String,
+    /// The user it is made for.
+    pub(crate) user: Option<String>,
+    /// The delegation root: the agent at the top of the chain.
+    pub(crate) root: String,
+}
+
+/// The exact action, as it would be forwarded (before the credential is
+/// attached).
+pub(crate) struct Action<'a> {
+    pub(crate) grant: &'a str,
+    pub(crate) method: &'a http::Method,
+    pub(crate) uri: &'a http::Uri,
+    pub(crate) headers: &'a http::HeaderMap,
+    pub(crate) body: &'a [u8],
+}
+
+/// What policy let through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// No policy applies: the grants alone decided.
+    Unbound,
+    /// A rule allowed it.
+    Allowed { rule: String },
+    /// A person approved this exact call.
+    Approved {
+        rule: String,
+        ticket: String,
+        by: String,
+        at: u64,
+    },
+}
+
+type StateKey = (String, Option<String>, String);
+
+/// Sequence state and the approval logic.
+#[derive(Default)]
+pub(crate) struct PolicyEngine {
+    states: Mutex<HashMap<StateKey, KeyState>>,
+}
+
+impl PolicyEngine {
+    /// Decide one call. `scrub` makes guest-sent text safe to store on a
+    /// ticket (known secret formats and every credential held, redacted).
+    pub(crate) fn decide(
+        &self,
+        tokens: &TokenService,
+        scrub: &dyn Fn(&str) -> String,
+        ctx: &CallContext,
+        action: &Action<'_>,
+    ) -> Result<(Verdict, Option<ApprovalRecord>), Refusal> {
+        let store = tokens.store();
+        let unavailable = |e: StoreError| {
+            tracing::error!("policy: store failure: {e}");
+            Refusal::upstream("the policy cannot be read right now")
+                .with_status(StatusCode::SERVICE_UNAVAILABLE)
+        };
+        let own = store.policy(&ctx.agent).map_err(unavailable)?;
+        let global = store.policy(policy::GLOBAL).map_err(unavailable)?;
+        let policies: Vec<&Policy> = own.iter().chain(global.iter()).map(Arc::as_ref).collect();
+        if policies.is_empty() {
+            return Ok((Verdict::Unbound, None));
+        }
+        let now = tokens.clock().now();
+        let call = Call {
+            grant: action.grant,
+            method: action.method.as_str(),
+            path: action.uri.path(),
+            user: ctx.user.as_deref(),
+            bytes: action.body.len() as u64,
+        };
+        let key: StateKey = (ctx.agent.clone(), ctx.user.clone(), ctx.root.clone());
+        let decision = {
+            let mut states = self.states.lock().unwrap_or_else(|p| p.into_inner());
+            if states.len() >= MAX_KEYS && !states.contains_key(&key) {
+                tracing::warn!("policy: {MAX_KEYS} sequence states held; dropping half");
+                let drop: Vec<StateKey> = states.keys().take(MAX_KEYS / 2).cloned().collect();
+                for k in drop {
+                    states.remove(&k);
+                }
+            }
+            policy::evaluate(
+                &policies,
+                states.entry(key.clone()).or_default(),
+                &call,
+                now,
+            )
+        };
+        match decision.outcome {
+            Outcome::Allow => Ok((
+                Verdict::Allowed {
+                    rule: decision.rule,
+                },
+                None,
+            )),
+            Outcome::Deny => {
+                Err(Refusal::denied(format!("policy: {}", decision.detail))
+                    .with_rule(decision.rule))
+            }
+            Outcome::LimitExceeded => Err(Refusal::limit(format!("policy: {}", decision.detail))
+                .with_rule(decision.rule)
+                .with_status(StatusCode::TOO_MANY_REQUESTS)),
+            Outcome::Approve => {
+                let fp = fingerprint(ctx, action);
+                match store.live_approval(&fp, now).map_err(unavailable)? {
+                    Some(t) if t.status == ApprovalStatus::Approved => {
+                        // Used once, atomically: a second call with the same
+                        // approval finds it used.
+                        if store.use_approval(&t.id, now).map_err(unavailable)? {
+                            let mut states = self.states.lock().unwrap_or_else(|p| p.into_inner());
+                            policy::record(&policies, states.entry(key).or_default(), &call, now);
+                            let verdict = Verdict::Approved {
+                                rule: decision.rule,
+                                ticket: t.id.clone(),
+                                by: t.decided_by.clone().unwrap_or_default(),
+                                at: t.decided_at.unwrap_or(now),
+                            };
+                            return Ok((verdict, Some(t)));
+                        }
+                        Err(needs_approval(
+                            &t.id,
+                            &decision.rule,
+                            "its approval was just used",
+                        ))
+                    }
+                    Some(t) if t.status == ApprovalStatus::Denied => Err(Refusal::denied(format!(
+                        "policy: {} denied this exact call (ticket {})",
+                        t.decided_by.as_deref().unwrap_or("an approver"),
+                        t.id
+                    ))
+                    .with_rule(decision.rule)
+                    .with_ticket(t.id)),
+                    Some(t) => Err(needs_approval(
+                        &t.id,
+                        &decision.rule,
+                        "it waits for a person",
+                    )),
+                    None => {
+                        let t = self.open_ticket(tokens, scrub, ctx, action, &decision.rule, fp)?;
+                        Err(needs_approval(&t.id, &decision.rule, "a ticket was opened"))
+                    }
+                }
+            }
+        }
+    }
+
+    fn open_ticket(
+        &self,
+        tokens: &TokenService,
+        scrub: &dyn Fn(&str) -> String,
+        ctx: &CallContext,
+        action: &Action<'_>,
+        rule: &str,
+        fingerprint: String,
+    ) -> Result<ApprovalRecord, Refusal> {
+        let settings = &tokens.settings().approvals;
+        let store = tokens.store();
+        let now = tokens.clock().now();
+        let unavailable = |e: StoreError| {
+            tracing::error!("approvals: store failure: {e}");
+            Refusal::upstream("approvals cannot be opened right now")
+                .with_status(StatusCode::SERVICE_UNAVAILABLE)
+        };
+        let opened = store
+            .approvals_opened_since(&ctx.agent, now.saturating_sub(3600))
+            .map_err(unavailable)?;
+        if opened >= settings.per_agent_per_hour {
+            return Err(Refusal::limit(format!(
+                "policy: this call needs approval, but agent {} opened {opened} tickets in the last hour (the most allowed)",
+                ctx.agent
+            ))
+            .with_rule(rule.to_owned())
+            .with_status(StatusCode::TOO_MANY_REQUESTS));
+        }
+        let preview_len = action.body.len().min(PREVIEW_BYTES);
+        let mut preview = scrub(&String::from_utf8_lossy(&action.body[..preview_len]));
+        if action.body.len() > PREVIEW_BYTES {
+            preview.push_str(&format!(" [… {} bytes in all]", action.body.len()));
+        }
+        let ticket = ApprovalRecord {
+            id: tokens.random_id(),
+            agent: ctx.agent.clone(),
+            instance: ctx.instance.clone(),
+            user: ctx.user.clone(),
+            root: ctx.root.clone(),
+            grant: action.grant.to_owned(),
+            method: action.method.to_string(),
+            url: scrub(&action.uri.to_string()),
+            headers: action
+                .headers
+                .iter()
+                .map(|(n, v)| (n.to_string(), scrub(&String::from_utf8_lossy(v.as_bytes()))))
+                .collect(),
+            body_sha256: hex::encode(Sha256::digest(action.body)),
+            body_preview: preview,
+            rule: rule.to_owned(),
+            fingerprint,
+            status: ApprovalStatus::Pending,
+            created_at: now,
+            expires_at: now.saturating_add(settings.pending_secs),
+            decided_by: None,
+            decided_at: None,
+            used_at: None,
+        };
+        store.open_approval(&ticket).map_err(unavailable)?;
+        tracing::info!(ticket = %ticket.id, agent = %ticket.agent, rule, "approval ticket opened");
+        if let Some(url) = &settings.webhook {
+            webhook(url.clone(), &ticket);
+        }
+        Ok(ticket)
+    }
+}
+
+fn needs_approval(ticket: &str, rule: &str, state: &str) -> Refusal {
+    Refusal::new(
+        ProblemClass::NeedsApproval,
+        format!("policy: a person must approve this exact call ({state}); wait for ticket {ticket}, then send the same call again"),
+    )
+    .with_rule(rule.to_owned())
+    .with_ticket(ticket.to_owned())
+}
+
+/// sha256 over the exact action: every part length-prefixed, headers sorted.
+pub(crate) fn fingerprint(ctx: &CallContext, action: &Action<'_>) -> String {
+    let mut h = Sha256::new();
+    let mut part = |bytes: &[u8]| {
+        h.update((bytes.len() as u64).to_be_bytes());
+        h.update(bytes);
+    };
+    part(b"edgeward approval v1");
+    part(ctx.agent.as_bytes());
+    part(ctx.user.as_deref().unwrap_or("").as_bytes());
+    part(action.grant.as_bytes());
+    part(action.method.as_str().as_bytes());
+    part(action.uri.to_string().as_bytes());
+    let mut headers: Vec<(&str, &[u8])> = action
+        .headers
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_bytes()))
+        .collect();
+    headers.sort();
+    part(&(headers.len() as u64).to_be_bytes());
+    for (n, v) in headers {
+        part(n.as_bytes());
+        part(v);
+    }
+    part(&Sha256::digest(action.body));
+    hex::encode(h.finalize())
+}
+
+/// Tell the webhook a ticket opened: who, what, which rule — never the
+/// body. Fire and forget; a failure is logged.
+fn webhook(url: String, t: &ApprovalRecord) {
+    let doc = serde_json::json!({
+        "event": "approval.opened",
+        "ticket": t.id,
+        "agent": t.agent,
+        "instance": t.instance,
+        "user": t.user,
+        "grant": t.grant,
+        "method": t.method,
+        "url": t.url,
+        "rule": t.rule,
+        "expires_at": t.expires_at,
+    });
+    tokio::spawn(async move {
+        let Ok(tls) = crate::forward::tls_config() else {
+            return;
+        };
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .build();
+        let client: hyper_util::client::legacy::Client<_, http_body_util::Full<bytes::Bytes>> =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build(https);
+        let Ok(request) = http::Request::post(&url)
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(http_body_util::Full::new(bytes::Bytes::from(
+                doc.to_string(),
+            )))
+        else {
+            tracing::warn!("approval webhook: bad URL");
+            return;
+        };
+        match tokio::time::timeout(std::time::Duration::from_secs(10), client.request(request))
+            .await
+        {
+            Ok(Ok(r)) if r.status().is_success() => {}
+            Ok(Ok(r)) => tracing::warn!("approval webhook answered {}", r.status().as_u16()),
+            _ => tracing::warn!("approval webhook could not be reached"),
+        }
+    });
+}

@@ -1,0 +1,36 @@
+-- Policies (issue 8): one document per agent, '*' for the global defaults.
+-- The document is JSON as edgeward_core::policy::Policy::to_json writes it.
+CREATE TABLE policies (
+    agent      TEXT PRIMARY KEY,
+    document   TEXT NOT NULL,
+    updated_at INTEGER NOT NULL,
+    updated_by TEXT NOT NULL
+);
+
+-- Approval tickets: one per distinct action a policy sent for approval.
+-- Everything shown to an approver is stored already redacted; the
+-- fingerprint binds a decision to the exact action (agent, user, grant,
+-- method, URL, forwarded headers, body hash).
+CREATE TABLE approvals (
+    id           TEXT PRIMARY KEY,
+    agent        TEXT NOT NULL,
+    instance     TEXT NOT NULL,
+    user         TEXT,
+    root         TEXT NOT NULL,
+    grant_name   TEXT NOT NULL,
+    method       TEXT NOT NULL,
+    url          TEXT NOT NULL,
+    headers      TEXT NOT NULL,
+    body_sha256  TEXT NOT NULL,
+    body_preview TEXT NOT NULL,
+    rule         TEXT NOT NULL,
+    fingerprint  TEXT NOT NULL,
+    status       TEXT NOT NULL CHECK (status IN ('pending', 'approved', 'denied', 'used')),
+    created_at   INTEGER NOT NULL,
+    expires_at   INTEGER NOT NULL,
+    decided_by   TEXT,
+    decided_at   INTEGER,
+    used_at      INTEGER
+);
+CREATE INDEX approvals_by_fingerprint ON approvals (fingerprint, created_at);
+CREATE INDEX approvals_by_agent ON approvals (agent, created_at);

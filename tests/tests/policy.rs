@@ -1,0 +1,607 @@
+//! The policy envelope and approvals (issue 8), over real TLS on loopback:
+//! rules, sequences, limits, approval tickets bound to the exact call.
+//! Calls go over the wire (`raw_call`) so method, headers and body are the
+//! test's to choose.
+
+use edgeward_core::clock::Clock as _;
+use edgeward_core::entropy::SeededEntropy;
+use edgeward_core::keys::{Ed25519Signer, Signer};
+use edgeward_tests::{
+    HOSTILE_WASM, RawAnswer, RawInstance, Service, TestClock, Upstream, digest, raw_call,
+    raw_exchange, respond,
+};
+use serde_json::Value;
+use std::sync::Arc;
+
+const KEY: &str = "policy-upstream-key-0123456789abcdef";
+
+fn device() -> Ed25519Signer {
+    Ed25519Signer::generate(&mut SeededEntropy::new(1111)).expect("key")
+}
+
+fn idp() -> Ed25519Signer {
+    Ed25519Signer::generate(&mut SeededEntropy::new(1112)).expect("key")
+}
+
+/// The config: three grants on one upstream, two agents on the same
+/// component, a user issuer, and `policies` appended as written.
+fn config(origin: &str, webhook: &str, policies: &str) -> String {
+    format!(
+        r#"
+[backend]
+issuer = "https://backend.test"
+audience = "edgeward-test"
+trust_domain = "edgeward.test"
+
+[backend.approvals]
+use_within_s = 30
+per_agent_per_hour = 8
+{webhook}
+
+[[device]]
+id = "dev-1"
+owner = "ops@edgeward.invalid"
+public_key = "{device}"
+
+[[grant]]
+name = "mail"
+origin = "{origin}"
+methods = ["GET", "HEAD"]
+path_prefixes = ["/mail"]
+credential = {{ kind = "header", name = "x-api-key" }}
+secret = {{ env = "API_KEY" }}
+
+[[grant]]
+name = "paste"
+origin = "{origin}"
+methods = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+path_prefixes = ["/p"]
+credential = {{ kind = "header", name = "x-api-key" }}
+secret = {{ env = "API_KEY" }}
+
+[[grant]]
+name = "weather"
+origin = "{origin}"
+methods = ["GET"]
+path_prefixes = ["/v1"]
+credential = {{ kind = "header", name = "x-api-key" }}
+secret = {{ env = "API_KEY" }}
+
+[[user_issuer]]
+name = "corp"
+issuer = "https://idp.test"
+audience = "edgeward-test"
+jwks = '{jwks}'
+agents = ["hostile"]
+
+[[agent]]
+name = "hostile"
+owner = "tests@edgeward.invalid"
+digests = ["{digest}"]
+grants = ["mail", "paste", "weather"]
+devices = ["dev-1"]
+max_instances_per_device = 16
+
+[[agent]]
+name = "other"
+owner = "tests@edgeward.invalid"
+digests = ["{digest}"]
+grants = ["mail", "paste", "weather"]
+devices = ["dev-1"]
+max_instances_per_device = 16
+
+{policies}
+"#,
+        device = device().public_key(),
+        digest = digest(HOSTILE_WASM),
+        jwks = edgeward_tests::idp_jwks(&idp()),
+    )
+}
+
+/// The policy most tests run under (for both agents: the global default).
+const POLICY: &str = r#"
+[[policy]]
+agent = "*"
+
+[[policy.rule]]
+name = "weather-admin"
+grant = "weather"
+path = "/v1/admin/**"
+effect = "approve"
+
+[[policy.rule]]
+name = "weather"
+grant = "weather"
+effect = "allow"
+
+[[policy.rule]]
+name = "mail-read"
+grant = "mail"
+methods = ["GET"]
+effect = "allow"
+
+[[policy.rule]]
+name = "paste-write"
+grant = "paste"
+methods = ["PUT", "PATCH"]
+effect = "approve"
+
+[[policy.rule]]
+name = "paste-delete"
+grant = "paste"
+methods = ["DELETE"]
+effect = "deny"
+
+[[policy.rule]]
+name = "paste"
+grant = "paste"
+effect = "allow"
+
+# After reading mail, posting to paste needs a person.
+[[policy.after]]
+name = "no-exfil-after-mail"
+after = { grant = "mail" }
+then = { grant = "paste", methods = ["POST"] }
+effect = "approve"
+
+# After touching the secret folder, the weather grant is off.
+[[policy.after]]
+name = "quiet-after-secrets"
+after = { grant = "mail", path = "/mail/secret/**" }
+then = { grant = "weather" }
+effect = "deny"
+
+[[policy.limit]]
+name = "mail-reads"
+match = { grant = "mail" }
+max = 4
+window_s = 30
+
+[[policy.budget]]
+name = "paste-bytes"
+match = { grant = "paste", methods = ["POST"] }
+bytes = 100
+window_s = 600
+
+[[policy.rate]]
+name = "weather-rate"
+match = { grant = "weather" }
+per_second = 1
+burst = 3
+"#;
+
+struct Setup {
+    up: Upstream,
+    svc: Service,
+    clock: Arc<TestClock>,
+    hook: Option<Upstream>,
+}
+
+async fn setup(policies: &str, with_webhook: bool) -> Setup {
+    let up = Upstream::start(|r| {
+        if r.headers.get("x-api-key").map(|v| v.as_bytes()) == Some(KEY.as_bytes()) {
+            respond(200, &[], format!("ok {} {}", r.method, r.uri))
+        } else {
+            respond(401, &[], "no key")
+        }
+    })
+    .await;
+    let hook = if with_webhook {
+        Some(Upstream::start(|_| respond(204, &[], "")).await)
+    } else {
+        None
+    };
+    let webhook = hook
+        .as_ref()
+        .map(|h| format!("webhook = \"{}/hook\"", h.origin()))
+        .unwrap_or_default();
+    let clock = TestClock::at(edgeward_core::clock::SystemClock.now());
+    let svc = Service::start(
+        &config(&up.origin(), &webhook, policies),
+        &[("API_KEY", KEY)],
+        clock.clone(),
+    )
+    .await
+    .expect("service");
+    Setup {
+        up,
+        svc,
+        clock,
+        hook,
+    }
+}
+
+async fn instance(svc: &Service, agent: &str, seed: u64) -> RawInstance {
+    raw_exchange(
+        svc,
+        agent,
+        ("dev-1", &device()),
+        HOSTILE_WASM,
+        seed,
+        120,
+        None,
+    )
+    .await
+    .expect("exchange")
+}
+
+async fn call(
+    s: &Setup,
+    who: &RawInstance,
+    method: &str,
+    path: &str,
+    grant: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> RawAnswer {
+    let url = format!("{}{path}", s.up.origin());
+    raw_call(
+        &s.svc, &who.token, &who.key, method, &url, grant, headers, body,
+    )
+    .await
+}
+
+fn rule_of(a: &RawAnswer) -> String {
+    a.json()["rule"].as_str().unwrap_or("").to_owned()
+}
+
+fn ticket_of(a: &RawAnswer) -> String {
+    a.json()["ticket"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no ticket: {:?}", a.json()))
+        .to_owned()
+}
+
+fn audit_reasons(svc: &Service) -> Vec<String> {
+    svc.tokens
+        .store()
+        .audit_range(1, 10_000)
+        .expect("audit")
+        .into_iter()
+        .filter(|r| r.entry.kind == "egress")
+        .filter_map(|r| r.entry.reason)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_effect_reaches_the_guest_and_the_audit_log_with_its_rule() {
+    let s = setup(POLICY, false).await;
+    let a = instance(&s.svc, "hostile", 1).await;
+    // allow
+    let r = call(&s, &a, "GET", "/v1/forecast", "weather", &[], b"").await;
+    assert_eq!((r.status, r.class.as_str()), (200, ""));
+    // deny
+    let r = call(&s, &a, "DELETE", "/p/1", "paste", &[], b"").await;
+    assert_eq!((r.status, r.class.as_str()), (403, "denied"));
+    assert_eq!(rule_of(&r), "policy \"*\".rule \"paste-delete\"");
+    // approve: a ticket
+    let r = call(&s, &a, "PUT", "/p/1", "paste", &[], b"hello").await;
+    assert_eq!((r.status, r.class.as_str()), (403, "needs-approval"));
+    assert_eq!(rule_of(&r), "policy \"*\".rule \"paste-write\"");
+    assert_eq!(ticket_of(&r).len(), 32);
+    // nothing matched: the grant allows HEAD, no rule does
+    let r = call(&s, &a, "HEAD", "/mail/inbox", "mail", &[], b"").await;
+    assert_eq!((r.status, r.class.as_str()), (403, "denied"));
+    assert_eq!(rule_of(&r), "default deny");
+    // Only the allowed call reached the upstream.
+    assert_eq!(s.up.received().len(), 1);
+    let reasons = audit_reasons(&s.svc);
+    assert!(
+        reasons[0].contains("policy: allowed by policy \"*\".rule \"weather\""),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons[1].contains("(rule policy \"*\".rule \"paste-delete\")"),
+        "{reasons:?}"
+    );
+    assert!(reasons[2].starts_with("needs-approval"), "{reasons:?}");
+    assert!(reasons[3].contains("(rule default deny)"), "{reasons:?}");
+
+    // Policy changes take effect on the next call.
+    let p = edgeward_core::policy::Policy::from_toml(
+        "agent = \"hostile\"\n[[rule]]\nname = \"no-weather\"\ngrant = \"weather\"\neffect = \"deny\"\n",
+    )
+    .expect("policy");
+    s.svc
+        .tokens
+        .store()
+        .put_policy(&p, s.clock.now(), "test")
+        .expect("put");
+    let r = call(&s, &a, "GET", "/v1/forecast", "weather", &[], b"").await;
+    assert_eq!(rule_of(&r), "policy \"hostile\".rule \"no-weather\"");
+    // Another agent still falls back to the global policy.
+    let b = instance(&s.svc, "other", 2).await;
+    let r = call(&s, &b, "GET", "/v1/forecast", "weather", &[], b"").await;
+    assert_eq!(r.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sequence_rules_fire_only_after_their_trigger_and_a_new_instance_does_not_reset_them() {
+    let s = setup(POLICY, false).await;
+    let first = instance(&s.svc, "hostile", 1).await;
+    // Before the trigger: posting is allowed, weather is allowed.
+    let r = call(&s, &first, "POST", "/p/new", "paste", &[], b"draft").await;
+    assert_eq!(r.status, 200);
+    // The trigger: reading mail (and the secret folder).
+    let r = call(&s, &first, "GET", "/mail/secret/x", "mail", &[], b"").await;
+    assert_eq!(r.status, 200);
+    // A fresh instance of the same agent inherits the state.
+    let second = instance(&s.svc, "hostile", 2).await;
+    assert_ne!(first.instance_id, second.instance_id);
+    let r = call(&s, &second, "POST", "/p/new", "paste", &[], b"draft").await;
+    assert_eq!(r.class, "needs-approval");
+    assert_eq!(rule_of(&r), "policy \"*\".after \"no-exfil-after-mail\"");
+    let r = call(&s, &second, "GET", "/v1/forecast", "weather", &[], b"").await;
+    assert_eq!(r.class, "denied");
+    assert_eq!(rule_of(&r), "policy \"*\".after \"quiet-after-secrets\"");
+    // Another agent has its own state: nothing fired for it.
+    let other = instance(&s.svc, "other", 3).await;
+    let r = call(&s, &other, "POST", "/p/new", "paste", &[], b"draft").await;
+    assert_eq!(r.status, 200);
+
+    // A count limit: 4 mail reads per window, across instances.
+    for who in [&first, &second, &second] {
+        assert_eq!(
+            call(&s, who, "GET", "/mail/inbox", "mail", &[], b"")
+                .await
+                .status,
+            200
+        );
+    }
+    let third = instance(&s.svc, "hostile", 4).await;
+    let r = call(&s, &third, "GET", "/mail/inbox", "mail", &[], b"").await;
+    assert_eq!((r.status, r.class.as_str()), (429, "limit-exceeded"));
+    assert_eq!(rule_of(&r), "policy \"*\".limit \"mail-reads\"");
+    // The window moves on.
+    s.clock.set(s.clock.now() + 30);
+    assert_eq!(
+        call(&s, &third, "GET", "/mail/inbox", "mail", &[], b"")
+            .await
+            .status,
+        200
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn budgets_and_rate_limits_run_out() {
+    let s = setup(POLICY, false).await;
+    let a = instance(&s.svc, "other", 1).await;
+    // A byte budget of 100 per window on POSTs to paste.
+    let r = call(&s, &a, "POST", "/p/a", "paste", &[], &[b'x'; 60]).await;
+    assert_eq!(r.status, 200);
+    let r = call(&s, &a, "POST", "/p/b", "paste", &[], &[b'x'; 50]).await;
+    assert_eq!((r.status, r.class.as_str()), (429, "limit-exceeded"));
+    assert_eq!(rule_of(&r), "policy \"*\".budget \"paste-bytes\"");
+    assert!(
+        r.json()["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("60 of 100 bytes")
+    );
+    // A fresh instance does not get a fresh budget.
+    let b = instance(&s.svc, "other", 2).await;
+    let r = call(&s, &b, "POST", "/p/c", "paste", &[], &[b'x'; 50]).await;
+    assert_eq!(r.class, "limit-exceeded");
+    let r = call(&s, &b, "POST", "/p/c", "paste", &[], &[b'x'; 40]).await;
+    assert_eq!(r.status, 200);
+    // A rate of 1/s with a burst of 3 (the test clock stands still).
+    for _ in 0..3 {
+        assert_eq!(
+            call(&s, &a, "GET", "/v1/x", "weather", &[], b"")
+                .await
+                .status,
+            200
+        );
+    }
+    let r = call(&s, &b, "GET", "/v1/x", "weather", &[], b"").await;
+    assert_eq!(rule_of(&r), "policy \"*\".rate \"weather-rate\"");
+    s.clock.set(s.clock.now() + 1);
+    assert_eq!(
+        call(&s, &b, "GET", "/v1/x", "weather", &[], b"")
+            .await
+            .status,
+        200
+    );
+}
+
+/// An approver's decision, straight in the registry (the admin API and CLI
+/// are tested with the real binary in host/tests).
+fn decide(s: &Setup, ticket: &str, approve: bool) {
+    let now = s.clock.now();
+    s.svc
+        .tokens
+        .store()
+        .decide_approval(ticket, approve, "pat@edgeward.invalid", now, now + 30)
+        .expect("decide");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_approval_is_bound_to_the_exact_call_used_once_and_short_lived() {
+    let s = setup(POLICY, true).await;
+    let a = instance(&s.svc, "hostile", 1).await;
+    let put = |who, headers, body| call(&s, who, "PUT", "/p/doc?v=1", "paste", headers, body);
+    let r = put(&a, &[("x-note", "1")], b"the body").await;
+    let ticket = ticket_of(&r);
+    // Asking again while it waits names the same ticket: no new prompt.
+    assert_eq!(
+        ticket_of(&put(&a, &[("x-note", "1")], b"the body").await),
+        ticket
+    );
+    decide(&s, &ticket, true);
+
+    // The approval covers that call only: another body, URL, method,
+    // header, user or agent opens a ticket of its own.
+    let mut others = Vec::new();
+    others.push(put(&a, &[("x-note", "1")], b"another body").await);
+    others.push(
+        call(
+            &s,
+            &a,
+            "PUT",
+            "/p/doc?v=2",
+            "paste",
+            &[("x-note", "1")],
+            b"the body",
+        )
+        .await,
+    );
+    others.push(
+        call(
+            &s,
+            &a,
+            "PATCH",
+            "/p/doc?v=1",
+            "paste",
+            &[("x-note", "1")],
+            b"the body",
+        )
+        .await,
+    );
+    others.push(put(&a, &[("x-note", "2")], b"the body").await);
+    let b = instance(&s.svc, "other", 2).await;
+    others.push(put(&b, &[("x-note", "1")], b"the body").await);
+    let now = s.clock.now();
+    let alice = edgeward_tests::user_assertion(
+        &idp(),
+        serde_json::json!({
+            "iss": "https://idp.test", "sub": "alice", "aud": "edgeward-test",
+            "iat": now, "exp": now + 600
+        }),
+    );
+    let as_alice = raw_exchange(
+        &s.svc,
+        "hostile",
+        ("dev-1", &device()),
+        HOSTILE_WASM,
+        3,
+        120,
+        Some(&alice),
+    )
+    .await
+    .expect("user exchange");
+    others.push(put(&as_alice, &[("x-note", "1")], b"the body").await);
+    for r in &others {
+        assert_eq!(r.class, "needs-approval", "{:?}", r.json());
+        assert_ne!(ticket_of(r), ticket);
+    }
+    assert_eq!(
+        s.up.received().len(),
+        0,
+        "nothing went through on the approval"
+    );
+
+    // The exact call goes through, once.
+    let r = put(&a, &[("x-note", "1")], b"the body").await;
+    assert_eq!((r.status, r.class.as_str()), (200, ""), "{:?}", r.json());
+    let again = put(&a, &[("x-note", "1")], b"the body").await;
+    assert_eq!(again.class, "needs-approval");
+    assert_ne!(ticket_of(&again), ticket);
+    assert_eq!(s.up.received().len(), 1);
+    // The audit record reads as a sentence.
+    let reasons = audit_reasons(&s.svc);
+    let approved = reasons
+        .iter()
+        .find(|r| r.contains("approved by"))
+        .expect("approved record");
+    assert!(
+        approved.starts_with(&format!(
+            "agent hostile (instance {}) did PUT {}/p/doc, approved by pat@edgeward.invalid at ",
+            a.instance_id,
+            s.up.origin()
+        )),
+        "{approved}"
+    );
+    assert!(
+        approved.contains(&format!("(ticket {ticket})")),
+        "{approved}"
+    );
+
+    // An approval not used in time expires.
+    let late = ticket_of(&again);
+    decide(&s, &late, true);
+    s.clock.set(s.clock.now() + 31);
+    let r = put(&a, &[("x-note", "1")], b"the body").await;
+    assert_eq!(r.class, "needs-approval");
+    assert_ne!(ticket_of(&r), late);
+
+    // A denied ticket: the same call is refused as denied, without a new
+    // prompt, while the denial stands.
+    let denied = ticket_of(&r);
+    decide(&s, &denied, false);
+    let r = put(&a, &[("x-note", "1")], b"the body").await;
+    assert_eq!((r.status, r.class.as_str()), (403, "denied"));
+    assert_eq!(ticket_of(&r), denied);
+
+    // The webhook heard of every ticket, without the body.
+    let heard = s.hook.as_ref().expect("hook").received();
+    assert!(!heard.is_empty());
+    let doc: Value = serde_json::from_slice(&heard[0].body).expect("json");
+    assert_eq!(doc["event"], "approval.opened");
+    assert_eq!(doc["ticket"], ticket.as_str());
+    assert!(!String::from_utf8_lossy(&heard[0].body).contains("the body"));
+    // The ticket as the approver sees it: rendered by the backend.
+    let t = s
+        .svc
+        .tokens
+        .store()
+        .approval(&ticket, s.clock.now())
+        .expect("read")
+        .expect("ticket");
+    assert_eq!(
+        (t.agent.as_str(), t.method.as_str(), t.grant.as_str()),
+        ("hostile", "PUT", "paste")
+    );
+    assert!(t.url.ends_with("/p/doc?v=1"), "{}", t.url);
+    assert!(t.headers.iter().any(|(n, v)| n == "x-note" && v == "1"));
+    assert_eq!(t.body_preview, "the body");
+    assert_eq!(t.rule, "policy \"*\".rule \"paste-write\"");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tickets_per_agent_are_rate_limited_and_stats_count_them() {
+    let s = setup(POLICY, false).await;
+    let a = instance(&s.svc, "hostile", 1).await;
+    for i in 0..8 {
+        let r = call(&s, &a, "PUT", &format!("/p/{i}"), "paste", &[], b"x").await;
+        assert_eq!(r.class, "needs-approval");
+    }
+    let r = call(&s, &a, "PUT", "/p/9", "paste", &[], b"x").await;
+    assert_eq!((r.status, r.class.as_str()), (429, "limit-exceeded"));
+    assert!(
+        r.json()["detail"]
+            .as_str()
+            .unwrap_or("")
+            .contains("opened 8 tickets")
+    );
+    // Stats: allowed vs sent for approval, decisions and latency.
+    let tickets = s
+        .svc
+        .tokens
+        .store()
+        .approvals(None, 100, s.clock.now())
+        .expect("list");
+    s.clock.set(s.clock.now() + 7);
+    decide(&s, &tickets[0].id, true);
+    decide(&s, &tickets[1].id, false);
+    assert_eq!(
+        call(&s, &a, "GET", "/v1/ok", "weather", &[], b"")
+            .await
+            .status,
+        200
+    );
+    let stats = s
+        .svc
+        .tokens
+        .store()
+        .approval_stats(s.clock.now())
+        .expect("stats");
+    let h = stats
+        .iter()
+        .find(|x| x.agent == "hostile")
+        .expect("hostile");
+    assert_eq!(
+        (h.allowed, h.sent_for_approval, h.approved, h.denied),
+        (1, 8, 1, 1)
+    );
+    assert_eq!((h.mean_latency_s, h.max_latency_s), (Some(7), Some(7)));
+}
