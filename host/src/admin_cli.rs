@@ -1,5 +1,5 @@
-//! The admin commands: devices, agents, revocation, inventory, the audit log
-//! and admin principals. Every one is a call to the admin API of a running
+//! The admin commands: devices, agents, revocation, inventory, the audit log,
+//! admin principals, policies and approvals (`policy_cli`). Every one is a call to the admin API of a running
 //! `edgeward serve` over its Unix socket; none of them opens the database,
 //! so the server stays the only writer and every change is audited with the
 //! person who made it.
@@ -114,6 +114,20 @@ pub enum AdminCommand {
         conn: Conn,
         #[command(subcommand)]
         cmd: PrincipalCmd,
+    },
+    /// Policies: set, show, list, remove, and check which rule decides a call.
+    Policy {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(subcommand)]
+        cmd: crate::policy_cli::PolicyCmd,
+    },
+    /// Approval tickets: list, show, approve, deny, stats.
+    Approvals {
+        #[command(flatten)]
+        conn: Conn,
+        #[command(subcommand)]
+        cmd: crate::policy_cli::ApprovalsCmd,
     },
 }
 
@@ -419,6 +433,12 @@ async fn execute(cmd: AdminCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         AdminCommand::Admin { conn, cmd } => principal(&Client::new(&conn)?, cmd).await,
+        AdminCommand::Policy { conn, cmd } => {
+            crate::policy_cli::policy(&Client::new(&conn)?, cmd).await
+        }
+        AdminCommand::Approvals { conn, cmd } => {
+            crate::policy_cli::approvals(&Client::new(&conn)?, cmd).await
+        }
     }
 }
 
@@ -751,13 +771,13 @@ async fn principal(c: &Client, cmd: PrincipalCmd) -> anyhow::Result<ExitCode> {
 }
 
 /// An admin API client over the Unix socket.
-struct Client {
+pub(crate) struct Client {
     socket: PathBuf,
     credential: Zeroizing<String>,
 }
 
 impl Client {
-    fn new(conn: &Conn) -> anyhow::Result<Client> {
+    pub(crate) fn new(conn: &Conn) -> anyhow::Result<Client> {
         let socket = conn
             .admin_socket
             .clone()
@@ -776,11 +796,11 @@ impl Client {
         Ok(Client { socket, credential })
     }
 
-    async fn get(&self, path: &str) -> anyhow::Result<Value> {
+    pub(crate) async fn get(&self, path: &str) -> anyhow::Result<Value> {
         self.call(http::Method::GET, path, None).await
     }
 
-    async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
+    pub(crate) async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
         self.call(http::Method::POST, path, Some(body)).await
     }
 
@@ -881,7 +901,7 @@ fn put<T: serde::Serialize>(body: &mut Value, key: &str, value: Option<T>) {
 }
 
 /// A query-string value, percent-encoded.
-fn query_value(v: &str) -> String {
+pub(crate) fn query_value(v: &str) -> String {
     v.bytes()
         .map(|b| {
             if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
@@ -893,7 +913,7 @@ fn query_value(v: &str) -> String {
         .collect()
 }
 
-fn print_json(v: &Value) -> anyhow::Result<()> {
+pub(crate) fn print_json(v: &Value) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
 }
@@ -1060,7 +1080,7 @@ fn list(items: &[String]) -> String {
 
 /// Text from the registry on a terminal: control characters escaped, so a
 /// name or reason cannot drive the terminal or fake lines.
-fn shown(text: &str) -> String {
+pub(crate) fn shown(text: &str) -> String {
     text.chars()
         .flat_map(|c| {
             if c.is_control() {
@@ -1073,7 +1093,7 @@ fn shown(text: &str) -> String {
 }
 
 /// Columns padded to their widest cell.
-fn table(headers: &[&str], rows: Vec<Vec<String>>) {
+pub(crate) fn table(headers: &[&str], rows: Vec<Vec<String>>) {
     let rows: Vec<Vec<String>> = rows
         .into_iter()
         .map(|r| r.iter().map(|c| shown(c)).collect())

@@ -7,6 +7,7 @@ mod demo;
 mod embedded;
 mod extras;
 mod keys;
+mod policy_cli;
 mod serve;
 mod split;
 

@@ -1122,3 +1122,124 @@ async fn a_device_enrols_itself_with_a_one_time_code() {
     .await
     .expect("join");
 }
+
+/// Policy and approvals as an operator runs them: `policy set/check`, a
+/// guest refused with a ticket, `approvals list/show/approve/stats` by a
+/// person with the approver role, and the same call going through once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_and_approvals_through_the_cli() {
+    let upstream = Upstream::start(|r| {
+        let ok = r.headers.get("x-api-key").map(|v| v.as_bytes()) == Some(UPSTREAM_KEY.as_bytes());
+        respond(
+            if ok { 200 } else { 401 },
+            &[],
+            if ok { "approved ok" } else { "no" },
+        )
+    })
+    .await;
+    let origin = upstream.origin();
+    tokio::task::spawn_blocking(move || {
+        let (text, key) = config("policy", &origin);
+        let server = Server::start("policy", &text);
+        let dir = server.dir.clone();
+        let write = |name: &str, body: &str| {
+            let p = dir.join(name);
+            std::fs::write(&p, body).expect("write");
+            p.display().to_string()
+        };
+        // A bad policy names the rule and the field, and changes nothing.
+        let bad = write(
+            "bad.toml",
+            "agent = \"hello\"\n[[rule]]\nname = \"ask\"\ngrant = \"api\"\npath = \"v1/x\"\neffect = \"approve\"\n",
+        );
+        server
+            .admin(&["policy", "set", &bad])
+            .refused("policy \"hello\".rule \"ask\".path");
+        let unknown = write(
+            "unknown.toml",
+            "agent = \"hello\"\n[[rule]]\nname = \"ask\"\ngrant = \"nope\"\neffect = \"approve\"\n",
+        );
+        server
+            .admin(&["policy", "set", &unknown])
+            .refused("policy \"hello\".rule \"ask\".grant");
+        let good = write(
+            "policy.toml",
+            "agent = \"hello\"\n[[rule]]\nname = \"ask\"\ngrant = \"api\"\npath = \"/v1/ask/**\"\neffect = \"approve\"\n[[rule]]\nname = \"rest\"\ngrant = \"api\"\neffect = \"allow\"\n",
+        );
+        server.admin(&["policy", "set", &good]).ok();
+        let url = format!("{origin}/v1/ask/now");
+        let check = server
+            .admin(&["policy", "check", "--agent", "hello", "--method", "GET", "--url", &url, "--json"])
+            .ok()
+            .json();
+        assert_eq!(check["decision"], "approve");
+        assert_eq!(check["rule"], "policy \"hello\".rule \"ask\"");
+        let shown = server.admin(&["policy", "show", "--agent", "hello"]).ok().stdout.clone();
+        assert!(shown.contains("name = \"ask\""), "{shown}");
+
+        let run_agent = || {
+            let mut cmd = edgeward();
+            cmd.args(["run", "--backend", &server.url, "--ca"])
+                .arg(server.data.join("ca.pem"))
+                .args(["--device", "dev-1", "--device-key"])
+                .arg(&key.key)
+                .args(["--agent", "hello", "--task", &url, HELLO_WASM]);
+            run(cmd)
+        };
+        let out = run_agent();
+        assert_eq!(out.code, Some(1), "{}{}", out.stdout, out.stderr);
+        assert!(out.stdout.contains("needs-approval") || out.stderr.contains("needs-approval"));
+        let list = server.admin(&["approvals", "list", "--status", "pending", "--json"]).ok().json();
+        let ticket = list["approvals"][0]["id"].as_str().expect("ticket").to_owned();
+        assert!(format!("{}{}", out.stdout, out.stderr).contains(&ticket));
+        let show = server.admin(&["approvals", "show", &ticket]).ok().stdout.clone();
+        assert!(show.contains("GET") && show.contains("/v1/ask/now") && show.contains("rule \"ask\""), "{show}");
+
+        // An approver of another agent sees nothing and decides nothing.
+        let add = |name: &str, agent: &str| {
+            let out = server
+                .admin(&["admin", "add", "--name", name, "--role", "approver", "--agent", agent])
+                .ok()
+                .stdout
+                .clone();
+            out.lines().last().expect("credential").trim().to_owned()
+        };
+        let stranger = add("sam", "other-agent");
+        server
+            .as_principal(&stranger, &["approvals", "approve", &ticket])
+            .refused("no approval ticket");
+        let pat = add("pat", "hello");
+        let out = server.as_principal(&pat, &["approvals", "approve", &ticket]);
+        out.ok();
+        assert!(out.stdout.contains("may go through once"), "{}", out.stdout);
+        // A decided ticket cannot be decided again.
+        server
+            .as_principal(&pat, &["approvals", "deny", &ticket])
+            .refused("not pending");
+
+        let out = run_agent();
+        out.ok();
+        assert_eq!(out.stdout.trim(), "approved ok");
+        let out = run_agent();
+        assert_eq!(out.code, Some(1), "used once");
+        let stats = server.as_principal(&pat, &["approvals", "stats", "--json"]).ok().json();
+        let hello = &stats["agents"][0];
+        assert_eq!(hello["agent"], "hello");
+        assert_eq!(hello["sent_for_approval"], 2);
+        assert_eq!(hello["approved"], 1);
+        let page = server.admin(&["audit", "tail", "-n", "40", "--json"]).ok().json();
+        let records = page["records"].as_array().expect("records");
+        assert!(
+            records.iter().any(|r| r["kind"] == "egress"
+                && r["reason"].as_str().is_some_and(|x| x.contains("approved by pat"))),
+            "{page}"
+        );
+        assert!(records.iter().any(|r| r["kind"] == "admin"
+            && r["admin"] == "pat"
+            && r["reason"].as_str().is_some_and(|x| x.starts_with(&format!("approvals approve {ticket}: approved")))));
+        server.admin(&["audit", "verify"]).ok();
+    })
+    .await
+    .expect("join");
+    assert_eq!(upstream.received().len(), 1);
+}
