@@ -105,7 +105,7 @@ pub async fn start(
             },
             exchange: backend.clone(),
             egress: backend.clone(),
-            stop_channel: Some(backend),
+            stop_channel: Some(backend.clone()),
             clock,
             entropy: &mut os_entropy,
             grants: Vec::new(),
@@ -114,7 +114,8 @@ pub async fn start(
         })
         .await
         .context("the instance could not attest")?;
-    extras.attach(&runtime, instance)
+    // Guests may wait for approval tickets through the in-process backend.
+    extras.attach(&runtime, instance.with_approvals(backend))
 }
 
 /// Guest text on a terminal: control characters (escape sequences, carriage

@@ -57,7 +57,7 @@ impl Split {
                 },
                 exchange: backend.clone(),
                 egress: backend.clone(),
-                stop_channel: Some(backend),
+                stop_channel: Some(backend.clone()),
                 clock: Arc::new(SystemClock),
                 entropy: &mut crate::embedded::os_entropy,
                 grants: Vec::new(),
@@ -66,7 +66,8 @@ impl Split {
             })
             .await
             .context("the instance could not attest")?;
-        let instance = extras.attach(&runtime, instance)?;
+        // Guests may wait for approval tickets through the same backend.
+        let instance = extras.attach(&runtime, instance.with_approvals(backend))?;
         Ok(instance.run(task).await)
     }
 }

@@ -7,8 +7,8 @@ use edgeward_core::clock::Clock as _;
 use edgeward_core::entropy::SeededEntropy;
 use edgeward_core::keys::{Ed25519Signer, Signer};
 use edgeward_tests::{
-    HOSTILE_WASM, RawAnswer, RawInstance, Service, TestClock, Upstream, digest, raw_call,
-    raw_exchange, respond,
+    COURIER_WASM, HOSTILE_WASM, RawAnswer, RawInstance, Service, TestClock, Upstream, digest,
+    raw_call, raw_exchange, respond,
 };
 use serde_json::Value;
 use std::sync::Arc;
@@ -90,10 +90,18 @@ grants = ["mail", "paste", "weather"]
 devices = ["dev-1"]
 max_instances_per_device = 16
 
+[[agent]]
+name = "courier"
+owner = "tests@edgeward.invalid"
+digests = ["{courier}"]
+grants = ["mail", "paste", "weather"]
+devices = ["dev-1"]
+
 {policies}
 "#,
         device = device().public_key(),
         digest = digest(HOSTILE_WASM),
+        courier = digest(COURIER_WASM),
         jwks = edgeward_tests::idp_jwks(&idp()),
     )
 }
@@ -604,4 +612,112 @@ async fn tickets_per_agent_are_rate_limited_and_stats_count_them() {
         (1, 8, 1, 1)
     );
     assert_eq!((h.mean_latency_s, h.max_latency_s), (Some(7), Some(7)));
+}
+
+/// A guest (built against `edgeward:agent@0.3.0`) waits on its ticket
+/// through the WIT `approval` interface while a person approves it; the
+/// same call then goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_waits_for_its_approval_while_a_person_approves_it() {
+    let s = setup(POLICY, false).await;
+    let remote = Arc::new(s.svc.remote());
+    let loaded = edgeward_tests::runtime()
+        .load(
+            edgeward_tests::component(COURIER_WASM),
+            edgeward_runtime::AgentSpec {
+                name: "courier".into(),
+                allowed_digests: vec![digest(COURIER_WASM)],
+            },
+        )
+        .expect("load");
+    let instance = loaded
+        .attest(edgeward_runtime::AttestOptions {
+            device: edgeward_runtime::DeviceIdentity {
+                id: "dev-1".into(),
+                signer: Arc::new(device()),
+            },
+            exchange: remote.clone(),
+            egress: remote.clone(),
+            stop_channel: None,
+            clock: s.clock.clone(),
+            entropy: &mut SeededEntropy::new(5),
+            grants: vec![],
+            lifetime: None,
+            user_assertion: None,
+        })
+        .await
+        .expect("attest")
+        .with_approvals(remote);
+    let instance = Arc::new(instance);
+    let url = format!("{}/p/report", s.up.origin());
+    let task = serde_json::json!({
+        "approved": url, "method": "PUT", "body": "quarterly numbers", "wait_ms": 8000,
+        "grant": "paste"
+    })
+    .to_string();
+    let running = {
+        let instance = Arc::clone(&instance);
+        tokio::spawn(async move { instance.run(&task).await })
+    };
+    // The approver's side: wait for the ticket to open, look at it, approve.
+    let store = s.svc.tokens.store().clone();
+    let mut waited = 0;
+    let ticket = loop {
+        let pending = store
+            .approvals(
+                Some(edgeward_backend::store::ApprovalStatus::Pending),
+                10,
+                s.clock.now(),
+            )
+            .expect("list");
+        if let Some(t) = pending.into_iter().next() {
+            break t;
+        }
+        assert!(
+            waited < 500 && !running.is_finished(),
+            "no ticket opened; the guest ended: {:?}",
+            running.is_finished()
+        );
+        waited += 1;
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(
+        (ticket.agent.as_str(), ticket.method.as_str()),
+        ("courier", "PUT")
+    );
+    assert_eq!(ticket.body_preview, "quarterly numbers");
+    decide(&s, &ticket.id, true);
+    let report = running.await.expect("join");
+    let answer: Value = match report.outcome {
+        Ok(Ok(text)) => serde_json::from_str(&text).expect("json"),
+        other => panic!("{other:?}: {:?}", report.logs),
+    };
+    assert_eq!(answer["waited"], "Approved", "{answer}");
+    assert_eq!(answer["status"], 200, "{answer}");
+    assert_eq!(answer["ticket"], ticket.id.as_str());
+    assert_eq!(s.up.received().len(), 1);
+
+    // Waiting on a ticket of another agent tells nothing: `unknown`, as
+    // for an id that does not exist.
+    let theirs = instance_ticket_of_other_agent(&s).await;
+    for id in [
+        theirs.as_str(),
+        "00000000000000000000000000000000",
+        "not-a-ticket",
+    ] {
+        let task = serde_json::json!({ "wait": id, "wait_ms": 100 }).to_string();
+        let report = instance.run(&task).await;
+        let answer: Value = match report.outcome {
+            Ok(Ok(text)) => serde_json::from_str(&text).expect("json"),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(answer["waited"], "Unknown", "{id}: {answer}");
+    }
+}
+
+/// A ticket opened by another agent (`hostile`), for the visibility check.
+async fn instance_ticket_of_other_agent(s: &Setup) -> String {
+    let a = instance(&s.svc, "hostile", 9).await;
+    let r = call(s, &a, "PUT", "/p/theirs", "paste", &[], b"x").await;
+    ticket_of(&r)
 }

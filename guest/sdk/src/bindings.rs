@@ -35,3 +35,14 @@ pub mod v0_2 {
         with: { "edgeward:agent/delegation@0.2.0": generate },
     });
 }
+
+/// `edgeward:agent/approval@0.3.0`, generated on its own for the same
+/// reason as [`v0_2`]: only agents that wait for approvals import it.
+pub mod v0_3 {
+    wit_bindgen::generate!({
+        inline: "package edgeward:sdk; world waiting { import edgeward:agent/approval@0.3.0; }",
+        path: ["../../wit", "../../wit/v0.2", "../../wit/v0.3"],
+        world: "edgeward:sdk/waiting",
+        with: { "edgeward:agent/approval@0.3.0": generate },
+    });
+}

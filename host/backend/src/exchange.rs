@@ -1189,6 +1189,56 @@ impl TokenService {
         self.last_stops.lock().ok()?.get(agent).copied()
     }
 
+    /// Wait up to `timeout` for a decision on an approval ticket, as the
+    /// holder of `token`: a ticket of another agent or user is `Unknown`
+    /// (it says nothing about other agents' tickets).
+    pub async fn wait_ticket(
+        &self,
+        token: &str,
+        ticket: &str,
+        timeout: std::time::Duration,
+    ) -> Result<edgeward_core::egress::TicketState, AccessError> {
+        use crate::store::ApprovalStatus;
+        use edgeward_core::egress::TicketState;
+        let access = self.check_access(token)?;
+        let agent = access
+            .rights
+            .agents
+            .last()
+            .map_or(access.token.agent(), String::as_str)
+            .to_owned();
+        let user = access.token.on_behalf_of().map(str::to_owned);
+        if ticket.len() != 32 || !ticket.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Ok(TicketState::Unknown);
+        }
+        let until =
+            tokio::time::Instant::now() + timeout.min(edgeward_core::egress::MAX_TICKET_WAIT);
+        loop {
+            let t = self
+                .store
+                .approval(ticket, self.clock.now())
+                .map_err(|e| AccessError::Revoked(format!("registry unavailable: {e}")))?;
+            let state = match t {
+                Some(t) if t.agent == agent && t.user == user => match t.status {
+                    ApprovalStatus::Pending => TicketState::Pending,
+                    ApprovalStatus::Approved => TicketState::Approved,
+                    ApprovalStatus::Denied => TicketState::Denied,
+                    ApprovalStatus::Used | ApprovalStatus::Expired => TicketState::Expired,
+                },
+                _ => TicketState::Unknown,
+            };
+            if state != TicketState::Pending || tokio::time::Instant::now() >= until {
+                return Ok(state);
+            }
+            // Decisions are rare and people are slow: polling the store a
+            // few times a second costs less than a notification path.
+            tokio::time::sleep_until(
+                (tokio::time::Instant::now() + std::time::Duration::from_millis(200)).min(until),
+            )
+            .await;
+        }
+    }
+
     /// Long-poll the stop channel for the instance holding `token`: returns
     /// at once if it is revoked, else when a revocation concerns it, else
     /// after the poll time with the lease.

@@ -269,6 +269,25 @@ impl StopChannel for Backend {
     }
 }
 
+/// Embedded mode's approval waits: the same call as the HTTP route.
+impl edgeward_core::egress::ApprovalChannel for Backend {
+    fn wait_ticket(
+        &self,
+        token: BearerToken,
+        ticket: String,
+        timeout: std::time::Duration,
+    ) -> BoxFuture<Result<edgeward_core::egress::TicketState, ExchangeFailure>> {
+        let inner = Arc::clone(&self.inner);
+        Box::pin(async move {
+            inner
+                .tokens
+                .wait_ticket(token.expose(), &ticket, timeout)
+                .await
+                .map_err(|e| ExchangeFailure::Unreachable(e.to_string()))
+        })
+    }
+}
+
 /// How a bad access token reaches the guest.
 fn token_refusal(e: &AccessError) -> Refusal {
     let e = match e {

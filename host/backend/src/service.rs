@@ -8,6 +8,7 @@
 //! | `GET /.well-known/jwks.json` | token signing keys |
 //! | `GET /.well-known/oauth-authorization-server` | RFC 8414 metadata |
 //! | `GET /v1/stop` | the stop channel: a long poll with the instance's token; answers `{"stop": true, "reason"}` when it is revoked, else `{"stop": false, "lease"}` after the poll time |
+//! | `GET /v1/approvals/wait?ticket=&timeout_ms=` | a guest waits for a decision on its approval ticket (long poll, at most 60 s) with the instance's token: `{"state": "pending" \| "approved" \| "denied" \| "expired" \| "unknown"}` |
 //! | `POST /v1/revoke` | RFC 7009: a token holder revokes its own token (DPoP proof from its key) |
 //! | `POST /v1/enroll` | a device enrols itself with a one-time code from `edgeward device invite`: `{"code", "id", "public_key"}` |
 //! | `POST /v1/egress` | a guest request: `authorization: Bearer <token>`, `edgeward-method: <method>`, `edgeward-target: <absolute URL>`, `edgeward-grant: <grant>`, the guest's headers and body |
@@ -130,6 +131,7 @@ async fn route(
         ),
         (Method::POST, "/v1/egress") => egress(backend, req).await,
         (Method::GET, "/v1/stop") => stop(backend, req).await,
+        (Method::GET, "/v1/approvals/wait") => wait_ticket(backend, req).await,
         (Method::POST, "/v1/revoke") => revoke(backend, req, scheme).await,
         (Method::POST, "/v1/enroll") => enroll(backend, req).await,
         _ => json(
@@ -220,6 +222,40 @@ async fn stop(backend: &Backend, req: hyper::Request<hyper::body::Incoming>) -> 
         Ok(edgeward_core::egress::StopPoll::Continue { lease_secs }) => json(
             StatusCode::OK,
             &serde_json::json!({ "stop": false, "lease": lease_secs }),
+        ),
+        Err(e) => json(
+            StatusCode::UNAUTHORIZED,
+            &serde_json::json!({ "error": "invalid_token", "error_description": e.to_string() }),
+        ),
+    }
+}
+
+/// A guest waits for its approval ticket. Read-only: the answer is the
+/// state of one ticket of the token's own agent and user.
+async fn wait_ticket(backend: &Backend, req: hyper::Request<hyper::body::Incoming>) -> Response {
+    let Some(token) = bearer(req.headers()) else {
+        return json(
+            StatusCode::UNAUTHORIZED,
+            &serde_json::json!({ "error": "invalid_token", "error_description": "no access token" }),
+        );
+    };
+    let mut ticket = String::new();
+    let mut timeout_ms = 0u64;
+    for (k, v) in form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes()) {
+        match k.as_ref() {
+            "ticket" => ticket = v.chars().take(64).collect(),
+            "timeout_ms" => timeout_ms = v.parse().unwrap_or(0),
+            _ => {}
+        }
+    }
+    match backend
+        .tokens()
+        .wait_ticket(&token, &ticket, Duration::from_millis(timeout_ms))
+        .await
+    {
+        Ok(state) => json(
+            StatusCode::OK,
+            &serde_json::json!({ "state": state.as_str() }),
         ),
         Err(e) => json(
             StatusCode::UNAUTHORIZED,

@@ -88,6 +88,63 @@ pub struct TokenRequest {
     pub subject: Subject,
 }
 
+/// Where an approval ticket stands, as a waiting guest sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TicketState {
+    /// Not decided yet.
+    Pending,
+    /// Approved and not used yet.
+    Approved,
+    /// Denied.
+    Denied,
+    /// Expired, or its approval was used.
+    Expired,
+    /// Not a ticket of the caller's agent and user.
+    Unknown,
+}
+
+impl TicketState {
+    /// Its wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TicketState::Pending => "pending",
+            TicketState::Approved => "approved",
+            TicketState::Denied => "denied",
+            TicketState::Expired => "expired",
+            TicketState::Unknown => "unknown",
+        }
+    }
+
+    /// From its wire name.
+    pub fn from_name(name: &str) -> Option<TicketState> {
+        Some(match name {
+            "pending" => TicketState::Pending,
+            "approved" => TicketState::Approved,
+            "denied" => TicketState::Denied,
+            "expired" => TicketState::Expired,
+            "unknown" => TicketState::Unknown,
+            _ => return None,
+        })
+    }
+}
+
+/// Longest a guest may wait for a decision in one call.
+pub const MAX_TICKET_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Waiting for approvals: the backend in process, or over TLS.
+pub trait ApprovalChannel: Send + Sync + 'static {
+    /// Wait up to `timeout` (capped at [`MAX_TICKET_WAIT`]) for a decision
+    /// on `ticket`, as the holder of `token`: only tickets of the token's
+    /// agent and user are visible.
+    fn wait_ticket(
+        &self,
+        token: BearerToken,
+        ticket: String,
+        timeout: std::time::Duration,
+    ) -> BoxFuture<Result<TicketState, ExchangeFailure>>;
+}
+
 /// The RFC 8693 subject of an exchange.
 #[derive(Debug, Clone)]
 #[non_exhaustive]

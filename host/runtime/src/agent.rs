@@ -86,6 +86,9 @@ pub struct AgentInstance {
     output_scanner: Mutex<Option<OutputScanner>>,
     /// The sub-agents it may start (see [`AgentInstance::with_sub_agents`]).
     delegator: Option<Arc<Delegator>>,
+    /// Where its guests wait for approvals (see
+    /// [`AgentInstance::with_approvals`]).
+    approvals: Option<Arc<dyn edgeward_core::egress::ApprovalChannel>>,
 }
 
 /// The output scanner and the token it was built for.
@@ -314,6 +317,7 @@ impl LoadedAgent {
             stop,
             output_scanner: Mutex::new(None),
             delegator: None,
+            approvals: None,
         })
     }
 }
@@ -387,6 +391,18 @@ impl AgentInstance {
         Ok(BearerToken::new(chain.encode()))
     }
 
+    /// Let this instance's guests wait for approval tickets through the WIT
+    /// `approval` interface (`edgeward:agent@0.3.0`), asking `channel`
+    /// (the backend). Without it, `wait` answers `unavailable`. Children
+    /// it starts wait through the same channel.
+    pub fn with_approvals(
+        mut self,
+        channel: Arc<dyn edgeward_core::egress::ApprovalChannel>,
+    ) -> AgentInstance {
+        self.approvals = Some(channel);
+        self
+    }
+
     /// The same instance, starting children from `delegator`.
     pub(crate) fn with_delegator(mut self, delegator: Arc<Delegator>) -> AgentInstance {
         self.delegator = Some(delegator);
@@ -444,7 +460,9 @@ impl AgentInstance {
                 limits,
                 identity: Arc::clone(&self.identity),
                 deadline: std::time::Instant::now() + limits.task_timeout,
+                approvals: self.approvals.clone(),
             }),
+            approvals: self.approvals.clone(),
         };
         if self.stop.is_stopped() {
             return TaskReport {

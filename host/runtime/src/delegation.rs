@@ -62,6 +62,8 @@ pub(crate) struct TaskDelegation {
     pub(crate) identity: Arc<InstanceIdentity>,
     /// When the parent's task times out: a child gets what is left.
     pub(crate) deadline: std::time::Instant,
+    /// The parent's approval channel, handed to the child.
+    pub(crate) approvals: Option<Arc<dyn edgeward_core::egress::ApprovalChannel>>,
 }
 
 /// What a child may do: every field narrows its parent's own rights, and
@@ -250,6 +252,10 @@ impl TaskDelegation {
                 )
                 .map_err(unavailable)?
                 .with_delegator(Arc::clone(&self.delegator));
+            let child = match self.approvals.clone() {
+                Some(channel) => child.with_approvals(channel),
+                None => child,
+            };
             let report = child.run(&task).await;
             let outcome = match report.outcome {
                 Ok(result) => result,

@@ -103,5 +103,8 @@ pub(crate) fn build_linker(engine: &Engine) -> Result<Linker<TaskState>, Runtime
     // edgeward:agent@0.2.0 adds `delegation`; 0.1.0 components never import it.
     bindings::delegation::add_to_linker::<TaskState, HasSelf<TaskState>>(&mut linker, |s| s)
         .map_err(link)?;
+    // edgeward:agent@0.3.0 adds `approval`.
+    bindings::approval::add_to_linker::<TaskState, HasSelf<TaskState>>(&mut linker, |s| s)
+        .map_err(link)?;
     Ok(linker)
 }

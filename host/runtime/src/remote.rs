@@ -358,6 +358,54 @@ impl StopChannel for RemoteBackend {
     }
 }
 
+impl edgeward_core::egress::ApprovalChannel for RemoteBackend {
+    fn wait_ticket(
+        &self,
+        token: BearerToken,
+        ticket: String,
+        timeout: Duration,
+    ) -> BoxFuture<Result<edgeward_core::egress::TicketState, ExchangeFailure>> {
+        let this = self.clone();
+        Box::pin(async move {
+            let timeout = timeout.min(edgeward_core::egress::MAX_TICKET_WAIT);
+            let query = form_urlencoded::Serializer::new(String::new())
+                .append_pair("ticket", &ticket)
+                .append_pair("timeout_ms", &timeout.as_millis().to_string())
+                .finish();
+            let mut auth =
+                HeaderValue::from_str(&format!("Bearer {}", token.expose())).map_err(|_| {
+                    ExchangeFailure::Local("the access token is not a header value".into())
+                })?;
+            auth.set_sensitive(true);
+            let request = http::Request::get(format!("{}/v1/approvals/wait?{query}", this.base))
+                .header(http::header::AUTHORIZATION, auth)
+                .body(Full::new(Bytes::new()))
+                .map_err(|_| ExchangeFailure::Local("bad backend URL".into()))?;
+            let response = this
+                .send(request, MAX_TOKEN_RESPONSE_BYTES)
+                .await
+                .map_err(ExchangeFailure::Unreachable)?;
+            let doc: serde_json::Value = serde_json::from_slice(response.body())
+                .map_err(|_| ExchangeFailure::Unreachable("the answer is not JSON".into()))?;
+            if response.status() != StatusCode::OK {
+                return Err(ExchangeFailure::Refused {
+                    error: doc["error"].as_str().unwrap_or("unknown_error").to_owned(),
+                    description: doc["error_description"]
+                        .as_str()
+                        .unwrap_or("")
+                        .chars()
+                        .take(300)
+                        .collect(),
+                });
+            }
+            doc["state"]
+                .as_str()
+                .and_then(edgeward_core::egress::TicketState::from_name)
+                .ok_or_else(|| ExchangeFailure::Unreachable("the answer has no state".into()))
+        })
+    }
+}
+
 impl Egress for RemoteBackend {
     fn forward(&self, call: EgressCall) -> EgressFuture {
         let this = self.clone();

@@ -1,6 +1,6 @@
 //! One task: a fresh `Store`, one call of the guest's `run`, and the report.
 
-use crate::bindings::{identity, log};
+use crate::bindings::{approval, identity, log};
 use crate::egress_hook::EgressHooks;
 use crate::limits::TaskLimiter;
 use std::sync::Arc;
@@ -87,6 +87,8 @@ pub(crate) struct TaskState {
     pub(crate) limiter: TaskLimiter,
     /// Set when the instance may start sub-agents.
     pub(crate) delegation: Option<crate::delegation::TaskDelegation>,
+    /// Where the guest waits for approvals, when the embedder set one.
+    pub(crate) approvals: Option<Arc<dyn edgeward_core::egress::ApprovalChannel>>,
 }
 
 /// The captured stdout and stderr of a task.
@@ -209,5 +211,38 @@ impl log::Host for TaskState {
             source: LogSource::Log,
             message,
         });
+    }
+}
+
+impl approval::Host for TaskState {
+    fn wait(
+        &mut self,
+        ticket: String,
+        timeout_ms: u32,
+    ) -> impl std::future::Future<Output = approval::State> + Send {
+        let channel = self.approvals.clone();
+        let token = Arc::clone(&self.hooks.shared.token);
+        async move {
+            use edgeward_core::egress::TicketState;
+            let Some(channel) = channel else {
+                return approval::State::Unavailable;
+            };
+            // The ticket id is guest text: only its shape goes further.
+            if ticket.len() != 32 || !ticket.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return approval::State::Unknown;
+            }
+            let Ok(token) = token.token().await else {
+                return approval::State::Unavailable;
+            };
+            let timeout = std::time::Duration::from_millis(u64::from(timeout_ms));
+            match channel.wait_ticket(token, ticket, timeout).await {
+                Ok(TicketState::Pending) => approval::State::Pending,
+                Ok(TicketState::Approved) => approval::State::Approved,
+                Ok(TicketState::Denied) => approval::State::Denied,
+                Ok(TicketState::Expired) => approval::State::Expired,
+                Ok(TicketState::Unknown) => approval::State::Unknown,
+                Ok(_) | Err(_) => approval::State::Unavailable,
+            }
+        }
     }
 }
