@@ -1110,6 +1110,42 @@ grants = ["weather"]
     }
 
     #[test]
+    fn policies_in_a_config_are_checked_against_its_grants() {
+        let policy = |body: &str| format!("\n[[policy]]\nagent = \"weather-bot\"\n{body}\n");
+        let ok = sample("", "")
+            + &policy("[[policy.rule]]\nname = \"r\"\ngrant = \"weather\"\neffect = \"allow\"");
+        let c = Config::parse(&ok).unwrap();
+        assert_eq!(c.policies.len(), 1);
+        assert_eq!(c.policies[0].agent(), "weather-bot");
+        for (body, field) in [
+            (
+                "[[policy.rule]]\nname = \"r\"\ngrant = \"mail\"\neffect = \"allow\"",
+                "policy \"weather-bot\".rule \"r\".grant",
+            ),
+            (
+                "[[policy.limit]]\nname = \"l\"\nmatch = { grant = \"nope\" }\nmax = 1\nwindow_s = 1",
+                "policy \"weather-bot\".limit \"l\".grant",
+            ),
+            (
+                "[[policy.rule]]\nname = \"r\"\neffect = \"maybe\"",
+                "expected one of `allow`, `approve`, `deny`",
+            ),
+        ] {
+            let err = Config::parse(&(sample("", "") + &policy(body)))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(field), "{body}: {err}");
+        }
+        let twice = ok.clone() + &policy("");
+        assert!(
+            Config::parse(&twice)
+                .unwrap_err()
+                .to_string()
+                .contains("second policy")
+        );
+    }
+
+    #[test]
     fn user_issuers_and_per_user_secrets() {
         let jwk = r#"{"keys":[{"kty":"OKP","crv":"Ed25519","kid":"k1","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}"#;
         let issuer = |name: &str, url: &str, jwks: &str| {
