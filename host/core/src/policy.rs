@@ -58,6 +58,8 @@ pub const GLOBAL: &str = "*";
 const DEFAULT_WITHIN: u64 = 86_400;
 /// Most rules of each kind in one policy.
 const MAX_RULES: usize = 256;
+/// Most path segments a pattern is matched against.
+pub const MAX_SEGMENTS: usize = 256;
 /// Most entries kept per byte budget (older ones are merged).
 const MAX_BUDGET_ENTRIES: usize = 1024;
 
@@ -188,13 +190,15 @@ impl PathPattern {
         Ok(PathPattern(segments))
     }
 
-    /// Whether `path` (no query) matches.
+    /// Whether `path` (no query) matches. A path of more than
+    /// [`MAX_SEGMENTS`] segments matches no pattern: with two `**` the work
+    /// grows with the square of the segments, and the path is guest text.
     pub fn matches(&self, path: &str) -> bool {
         let Some(rest) = path.strip_prefix('/') else {
             return false;
         };
-        let segments: Vec<&str> = rest.split('/').collect();
-        glob(&self.0, &segments)
+        let segments: Vec<&str> = rest.split('/').take(MAX_SEGMENTS + 1).collect();
+        segments.len() <= MAX_SEGMENTS && glob(&self.0, &segments)
     }
 }
 

@@ -351,4 +351,8 @@ fn globs() {
     assert!(g("/v1/a", "/v1/a"));
     assert!(!g("/v1/a", "/v1/a/"));
     assert!(!g("/v1/**", "v1/a"));
+    // A guest's very long path matches nothing (bounded work).
+    let long = "/x".repeat(MAX_SEGMENTS + 1);
+    assert!(!g("/**/x/**", &long));
+    assert!(g("/**/x/**", &"/x".repeat(MAX_SEGMENTS)));
 }
