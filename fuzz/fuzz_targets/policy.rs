@@ -22,6 +22,7 @@ fuzz_target!(|data: &[u8]| {
     ];
     for (i, (grant, method, path, user, bytes)) in calls.iter().enumerate() {
         let call = Call {
+            agent: "fuzz",
             grant,
             method,
             path,

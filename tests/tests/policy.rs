@@ -168,7 +168,7 @@ window_s = 30
 [[policy.budget]]
 name = "paste-bytes"
 match = { grant = "paste", methods = ["POST"] }
-bytes = 100
+bytes = 400
 window_s = 600
 
 [[policy.rate]]
@@ -374,24 +374,29 @@ async fn sequence_rules_fire_only_after_their_trigger_and_a_new_instance_does_no
 async fn budgets_and_rate_limits_run_out() {
     let s = setup(POLICY, false).await;
     let a = instance(&s.svc, "other", 1).await;
-    // A byte budget of 100 per window on POSTs to paste.
-    let r = call(&s, &a, "POST", "/p/a", "paste", &[], &[b'x'; 60]).await;
+    // A byte budget of 400 per window on POSTs to paste: body, URL and
+    // headers all count.
+    let r = call(&s, &a, "POST", "/p/a", "paste", &[], &[b'x'; 200]).await;
     assert_eq!(r.status, 200);
-    let r = call(&s, &a, "POST", "/p/b", "paste", &[], &[b'x'; 50]).await;
+    let r = call(&s, &a, "POST", "/p/b", "paste", &[], &[b'x'; 200]).await;
     assert_eq!((r.status, r.class.as_str()), (429, "limit-exceeded"));
     assert_eq!(rule_of(&r), "policy \"*\".budget \"paste-bytes\"");
     assert!(
         r.json()["detail"]
             .as_str()
             .unwrap_or("")
-            .contains("60 of 100 bytes")
+            .contains("of 400 bytes")
     );
     // A fresh instance does not get a fresh budget.
     let b = instance(&s.svc, "other", 2).await;
-    let r = call(&s, &b, "POST", "/p/c", "paste", &[], &[b'x'; 50]).await;
+    let r = call(&s, &b, "POST", "/p/c", "paste", &[], &[b'x'; 200]).await;
     assert_eq!(r.class, "limit-exceeded");
-    let r = call(&s, &b, "POST", "/p/c", "paste", &[], &[b'x'; 40]).await;
+    let r = call(&s, &b, "POST", "/p/c", "paste", &[], &[b'x'; 10]).await;
     assert_eq!(r.status, 200);
+    // A long query string counts as much as a body.
+    let long = format!("/p/q?{}", "x".repeat(200));
+    let r = call(&s, &b, "POST", &long, "paste", &[], b"").await;
+    assert_eq!(r.class, "limit-exceeded");
     // A rate of 1/s with a burst of 3 (the test clock stands still).
     for _ in 0..3 {
         assert_eq!(
@@ -586,7 +591,7 @@ async fn tickets_per_agent_are_rate_limited_and_stats_count_them() {
         .svc
         .tokens
         .store()
-        .approvals(None, 100, s.clock.now())
+        .approvals(None, None, 100, s.clock.now())
         .expect("list");
     s.clock.set(s.clock.now() + 7);
     decide(&s, &tickets[0].id, true);
@@ -666,6 +671,7 @@ async fn a_guest_waits_for_its_approval_while_a_person_approves_it() {
         let pending = store
             .approvals(
                 Some(edgeward_backend::store::ApprovalStatus::Pending),
+                None,
                 10,
                 s.clock.now(),
             )
@@ -720,4 +726,42 @@ async fn instance_ticket_of_other_agent(s: &Setup) -> String {
     let a = instance(&s.svc, "hostile", 9).await;
     let r = call(s, &a, "PUT", "/p/theirs", "paste", &[], b"x").await;
     ticket_of(&r)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identical_calls_share_one_ticket_and_deprovisioning_drops_policy_and_approvals() {
+    let s = setup(POLICY, false).await;
+    let store = s.svc.tokens.store().clone();
+    let a = instance(&s.svc, "other", 1).await;
+    let first = call(&s, &a, "PUT", "/p/x", "paste", &[], b"same").await;
+    let ticket = ticket_of(&first);
+    // The store opens at most one pending ticket per exact action.
+    let t = store
+        .approval(&ticket, s.clock.now())
+        .expect("read")
+        .expect("ticket");
+    let again = edgeward_backend::store::ApprovalRecord {
+        id: "f".repeat(32),
+        ..t.clone()
+    };
+    let (stored, opened) = store.open_approval(&again, s.clock.now()).expect("open");
+    assert!(!opened);
+    assert_eq!(stored.id, ticket);
+    decide(&s, &ticket, true);
+    // An agent-specific policy, then the agent is deprovisioned: its policy
+    // and its live approval go with it.
+    let p = edgeward_core::policy::Policy::from_toml(
+        "agent = \"other\"\n[[rule]]\nname = \"all\"\neffect = \"allow\"\n",
+    )
+    .expect("policy");
+    store.put_policy(&p, s.clock.now(), "test").expect("put");
+    store
+        .deprovision_agent("other", s.clock.now())
+        .expect("deprovision");
+    assert!(store.policy("other").expect("read").is_none());
+    let t = store
+        .approval(&ticket, s.clock.now())
+        .expect("read")
+        .expect("ticket");
+    assert_eq!(t.status, edgeward_backend::store::ApprovalStatus::Expired);
 }

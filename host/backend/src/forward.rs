@@ -423,6 +423,7 @@ impl Egress for Backend {
                             .ancestors()
                             .last()
                             .map_or_else(|| agent.clone(), |a| a.agent.clone()),
+                        generation: access.agent.generation,
                     };
                     let result = match proof {
                         Ok(()) => inner
@@ -580,28 +581,6 @@ impl Inner {
         let scan = tracing::trace_span!(target: "edgeward::stage", "scan.outbound");
         let body = self.scan_outbound(grant, &mut parts, body)?;
         drop(scan);
-        // Policy decides on the call as it would leave (headers cleaned,
-        // body scanned), before any credential is attached.
-        let decide = tracing::trace_span!(target: "edgeward::stage", "policy.decide");
-        let scrub = |text: &str| {
-            let scanned = self.scanner.apply(text.as_bytes());
-            self.redactor
-                .redact_str(&String::from_utf8_lossy(&scanned.bytes))
-                .0
-        };
-        let (verdict, _) = self.policy.decide(
-            &self.tokens,
-            &scrub,
-            ctx,
-            &crate::policy::Action {
-                grant: grant.rules.name.as_str(),
-                method: &parts.method,
-                uri: &parts.uri,
-                headers: &parts.headers,
-                body: &body,
-            },
-        )?;
-        drop(decide);
         let inject = tracing::trace_span!(target: "edgeward::stage", "inject");
         // A user's call carries that user's credential on a per-user grant,
         // and is refused if the user has none: never the grant's own
@@ -623,14 +602,39 @@ impl Inner {
                 ))
             })?,
         };
+        // Policy decides on the call as it would leave (headers cleaned,
+        // body scanned) but without its credential; every refusal that does
+        // not depend on policy comes first, so a call that can never be
+        // sent uses up no approval, count or trigger.
+        let (shown_uri, shown_headers) = (parts.uri.clone(), parts.headers.clone());
         inject_credential(&mut parts, &grant.credential, secret)?;
+        drop(inject);
+        let decide = tracing::trace_span!(target: "edgeward::stage", "policy.decide");
+        let scrub = |text: &str| {
+            let scanned = self.scanner.apply(text.as_bytes());
+            self.redactor
+                .redact_str(&String::from_utf8_lossy(&scanned.bytes))
+                .0
+        };
+        let (verdict, _) = self.policy.decide(
+            &self.tokens,
+            &scrub,
+            ctx,
+            &crate::policy::Action {
+                grant: grant.rules.name.as_str(),
+                method: &parts.method,
+                uri: &shown_uri,
+                headers: &shown_headers,
+                body: &body,
+            },
+        )?;
+        drop(decide);
         parts.headers.insert(
             http::header::ACCEPT_ENCODING,
             HeaderValue::from_static(codec::SUPPORTED_CODINGS),
         );
         parts.version = http::Version::HTTP_11;
         let request = http::Request::from_parts(parts, Full::new(body));
-        drop(inject);
 
         let timeout = grant.timeout;
         let upstream = tracing::trace_span!(target: "edgeward::stage", "upstream");

@@ -26,9 +26,12 @@ use std::sync::{Arc, Mutex};
 
 /// Most body bytes shown on a ticket.
 const PREVIEW_BYTES: usize = 2048;
-/// Most sequence-state keys kept (agents × users × roots); past it, the
-/// oldest-looking half is dropped with a warning rather than growing.
+/// Most sequence states kept (users × delegation roots); past it, states
+/// idle for [`IDLE_SECS`] are dropped, and if none are, new keys are
+/// refused (a limit is never reset to make room).
 const MAX_KEYS: usize = 100_000;
+/// Longer than any rule's window (31 days) or trigger.
+const IDLE_SECS: u64 = 32 * 86_400;
 
 /// Who a call is for, as policy keys it.
 #[derive(Debug, Clone)]
@@ -41,6 +44,9 @@ pub(crate) struct CallContext {
     pub(crate) user: Option<String>,
     /// The delegation root: the agent at the top of the chain.
     pub(crate) root: String,
+    /// The acting agent's generation: an approval never outlives a
+    /// re-registration.
+    pub(crate) generation: u64,
 }
 
 /// The exact action, as it would be forwarded (before the credential is
@@ -69,7 +75,9 @@ pub(crate) enum Verdict {
     },
 }
 
-type StateKey = (String, Option<String>, String);
+/// User × delegation root: one delegation tree's state (per-agent limits
+/// are kept inside it, see `KeyState`).
+type StateKey = (Option<String>, String);
 
 /// Sequence state and the approval logic.
 #[derive(Default)]
@@ -100,21 +108,34 @@ impl PolicyEngine {
             return Ok((Verdict::Unbound, None));
         }
         let now = tokens.clock().now();
+        // What a byte budget counts: everything the call sends.
+        let header_bytes: usize = action
+            .headers
+            .iter()
+            .map(|(n, v)| n.as_str().len() + v.len())
+            .sum();
+        let sent = action.body.len() + action.uri.to_string().len() + header_bytes;
         let call = Call {
+            agent: &ctx.agent,
             grant: action.grant,
             method: action.method.as_str(),
             path: action.uri.path(),
             user: ctx.user.as_deref(),
-            bytes: action.body.len() as u64,
+            bytes: sent as u64,
         };
-        let key: StateKey = (ctx.agent.clone(), ctx.user.clone(), ctx.root.clone());
+        let key: StateKey = (ctx.user.clone(), ctx.root.clone());
         let decision = {
             let mut states = self.states.lock().unwrap_or_else(|p| p.into_inner());
             if states.len() >= MAX_KEYS && !states.contains_key(&key) {
-                tracing::warn!("policy: {MAX_KEYS} sequence states held; dropping half");
-                let drop: Vec<StateKey> = states.keys().take(MAX_KEYS / 2).cloned().collect();
-                for k in drop {
-                    states.remove(&k);
+                // Forget only states idle longer than any window can be;
+                // if that frees nothing, refuse rather than reset a limit.
+                states.retain(|_, s| now.saturating_sub(s.last_seen()) < IDLE_SECS);
+                if states.len() >= MAX_KEYS {
+                    tracing::error!("policy: {MAX_KEYS} active sequence states; refusing new ones");
+                    return Err(Refusal::limit(
+                        "policy: the backend tracks too many users and delegation trees right now",
+                    )
+                    .with_status(StatusCode::SERVICE_UNAVAILABLE));
                 }
             }
             policy::evaluate(
@@ -162,8 +183,7 @@ impl PolicyEngine {
                         ))
                     }
                     Some(t) if t.status == ApprovalStatus::Denied => Err(Refusal::denied(format!(
-                        "policy: {} denied this exact call (ticket {})",
-                        t.decided_by.as_deref().unwrap_or("an approver"),
+                        "policy: a person denied this exact call (ticket {})",
                         t.id
                     ))
                     .with_rule(decision.rule)
@@ -210,9 +230,14 @@ impl PolicyEngine {
             .with_rule(rule.to_owned())
             .with_status(StatusCode::TOO_MANY_REQUESTS));
         }
-        let preview_len = action.body.len().min(PREVIEW_BYTES);
-        let mut preview = scrub(&String::from_utf8_lossy(&action.body[..preview_len]));
-        if action.body.len() > PREVIEW_BYTES {
+        // Scrubbed whole, then cut: a secret across the cut is still found.
+        let mut preview = scrub(&String::from_utf8_lossy(action.body));
+        if preview.len() > PREVIEW_BYTES {
+            let mut cut = PREVIEW_BYTES;
+            while !preview.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            preview.truncate(cut);
             preview.push_str(&format!(" [… {} bytes in all]", action.body.len()));
         }
         let ticket = ApprovalRecord {
@@ -240,10 +265,13 @@ impl PolicyEngine {
             decided_at: None,
             used_at: None,
         };
-        store.open_approval(&ticket).map_err(unavailable)?;
-        tracing::info!(ticket = %ticket.id, agent = %ticket.agent, rule, "approval ticket opened");
-        if let Some(url) = &settings.webhook {
-            webhook(url.clone(), &ticket);
+        // Two identical first calls at once share one ticket.
+        let (ticket, opened) = store.open_approval(&ticket, now).map_err(unavailable)?;
+        if opened {
+            tracing::info!(ticket = %ticket.id, agent = %ticket.agent, rule, "approval ticket opened");
+            if let Some(url) = &settings.webhook {
+                webhook(url.clone(), &ticket);
+            }
         }
         Ok(ticket)
     }
@@ -267,6 +295,8 @@ pub(crate) fn fingerprint(ctx: &CallContext, action: &Action<'_>) -> String {
     };
     part(b"edgeward approval v1");
     part(ctx.agent.as_bytes());
+    part(&ctx.generation.to_be_bytes());
+    part(ctx.root.as_bytes());
     part(ctx.user.as_deref().unwrap_or("").as_bytes());
     part(action.grant.as_bytes());
     part(action.method.as_str().as_bytes());
@@ -276,7 +306,9 @@ pub(crate) fn fingerprint(ctx: &CallContext, action: &Action<'_>) -> String {
         .iter()
         .map(|(n, v)| (n.as_str(), v.as_bytes()))
         .collect();
-    headers.sort();
+    // By name only, keeping the order of repeated headers (which the
+    // upstream sees).
+    headers.sort_by(|a, b| a.0.cmp(b.0));
     part(&(headers.len() as u64).to_be_bytes());
     for (n, v) in headers {
         part(n.as_bytes());

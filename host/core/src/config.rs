@@ -895,13 +895,11 @@ impl RawBackend {
             )?,
             webhook: match self.approvals.webhook {
                 None => None,
-                Some(w) if w.starts_with("https://") && w.len() <= 2048 => Some(w),
-                // Plain HTTP only to this machine (tests, a local relay).
-                Some(w) if w.starts_with("http://127.0.0.1") && w.len() <= 2048 => Some(w),
+                Some(w) if webhook_ok(&w) => Some(w),
                 Some(_) => {
                     return Err(invalid(
                         "backend.approvals.webhook",
-                        "an https URL (plain http only to 127.0.0.1)",
+                        "an https URL without user info (plain http only to 127.0.0.1)",
                     ));
                 }
             },
@@ -937,6 +935,28 @@ impl RawBackend {
                 3600,
             )?,
         })
+    }
+}
+
+/// A webhook URL: https, or plain http to exactly 127.0.0.1 (tests, a
+/// local relay); never with user info (`http://127.0.0.1@elsewhere/`).
+fn webhook_ok(url: &str) -> bool {
+    if url.len() > 2048 {
+        return false;
+    }
+    let Ok(uri) = url.parse::<http::Uri>() else {
+        return false;
+    };
+    let Some(authority) = uri.authority() else {
+        return false;
+    };
+    if authority.as_str().contains('@') {
+        return false;
+    }
+    match uri.scheme_str() {
+        Some("https") => !authority.host().is_empty(),
+        Some("http") => authority.host() == "127.0.0.1",
+        _ => false,
     }
 }
 
@@ -1107,6 +1127,26 @@ grants = ["weather"]
         assert_eq!(c.grants[0].secret, SecretSource::Env("WEATHER_KEY".into()));
         assert!(c.runtime.pooling);
         assert_eq!(c.rules_for(&c.agents[0]).len(), 1);
+    }
+
+    #[test]
+    fn approval_webhooks_are_https_or_loopback_http_without_user_info() {
+        for ok in ["https://hooks.example/x", "http://127.0.0.1:9000/hook"] {
+            assert!(webhook_ok(ok), "{ok}");
+        }
+        for bad in [
+            "http://hooks.example/x",
+            "http://127.0.0.1@evil.example/",
+            "http://127.0.0.1.evil.example/",
+            "https://user:pw@hooks.example/",
+            "ftp://127.0.0.1/",
+            "not a url",
+        ] {
+            assert!(!webhook_ok(bad), "{bad}");
+        }
+        let text = sample("", "") + "\n[backend.approvals]\nwebhook = \"http://evil.example/\"\n";
+        let err = Config::parse(&text).unwrap_err().to_string();
+        assert!(err.contains("backend.approvals.webhook"), "{err}");
     }
 
     #[test]

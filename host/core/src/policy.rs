@@ -197,6 +197,12 @@ impl PathPattern {
         let Some(rest) = path.strip_prefix('/') else {
             return false;
         };
+        // A trailing slash names the same resource.
+        let rest = if rest.len() > 1 {
+            rest.strip_suffix('/').unwrap_or(rest)
+        } else {
+            rest
+        };
         let segments: Vec<&str> = rest.split('/').take(MAX_SEGMENTS + 1).collect();
         segments.len() <= MAX_SEGMENTS && glob(&self.0, &segments)
     }
@@ -550,6 +556,9 @@ impl Policy {
 /// One proxied call, as policy sees it.
 #[derive(Debug, Clone, Copy)]
 pub struct Call<'a> {
+    /// The acting agent (the sub-agent, for a delegated call): counts,
+    /// budgets and rates are kept per acting agent.
+    pub agent: &'a str,
     /// The grant.
     pub grant: &'a str,
     /// The method (upper case).
@@ -558,7 +567,8 @@ pub struct Call<'a> {
     pub path: &'a str,
     /// The user it is made for, if any.
     pub user: Option<&'a str>,
-    /// Request body bytes.
+    /// Bytes the call sends upstream: body, URL and headers (what a byte
+    /// budget counts).
     pub bytes: u64,
 }
 
@@ -587,9 +597,14 @@ pub struct Decision {
     pub detail: String,
 }
 
-/// The sequence state of one agent × user × delegation root.
+/// The sequence state of one user × delegation root: a whole delegation
+/// tree. Sequence triggers are shared by the tree (a parent cannot launder
+/// a sequence through a child); counts, budgets and rates are kept per
+/// acting agent within it, i.e. per agent × user × delegation root.
 #[derive(Debug, Default, Clone)]
 pub struct KeyState {
+    /// When the state was last used (for evicting idle states).
+    last_seen: u64,
     /// Sequence rule → when its trigger last happened.
     triggered: HashMap<String, u64>,
     /// Count limit → times of the calls in its window.
@@ -604,12 +619,61 @@ fn id(policy: &Policy, rule: &str) -> String {
     format!("policy \"{}\".{rule}", policy.agent)
 }
 
+/// The state key of a per-agent limit.
+fn per_agent(rule: &str, call: &Call<'_>) -> String {
+    format!("{rule} for {}", call.agent)
+}
+
+impl KeyState {
+    /// When this state was last used.
+    pub fn last_seen(&self) -> u64 {
+        self.last_seen
+    }
+}
+
+/// Why a path is refused before any rule is consulted: forms that
+/// upstreams commonly read as another path (`//` merged, dot segments,
+/// `;` parameters, percent-encoded letters or slashes) would otherwise slip
+/// past a pattern that names the path they reach.
+pub fn path_problem(path: &str) -> Option<&'static str> {
+    if path.split('/').count() > MAX_SEGMENTS + 1 {
+        return Some("it has more than 256 segments");
+    }
+    if path.len() > 1 && path[1..].trim_end_matches('/').contains("//") {
+        return Some("it has an empty segment (//)");
+    }
+    if path.contains(';') {
+        return Some("it has a ';' parameter");
+    }
+    if path.split('/').any(|seg| seg == "." || seg == "..") {
+        return Some("it has a dot segment");
+    }
+    let bytes = path.as_bytes();
+    for (i, b) in bytes.iter().enumerate() {
+        if *b == b'%' {
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok());
+            let decoded = hex.and_then(|h| u8::from_str_radix(h, 16).ok());
+            match decoded {
+                Some(c) if c.is_ascii_alphanumeric() || b"-._~/".contains(&c) => {
+                    return Some("it percent-encodes a letter, digit, '-', '.', '_', '~' or '/'");
+                }
+                None => return Some("it has a malformed percent escape"),
+                _ => {}
+            }
+        }
+    }
+    None
+}
+
 /// Decide a call under `policies` (the agent's own first, then the global
 /// defaults), with this key's sequence state. An allowed call is recorded
 /// at once (counts, budgets, rates and triggers), so concurrent callers
 /// holding the same state lock cannot overrun a limit. An `Approve` is not
 /// recorded: call [`record`] when the approved call is forwarded.
 pub fn evaluate(policies: &[&Policy], state: &mut KeyState, call: &Call<'_>, now: u64) -> Decision {
+    state.last_seen = state.last_seen.max(now);
     let mut decision = static_decision(policies, call);
     if decision.outcome == Outcome::Deny {
         return decision;
@@ -657,6 +721,15 @@ pub fn evaluate(policies: &[&Policy], state: &mut KeyState, call: &Call<'_>, now
 /// The decision of the first matching rule alone (no sequences or limits):
 /// what `policy check` explains.
 pub fn static_decision(policies: &[&Policy], call: &Call<'_>) -> Decision {
+    if !policies.is_empty()
+        && let Some(problem) = path_problem(call.path)
+    {
+        return Decision {
+            outcome: Outcome::Deny,
+            rule: "path form".into(),
+            detail: format!("the path is refused under a policy: {problem}"),
+        };
+    }
     for p in policies {
         for r in &p.rules {
             if r.select.matches(call) {
@@ -721,15 +794,16 @@ fn check_limits(
                 continue;
             }
             let key = id(p, &limit_label(l));
+            let slot = per_agent(&key, call);
             let over = match l.kind {
                 LimitKind::Count { max } => {
-                    let q = state.counts.entry(key.clone()).or_default();
+                    let q = state.counts.entry(slot).or_default();
                     prune(q, now, l.window, |t| *t);
                     (q.len() >= max as usize)
                         .then(|| format!("at most {max} calls per {} s", l.window))
                 }
                 LimitKind::Bytes { bytes } => {
-                    let q = state.bytes.entry(key.clone()).or_default();
+                    let q = state.bytes.entry(slot).or_default();
                     prune(q, now, l.window, |(t, _)| *t);
                     let used: u64 = q.iter().map(|(_, b)| *b).sum();
                     (used.saturating_add(call.bytes) > bytes).then(|| {
@@ -740,7 +814,7 @@ fn check_limits(
                     })
                 }
                 LimitKind::Rate { per_second, burst } => {
-                    let tokens = refill(state, &key, now, per_second, burst);
+                    let tokens = refill(state, &slot, now, per_second, burst);
                     (tokens < 1.0).then(|| format!("at most {per_second}/s (burst {burst})"))
                 }
             };
@@ -776,6 +850,7 @@ fn prune<T>(q: &mut VecDeque<T>, now: u64, window: u64, time: impl Fn(&T) -> u64
 /// Record a forwarded call: triggers of sequence rules, counts, bytes and
 /// rate tokens.
 pub fn record(policies: &[&Policy], state: &mut KeyState, call: &Call<'_>, now: u64) {
+    state.last_seen = state.last_seen.max(now);
     for p in policies {
         for a in &p.after {
             if a.after.matches(call) {
@@ -788,7 +863,7 @@ pub fn record(policies: &[&Policy], state: &mut KeyState, call: &Call<'_>, now: 
             if !l.select.matches(call) {
                 continue;
             }
-            let key = id(p, &limit_label(l));
+            let key = per_agent(&id(p, &limit_label(l)), call);
             match l.kind {
                 LimitKind::Count { .. } => state.counts.entry(key).or_default().push_back(now),
                 LimitKind::Bytes { .. } => {

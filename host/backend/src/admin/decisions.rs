@@ -129,6 +129,7 @@ impl AdminContext {
             .map(|p| p.as_ref())
             .collect();
         let call = Call {
+            agent: &agent,
             grant: grant_name.as_str(),
             method: &method,
             path: uri.path(),
@@ -175,12 +176,11 @@ impl AdminContext {
         if !(1..=LIST_MAX).contains(&limit) {
             return Err(AdminError::invalid("limit", format!("1 to {LIST_MAX}")));
         }
+        let agents = visible_agents(who);
         let tickets: Vec<Value> = self
             .store()
-            .approvals(status, u32::MAX, self.now())?
+            .approvals(status, agents.as_deref(), limit as u32, self.now())?
             .iter()
-            .filter(|t| may_see(who, &t.agent))
-            .take(limit as usize)
             .map(ticket_view)
             .collect();
         Ok(json!({ "approvals": tickets }))
@@ -224,6 +224,7 @@ impl AdminContext {
                 crate::store::StoreError::Invalid { reason, .. } => AdminError::Conflict(reason),
                 other => other.into(),
             })?;
+        self.tokens.note_ticket_decided();
         note.detail = Some(format!(
             " {}: {} {} {} {} ({})",
             decided.id,
@@ -313,6 +314,18 @@ fn parse_status(s: &str) -> Result<ApprovalStatus, AdminError> {
             ));
         }
     })
+}
+
+/// The agents whose tickets `who` may see: `None` for all of them.
+fn visible_agents(who: &Principal) -> Option<Vec<String>> {
+    let mut agents = Vec::new();
+    for r in &who.roles {
+        match r {
+            Role::Admin | Role::Auditor => return None,
+            Role::Approver { agents: a } => agents.extend(a.iter().cloned()),
+        }
+    }
+    Some(agents)
 }
 
 /// Whether `who` may see an agent's tickets.

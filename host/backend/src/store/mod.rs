@@ -765,14 +765,22 @@ pub trait Store: Send + Sync {
 
     // --- approvals ---
 
-    /// Open a ticket (status pending).
-    fn open_approval(&self, ticket: &ApprovalRecord) -> Result<(), StoreError>;
+    /// Open a ticket (status pending), unless one is already pending for
+    /// the same action (unexpired at `now`): the stored ticket, and whether
+    /// it is the new one.
+    fn open_approval(
+        &self,
+        ticket: &ApprovalRecord,
+        now: u64,
+    ) -> Result<(ApprovalRecord, bool), StoreError>;
     /// A ticket by id.
     fn approval(&self, id: &str, now: u64) -> Result<Option<ApprovalRecord>, StoreError>;
-    /// Tickets, newest first, optionally of one status.
+    /// Tickets, newest first, optionally of one status and of some agents
+    /// only.
     fn approvals(
         &self,
         status: Option<ApprovalStatus>,
+        agents: Option<&[String]>,
         limit: u32,
         now: u64,
     ) -> Result<Vec<ApprovalRecord>, StoreError>;

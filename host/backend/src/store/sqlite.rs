@@ -1349,6 +1349,15 @@ impl Store for SqliteStore {
             // the row (and so will pending items, in tables added later with
             // ON DELETE CASCADE). The audit log has no foreign key: it stays.
             tx.execute("DELETE FROM agents WHERE id = ?1", [&id])?;
+            // Its policy and its open approvals go too: a name registered
+            // again starts from no policy and no approval. (Tickets stay for
+            // the record, expired.)
+            tx.execute("DELETE FROM policies WHERE agent = ?1", [name])?;
+            tx.execute(
+                "UPDATE approvals SET status = 'expired'
+                 WHERE agent = ?1 AND status IN ('pending', 'approved')",
+                [name],
+            )?;
             // max(): a generation is never lowered, even by a stale row.
             tx.execute(
                 "INSERT INTO tombstones (name, agent_id, last_generation, deprovisioned_at)
@@ -1946,24 +1955,40 @@ impl Store for SqliteStore {
         })
     }
 
-    fn open_approval(&self, t: &ApprovalRecord) -> Result<(), StoreError> {
+    fn open_approval(
+        &self,
+        t: &ApprovalRecord,
+        now: u64,
+    ) -> Result<(ApprovalRecord, bool), StoreError> {
         let headers = json(&t.headers, "headers")?;
         let (created, expires) = (
             int(t.created_at, "created_at")?,
             int(t.expires_at, "expires_at")?,
         );
+        let now_i = int(now, "now")?;
+        let sql = format!(
+            "SELECT {APPROVAL_COLS} FROM approvals WHERE fingerprint = ?1 AND status = 'pending'"
+        );
         self.append(|tx| {
-            tx.execute(
-                "INSERT INTO approvals (id, agent, instance, user, root, grant_name, method, url,
+            // A pending ticket past its time no longer holds the slot.
+                        tx.execute(
+                "UPDATE approvals SET status = 'expired'
+                 WHERE fingerprint = ?1 AND status = 'pending' AND expires_at <= ?2",
+                params![t.fingerprint, now_i],
+            )?;
+            let inserted = tx.execute(
+                "INSERT OR IGNORE INTO approvals (id, agent, instance, user, root, grant_name, method, url,
                      headers, body_sha256, body_preview, rule, fingerprint, status, created_at,
                      expires_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, 'pending', ?14, ?15)",
                 params![
                     t.id, t.agent, t.instance, t.user, t.root, t.grant, t.method, t.url, headers,
-                    t.body_sha256, t.body_preview, t.rule, t.fingerprint, created, expires
+                                        t.body_sha256, t.body_preview, t.rule, t.fingerprint, created, expires
                 ],
-            )?;
-            Ok(())
+            )? == 1;
+            let stored = query_opt(tx, &sql, [&t.fingerprint], |r| approval_from_row(r, now))?
+                .ok_or_else(|| StoreError::corrupt("approval", "the pending ticket vanished"))?;
+            Ok((stored, inserted))
         })
     }
 
@@ -1975,16 +2000,37 @@ impl Store for SqliteStore {
     fn approvals(
         &self,
         status: Option<ApprovalStatus>,
+        agents: Option<&[String]>,
         limit: u32,
         now: u64,
     ) -> Result<Vec<ApprovalRecord>, StoreError> {
-        let sql = format!("SELECT {APPROVAL_COLS} FROM approvals ORDER BY created_at DESC, id");
-        let all = self.read(|tx| query_all(tx, &sql, [], |r| approval_from_row(r, now)))?;
-        Ok(all
-            .into_iter()
-            .filter(|a| status.is_none_or(|s| a.status == s))
-            .take(limit as usize)
-            .collect())
+        // Filtered and limited in SQL: the table keeps every ticket.
+        let status_sql = match status {
+            None => "1",
+            Some(ApprovalStatus::Pending) => "status = 'pending' AND expires_at > ?1",
+            Some(ApprovalStatus::Approved) => "status = 'approved' AND expires_at > ?1",
+            Some(ApprovalStatus::Denied) => "status = 'denied'",
+            Some(ApprovalStatus::Used) => "status = 'used'",
+            Some(ApprovalStatus::Expired) => {
+                "status = 'expired' OR (status IN ('pending', 'approved') AND expires_at <= ?1)"
+            }
+        };
+        let agents_json = json(&agents.unwrap_or(&[]), "agents")?;
+        let agents_sql = if agents.is_some() {
+            "agent IN (SELECT value FROM json_each(?2))"
+        } else {
+            "?2 IS NOT NULL"
+        };
+        let sql = format!(
+            "SELECT {APPROVAL_COLS} FROM approvals WHERE ({status_sql}) AND ({agents_sql})
+             ORDER BY created_at DESC, id LIMIT ?3"
+        );
+        let now_i = int(now, "now")?;
+        self.read(|tx| {
+            query_all(tx, &sql, params![now_i, agents_json, limit], |r| {
+                approval_from_row(r, now)
+            })
+        })
     }
 
     fn live_approval(
@@ -1994,8 +2040,10 @@ impl Store for SqliteStore {
     ) -> Result<Option<ApprovalRecord>, StoreError> {
         let sql = format!(
             "SELECT {APPROVAL_COLS} FROM approvals WHERE fingerprint = ?1
-             AND status IN ('pending', 'approved', 'denied') AND expires_at > ?2
-             ORDER BY created_at DESC LIMIT 1"
+                          AND status IN ('pending', 'approved', 'denied') AND expires_at > ?2
+             ORDER BY CASE status WHEN 'approved' THEN 0 WHEN 'denied' THEN 1 ELSE 2 END,
+                 created_at DESC
+             LIMIT 1"
         );
         let now_i = int(now, "now")?;
         self.read(|tx| {
@@ -2114,6 +2162,7 @@ impl Store for SqliteStore {
                 match status.as_str() {
                     "approved" | "used" => e.approved += 1,
                     "denied" => e.denied += 1,
+                    "expired" => e.expired += 1,
                     _ if expires <= now_i => e.expired += 1,
                     _ => {}
                 }
@@ -2153,6 +2202,7 @@ fn approval_from_row(r: &Row<'_>, now: u64) -> Result<ApprovalRecord, StoreError
         "approved" => ApprovalStatus::Approved,
         "denied" => ApprovalStatus::Denied,
         "used" => ApprovalStatus::Used,
+        "expired" => ApprovalStatus::Expired,
         _ => return Err(StoreError::corrupt("approval status", "unknown status")),
     };
     let headers: String = r.get(8)?;

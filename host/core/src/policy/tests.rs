@@ -66,6 +66,7 @@ fn policy() -> Policy {
 
 fn call<'a>(grant: &'a str, method: &'a str, path: &'a str, user: Option<&'a str>) -> Call<'a> {
     Call {
+        agent: "courier",
         grant,
         method,
         path,
@@ -349,10 +350,89 @@ fn globs() {
     assert!(!g("/v1/*/x", "/v1/a/b/x"));
     assert!(g("/**/x", "/a/b/x"));
     assert!(g("/v1/a", "/v1/a"));
-    assert!(!g("/v1/a", "/v1/a/"));
     assert!(!g("/v1/**", "v1/a"));
-    // A guest's very long path matches nothing (bounded work).
+    // A trailing slash names the same resource.
+    assert!(g("/v1/a", "/v1/a/"));
+    // A guest's very long path matches nothing (bounded work)...
     let long = "/x".repeat(MAX_SEGMENTS + 1);
     assert!(!g("/**/x/**", &long));
     assert!(g("/**/x/**", &"/x".repeat(MAX_SEGMENTS)));
+}
+
+#[test]
+fn paths_an_upstream_would_read_as_another_are_denied_before_any_rule() {
+    let p = Policy::from_toml(
+        "agent = \"courier\"\n[[rule]]\nname = \"no-admin\"\npath = \"/v1/admin/**\"\neffect = \"deny\"\n[[rule]]\nname = \"rest\"\neffect = \"allow\"\n",
+    )
+    .expect("policy");
+    let d = |path: &str| static_decision(&[&p], &call("weather", "GET", path, None));
+    assert_eq!(d("/v1/forecast").outcome, Outcome::Allow);
+    assert_eq!(d("/v1/admin/").rule, "policy \"courier\".rule \"no-admin\"");
+    for sneaky in [
+        "/v1//admin/x",
+        "/v1/admin;x/y",
+        "/v1/./admin/x",
+        "/v1/x/../admin",
+        "/v1/%61dmin/x",
+        "/v1%2Fadmin/x",
+        "/v1/%zz",
+        &format!("/v1/admin{}", "/x".repeat(MAX_SEGMENTS)),
+        &format!("/v1/ok{}", "/x".repeat(MAX_SEGMENTS)),
+    ] {
+        let r = d(sneaky);
+        assert_eq!(
+            (r.outcome, r.rule.as_str()),
+            (Outcome::Deny, "path form"),
+            "{sneaky}"
+        );
+    }
+    // Escapes of other characters are ordinary.
+    assert_eq!(d("/v1/a%20b").outcome, Outcome::Allow);
+    // Without a policy, the grants alone decide: nothing is refused here.
+    assert_eq!(
+        static_decision(&[], &call("weather", "GET", "/v1//admin", None)).rule,
+        "default deny"
+    );
+}
+
+#[test]
+fn sequences_span_the_delegation_tree_and_limits_stay_per_agent() {
+    let p = policy();
+    let mut tree = KeyState::default();
+    // A child of the tree reads mail; its parent then posts to paste.
+    let child = Call {
+        agent: "reader",
+        ..call("mail", "GET", "/inbox", ALICE)
+    };
+    assert_eq!(
+        evaluate(&[&p], &mut tree, &child, 1).outcome,
+        Outcome::Allow
+    );
+    let parent = Call {
+        agent: "courier",
+        bytes: 1,
+        ..call("paste", "POST", "/p", ALICE)
+    };
+    assert_eq!(
+        evaluate(&[&p], &mut tree, &parent, 2).outcome,
+        Outcome::Approve
+    );
+    // Counts are per acting agent: two agents each get their two reads.
+    let reads = |agent| Call {
+        agent,
+        ..call("mail", "GET", "/inbox", ALICE)
+    };
+    assert_eq!(
+        evaluate(&[&p], &mut tree, &reads("reader"), 3).outcome,
+        Outcome::Allow
+    );
+    assert_eq!(
+        evaluate(&[&p], &mut tree, &reads("reader"), 4).outcome,
+        Outcome::LimitExceeded
+    );
+    assert_eq!(
+        evaluate(&[&p], &mut tree, &reads("courier"), 5).outcome,
+        Outcome::Allow
+    );
+    assert_eq!(tree.last_seen(), 5);
 }

@@ -25,7 +25,7 @@ CREATE TABLE approvals (
     body_preview TEXT NOT NULL,
     rule         TEXT NOT NULL,
     fingerprint  TEXT NOT NULL,
-    status       TEXT NOT NULL CHECK (status IN ('pending', 'approved', 'denied', 'used')),
+    status       TEXT NOT NULL CHECK (status IN ('pending', 'approved', 'denied', 'used', 'expired')),
     created_at   INTEGER NOT NULL,
     expires_at   INTEGER NOT NULL,
     decided_by   TEXT,
@@ -33,4 +33,7 @@ CREATE TABLE approvals (
     used_at      INTEGER
 );
 CREATE INDEX approvals_by_fingerprint ON approvals (fingerprint, created_at);
+-- At most one pending ticket per exact action: two identical first calls
+-- at once share it.
+CREATE UNIQUE INDEX approvals_one_pending ON approvals (fingerprint) WHERE status = 'pending';
 CREATE INDEX approvals_by_agent ON approvals (agent, created_at);
