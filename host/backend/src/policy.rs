@@ -101,9 +101,8 @@ impl PolicyEngine {
             Refusal::upstream("the policy cannot be read right now")
                 .with_status(StatusCode::SERVICE_UNAVAILABLE)
         };
-        let own = store.policy(&ctx.agent).map_err(unavailable)?;
-        let global = store.policy(policy::GLOBAL).map_err(unavailable)?;
-        let policies: Vec<&Policy> = own.iter().chain(global.iter()).map(Arc::as_ref).collect();
+        let held = store.policies_for(&ctx.agent).map_err(unavailable)?;
+        let policies: Vec<&Policy> = held.iter().map(Arc::as_ref).collect();
         if policies.is_empty() {
             return Ok((Verdict::Unbound, None));
         }

@@ -762,6 +762,16 @@ pub trait Store: Send + Sync {
     ) -> Result<Option<std::sync::Arc<edgeward_core::policy::Policy>>, StoreError>;
     /// Every policy, by agent.
     fn policies(&self) -> Result<Vec<edgeward_core::policy::Policy>, StoreError>;
+    /// What decides an agent's calls: its own policy, then the global one
+    /// (either may be missing). One read on the hot path.
+    fn policies_for(
+        &self,
+        agent: &str,
+    ) -> Result<Vec<std::sync::Arc<edgeward_core::policy::Policy>>, StoreError> {
+        let own = self.policy(agent)?;
+        let global = self.policy(edgeward_core::policy::GLOBAL)?;
+        Ok(own.into_iter().chain(global).collect())
+    }
 
     // --- approvals ---
 

@@ -194,6 +194,45 @@ impl SqliteStore {
             .pragma_query_value(None, "user_version", |r| r.get(0))?)
     }
 
+    /// Policies by agent, from the cache when nothing was committed since
+    /// it was filled: one read transaction for all of them.
+    fn cached_policies(
+        &self,
+        agents: &[&str],
+    ) -> Result<Vec<Option<std::sync::Arc<Policy>>>, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
+        let version: i64 = tx
+            .prepare_cached("PRAGMA data_version")?
+            .query_row([], |r| r.get(0))?;
+        let mut cache = self.agent_cache();
+        cache.check_version(version);
+        let mut out = Vec::with_capacity(agents.len());
+        for agent in agents {
+            if let Some(hit) = cache.policies.get(*agent) {
+                out.push(hit.clone());
+                continue;
+            }
+            let doc: Option<String> = query_opt(
+                &tx,
+                "SELECT document FROM policies WHERE agent = ?1",
+                [agent],
+                |r| Ok(r.get(0)?),
+            )?;
+            let policy = doc
+                .map(|d| Policy::from_json(&d).map_err(|e| StoreError::corrupt("policy", e)))
+                .transpose()?
+                .map(std::sync::Arc::new);
+            if cache.policies.len() >= MAX_CACHED_AGENTS {
+                cache.policies.clear();
+            }
+            cache.policies.insert((*agent).to_owned(), policy.clone());
+            out.push(policy);
+        }
+        tx.commit()?;
+        Ok(out)
+    }
+
     fn agent_cache(&self) -> MutexGuard<'_, AgentCache> {
         // A few cached rows: a poisoned lock holds nothing half-written
         // that matters, and the next write empties it anyway.
@@ -1913,32 +1952,15 @@ impl Store for SqliteStore {
     }
 
     fn policy(&self, agent: &str) -> Result<Option<std::sync::Arc<Policy>>, StoreError> {
-        let mut conn = self.lock();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
-        let version: i64 = tx
-            .prepare_cached("PRAGMA data_version")?
-            .query_row([], |r| r.get(0))?;
-        let mut cache = self.agent_cache();
-        cache.check_version(version);
-        if let Some(hit) = cache.policies.get(agent) {
-            return Ok(hit.clone());
-        }
-        let doc: Option<String> = query_opt(
-            &tx,
-            "SELECT document FROM policies WHERE agent = ?1",
-            [agent],
-            |r| Ok(r.get(0)?),
-        )?;
-        tx.commit()?;
-        let policy = doc
-            .map(|d| Policy::from_json(&d).map_err(|e| StoreError::corrupt("policy", e)))
-            .transpose()?
-            .map(std::sync::Arc::new);
-        if cache.policies.len() >= MAX_CACHED_AGENTS {
-            cache.policies.clear();
-        }
-        cache.policies.insert(agent.to_owned(), policy.clone());
-        Ok(policy)
+        Ok(self.cached_policies(&[agent])?.pop().flatten())
+    }
+
+    fn policies_for(&self, agent: &str) -> Result<Vec<std::sync::Arc<Policy>>, StoreError> {
+        Ok(self
+            .cached_policies(&[agent, edgeward_core::policy::GLOBAL])?
+            .into_iter()
+            .flatten()
+            .collect())
     }
 
     fn policies(&self) -> Result<Vec<Policy>, StoreError> {
