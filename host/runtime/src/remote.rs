@@ -150,6 +150,31 @@ impl RemoteBackend {
     }
 }
 
+impl RemoteBackend {
+    /// A GET of the instance's own state (`/v1/stop`, approval waits) with
+    /// its token as a bearer: the status and the JSON answer.
+    async fn get_with_token(
+        &self,
+        path_and_query: &str,
+        token: &BearerToken,
+    ) -> Result<(StatusCode, serde_json::Value), ExchangeFailure> {
+        let mut auth = HeaderValue::from_str(&format!("Bearer {}", token.expose()))
+            .map_err(|_| ExchangeFailure::Local("the access token is not a header value".into()))?;
+        auth.set_sensitive(true);
+        let request = http::Request::get(format!("{}{path_and_query}", self.base))
+            .header(http::header::AUTHORIZATION, auth)
+            .body(Full::new(Bytes::new()))
+            .map_err(|_| ExchangeFailure::Local("bad backend URL".into()))?;
+        let response = self
+            .send(request, MAX_TOKEN_RESPONSE_BYTES)
+            .await
+            .map_err(ExchangeFailure::Unreachable)?;
+        let doc = serde_json::from_slice(response.body())
+            .map_err(|_| ExchangeFailure::Unreachable("the backend's answer is not JSON".into()))?;
+        Ok((response.status(), doc))
+    }
+}
+
 fn connector() -> HttpConnector {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
@@ -317,25 +342,11 @@ impl StopChannel for RemoteBackend {
     fn poll_stop(&self, token: BearerToken) -> BoxFuture<Result<StopPoll, ExchangeFailure>> {
         let this = self.clone();
         Box::pin(async move {
-            let mut auth =
-                HeaderValue::from_str(&format!("Bearer {}", token.expose())).map_err(|_| {
-                    ExchangeFailure::Local("the access token is not a header value".into())
-                })?;
-            auth.set_sensitive(true);
-            let request = http::Request::get(format!("{}/v1/stop", this.base))
-                .header(http::header::AUTHORIZATION, auth)
-                .body(Full::new(Bytes::new()))
-                .map_err(|_| ExchangeFailure::Local("bad backend URL".into()))?;
-            let response = this
-                .send(request, MAX_TOKEN_RESPONSE_BYTES)
-                .await
-                .map_err(ExchangeFailure::Unreachable)?;
-            let doc: serde_json::Value = serde_json::from_slice(response.body())
-                .map_err(|_| ExchangeFailure::Unreachable("the stop answer is not JSON".into()))?;
-            if response.status() != StatusCode::OK {
+            let (status, doc) = this.get_with_token("/v1/stop", &token).await?;
+            if status != StatusCode::OK {
                 return Err(ExchangeFailure::Unreachable(format!(
                     "the stop channel answered {}",
-                    response.status().as_u16()
+                    status.as_u16()
                 )));
             }
             match doc["stop"].as_bool() {
@@ -372,22 +383,10 @@ impl edgeward_core::egress::ApprovalChannel for RemoteBackend {
                 .append_pair("ticket", &ticket)
                 .append_pair("timeout_ms", &timeout.as_millis().to_string())
                 .finish();
-            let mut auth =
-                HeaderValue::from_str(&format!("Bearer {}", token.expose())).map_err(|_| {
-                    ExchangeFailure::Local("the access token is not a header value".into())
-                })?;
-            auth.set_sensitive(true);
-            let request = http::Request::get(format!("{}/v1/approvals/wait?{query}", this.base))
-                .header(http::header::AUTHORIZATION, auth)
-                .body(Full::new(Bytes::new()))
-                .map_err(|_| ExchangeFailure::Local("bad backend URL".into()))?;
-            let response = this
-                .send(request, MAX_TOKEN_RESPONSE_BYTES)
-                .await
-                .map_err(ExchangeFailure::Unreachable)?;
-            let doc: serde_json::Value = serde_json::from_slice(response.body())
-                .map_err(|_| ExchangeFailure::Unreachable("the answer is not JSON".into()))?;
-            if response.status() != StatusCode::OK {
+            let (status, doc) = this
+                .get_with_token(&format!("/v1/approvals/wait?{query}"), &token)
+                .await?;
+            if status != StatusCode::OK {
                 return Err(ExchangeFailure::Refused {
                     error: doc["error"].as_str().unwrap_or("unknown_error").to_owned(),
                     description: doc["error_description"]

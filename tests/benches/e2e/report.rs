@@ -23,7 +23,7 @@ pub struct Results {
 }
 
 /// Stages in the order a call meets them, with what each covers.
-const STAGES: [(&str, &str); 10] = [
+const STAGES: [(&str, &str); 11] = [
     (
         "intercept",
         "interception: routing, body buffering (runtime)",
@@ -34,6 +34,7 @@ const STAGES: [(&str, &str); 10] = [
     ("policy", "policy: scope, grant, method/path, headers"),
     ("scan.outbound", "outbound secret scan"),
     ("inject", "credential injection"),
+    ("policy.decide", "policy envelope: lookup, decision"),
     ("upstream", "upstream round trip (pooled)"),
     ("scan.response", "response decode, redaction, scan"),
     ("audit", "audit write"),
