@@ -765,3 +765,67 @@ async fn identical_calls_share_one_ticket_and_deprovisioning_drops_policy_and_ap
         .expect("ticket");
     assert_eq!(t.status, edgeward_backend::store::ApprovalStatus::Expired);
 }
+
+/// The backend restarts (a new `Backend` over the same registry): the
+/// sequence state is rebuilt from the calls stored with their audit
+/// records, so a trigger and a count still hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_state_survives_a_restart_of_the_backend() {
+    use edgeward_core::egress::{BearerToken, Egress as _, EgressCall};
+    let s = setup(POLICY, false).await;
+    let a = instance(&s.svc, "hostile", 1).await;
+    // The trigger (mail) and three of the four mail reads, before the restart.
+    for _ in 0..3 {
+        assert_eq!(
+            call(&s, &a, "GET", "/mail/inbox", "mail", &[], b"")
+                .await
+                .status,
+            200
+        );
+    }
+    let restarted = edgeward_backend::Backend::with_secrets(
+        Arc::clone(&s.svc.tokens),
+        edgeward_tests::secrets_from(&[("API_KEY", KEY)]),
+    )
+    .expect("backend");
+    let jti = std::sync::atomic::AtomicU8::new(0);
+    let through_new = |method: &str, path: &str, grant: &str| {
+        let n = jti.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let url = format!("{}{path}", s.up.origin());
+        let uri: http::Uri = url.parse().expect("url");
+        let method: http::Method = method.parse().expect("method");
+        let proof = edgeward_core::dpop::create_proof(
+            &a.key,
+            &method,
+            &uri,
+            &a.token,
+            edgeward_core::clock::SystemClock.now(),
+            &[n; 16],
+        )
+        .expect("proof");
+        let mut request = http::Request::new(bytes::Bytes::from_static(b"x"));
+        *request.method_mut() = method;
+        *request.uri_mut() = uri;
+        restarted.forward(EgressCall {
+            token: BearerToken::new(a.token.clone()),
+            proof,
+            grant: edgeward_core::grant::GrantName::new(grant).expect("grant"),
+            request,
+        })
+    };
+    // The trigger still holds: posting to paste needs approval...
+    let refused = through_new("POST", "/p/after-restart", "paste")
+        .await
+        .expect_err("needs approval");
+    assert_eq!(refused.class.as_str(), "needs-approval");
+    assert_eq!(
+        refused.rule.as_deref(),
+        Some("policy \"*\".after \"no-exfil-after-mail\"")
+    );
+    // ...and the count: one mail read is left in the window, not four.
+    assert!(through_new("GET", "/mail/inbox", "mail").await.is_ok());
+    let limited = through_new("GET", "/mail/inbox", "mail")
+        .await
+        .expect_err("limit");
+    assert_eq!(limited.class.as_str(), "limit-exceeded");
+}

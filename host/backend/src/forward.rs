@@ -191,6 +191,10 @@ impl Backend {
         // Audit records are scanned with the same rules before they are
         // written: nothing a guest or upstream sent can plant a secret there.
         tokens.set_audit_scanner(scanner.clone());
+        // Fail closed: without its sequence state, policy would forget
+        // triggers and limits.
+        let policy = crate::policy::PolicyEngine::restore(&tokens)
+            .map_err(|e| BackendError::Tokens(format!("cannot rebuild the policy state: {e}")))?;
         Ok(Backend {
             inner: Arc::new(Inner {
                 grants,
@@ -198,7 +202,7 @@ impl Backend {
                 name_redactor,
                 scanner,
                 tokens,
-                policy: Default::default(),
+                policy,
             }),
         })
     }
@@ -470,6 +474,9 @@ impl Egress for Backend {
                 Ok(resp) => {
                     entry.decision = "allow".into();
                     let answered = format!("upstream answered {}", resp.status().as_u16());
+                    // Stored with the record: policy state is rebuilt from it.
+                    entry.policy_event =
+                        verdict_note.as_ref().and_then(|(_, v)| v.event().cloned());
                     use crate::policy::Verdict;
                     entry.reason = Some(match verdict_note.take() {
                         Some((ctx, Verdict::Approved { ticket, by, at, .. })) => {
@@ -486,7 +493,7 @@ impl Egress for Backend {
                                 entry.path.as_deref().unwrap_or("")
                             )
                         }
-                        Some((_, Verdict::Allowed { rule })) => {
+                        Some((_, Verdict::Allowed { rule, .. })) => {
                             format!("{answered} (policy: allowed by {rule})")
                         }
                         _ => answered,

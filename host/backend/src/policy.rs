@@ -16,7 +16,7 @@
 //!    guest gets `needs-approval` with its id.
 
 use crate::exchange::TokenService;
-use crate::store::{ApprovalRecord, ApprovalStatus, StoreError};
+use crate::store::{ApprovalRecord, ApprovalStatus, PolicyEvent, StoreError};
 use edgeward_core::policy::{self, Call, KeyState, Outcome, Policy};
 use edgeward_core::problem::{ProblemClass, Refusal};
 use http::StatusCode;
@@ -65,14 +65,25 @@ pub(crate) enum Verdict {
     /// No policy applies: the grants alone decided.
     Unbound,
     /// A rule allowed it.
-    Allowed { rule: String },
+    Allowed { rule: String, event: PolicyEvent },
     /// A person approved this exact call.
     Approved {
         rule: String,
         ticket: String,
         by: String,
         at: u64,
+        event: PolicyEvent,
     },
+}
+
+impl Verdict {
+    /// What policy state must remember of the call, if a policy applied.
+    pub(crate) fn event(&self) -> Option<&PolicyEvent> {
+        match self {
+            Verdict::Unbound => None,
+            Verdict::Allowed { event, .. } | Verdict::Approved { event, .. } => Some(event),
+        }
+    }
 }
 
 /// User × delegation root: one delegation tree's state (per-agent limits
@@ -148,6 +159,7 @@ impl PolicyEngine {
             Outcome::Allow => Ok((
                 Verdict::Allowed {
                     rule: decision.rule,
+                    event: event_of(ctx, &call),
                 },
                 None,
             )),
@@ -172,6 +184,7 @@ impl PolicyEngine {
                                 ticket: t.id.clone(),
                                 by: t.decided_by.clone().unwrap_or_default(),
                                 at: t.decided_at.unwrap_or(now),
+                                event: event_of(ctx, &call),
                             };
                             return Ok((verdict, Some(t)));
                         }
@@ -273,6 +286,59 @@ impl PolicyEngine {
             }
         }
         Ok(ticket)
+    }
+}
+
+fn event_of(ctx: &CallContext, call: &Call<'_>) -> PolicyEvent {
+    PolicyEvent {
+        user: ctx.user.clone(),
+        root: ctx.root.clone(),
+        agent: ctx.agent.clone(),
+        grant: call.grant.to_owned(),
+        method: call.method.to_owned(),
+        path: call.path.to_owned(),
+        bytes: call.bytes,
+    }
+}
+
+impl PolicyEngine {
+    /// Rebuild the sequence state from the calls policy let through within
+    /// the longest window (the store keeps them beside their audit
+    /// records), under the policies in force now; older ones are pruned. A
+    /// restart of the backend then resets no trigger, count, budget or rate.
+    pub(crate) fn restore(tokens: &TokenService) -> Result<PolicyEngine, StoreError> {
+        let store = tokens.store();
+        let now = tokens.clock().now();
+        let since = now.saturating_sub(IDLE_SECS);
+        store.prune_policy_events(since)?;
+        let engine = PolicyEngine::default();
+        let mut states = engine.states.lock().unwrap_or_else(|p| p.into_inner());
+        let mut replayed = 0usize;
+        for (at, ev) in store.policy_events_since(since)? {
+            let held = store.policies_for(&ev.agent)?;
+            if held.is_empty() {
+                continue;
+            }
+            let policies: Vec<&Policy> = held.iter().map(Arc::as_ref).collect();
+            let call = Call {
+                agent: &ev.agent,
+                grant: &ev.grant,
+                method: &ev.method,
+                path: &ev.path,
+                user: ev.user.as_deref(),
+                bytes: ev.bytes,
+            };
+            let state = states
+                .entry((ev.user.clone(), ev.root.clone()))
+                .or_default();
+            policy::record(&policies, state, &call, at);
+            replayed += 1;
+        }
+        drop(states);
+        if replayed > 0 {
+            tracing::info!(replayed, "policy state rebuilt from the stored calls");
+        }
+        Ok(engine)
     }
 }
 

@@ -83,6 +83,30 @@ pub struct AuditEntry {
     pub jti: Option<String>,
     /// The admin principal, for admin actions.
     pub admin: Option<String>,
+    /// For a call a policy let through: what its sequence state must
+    /// remember. Stored beside the record, in the same transaction, and
+    /// replayed when the backend starts; not part of the hash chain.
+    pub policy_event: Option<PolicyEvent>,
+}
+
+/// A forwarded call as policy state counts it (see
+/// `edgeward_core::policy::record`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyEvent {
+    /// The user it was made for.
+    pub user: Option<String>,
+    /// The delegation root.
+    pub root: String,
+    /// The acting agent.
+    pub agent: String,
+    /// The grant.
+    pub grant: String,
+    /// The method.
+    pub method: String,
+    /// The path.
+    pub path: String,
+    /// Bytes sent upstream (body, URL, headers).
+    pub bytes: u64,
 }
 
 impl AuditEntry {

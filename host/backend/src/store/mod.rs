@@ -53,7 +53,8 @@ mod sqlite;
 mod tests;
 
 pub use audit::{
-    AuditEntry, AuditError, AuditRecord, ChainVerifier, Checkpoint, VerifiedHead, verify_chain,
+    AuditEntry, AuditError, AuditRecord, ChainVerifier, Checkpoint, PolicyEvent, VerifiedHead,
+    verify_chain,
 };
 pub use sqlite::{SCHEMA_VERSION, SqliteStore};
 
@@ -820,6 +821,10 @@ pub trait Store: Send + Sync {
     fn approvals_opened_since(&self, agent: &str, since: u64) -> Result<u64, StoreError>;
     /// Per agent: calls allowed, tickets and their outcomes.
     fn approval_stats(&self, now: u64) -> Result<Vec<ApprovalStats>, StoreError>;
+    /// Policy events (with their times) at or after `since`, oldest first.
+    fn policy_events_since(&self, since: u64) -> Result<Vec<(u64, PolicyEvent)>, StoreError>;
+    /// Forget policy events before `before`; how many went.
+    fn prune_policy_events(&self, before: u64) -> Result<u64, StoreError>;
 
     // --- audit ---
 

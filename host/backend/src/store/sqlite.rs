@@ -945,6 +945,7 @@ fn audit_from_row(row: &Row<'_>) -> Result<AuditRecord, StoreError> {
             reason: row.get(12)?,
             jti: row.get(13)?,
             admin: row.get(14)?,
+            policy_event: None,
         },
         prev_hash: hash32(blob(row, 15)?, WHAT)?,
         hash: hash32(blob(row, 16)?, WHAT)?,
@@ -1846,6 +1847,23 @@ impl Store for SqliteStore {
                     &hash[..],
                 ],
             )?;
+            // Policy state remembers the call in the same transaction.
+            if let Some(ev) = &e.policy_event {
+                tx.execute(
+                    "INSERT INTO policy_events (at, user, root, agent, grant_name, method, path, bytes)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                    params![
+                        at,
+                        ev.user,
+                        ev.root,
+                        ev.agent,
+                        ev.grant,
+                        ev.method,
+                        ev.path,
+                        int(ev.bytes, "bytes")?
+                    ],
+                )?;
+            }
             Ok(AuditRecord {
                 seq,
                 prev_hash,
@@ -2144,6 +2162,18 @@ impl Store for SqliteStore {
         })
     }
 
+    fn policy_events_since(&self, since: u64) -> Result<Vec<(u64, PolicyEvent)>, StoreError> {
+        self.events_since(since)
+    }
+
+    fn prune_policy_events(&self, before: u64) -> Result<u64, StoreError> {
+        let before = int(before, "before")?;
+        self.append(|tx| {
+            let n = tx.execute("DELETE FROM policy_events WHERE at < ?1", [before])?;
+            Ok(n as u64)
+        })
+    }
+
     fn approval_stats(&self, now: u64) -> Result<Vec<ApprovalStats>, StoreError> {
         let now_i = int(now, "now")?;
         self.read(|tx| {
@@ -2207,6 +2237,34 @@ impl Store for SqliteStore {
                 }
             }
             Ok(by_agent.into_values().collect())
+        })
+    }
+}
+
+impl SqliteStore {
+    fn events_since(&self, since: u64) -> Result<Vec<(u64, PolicyEvent)>, StoreError> {
+        let since = int(since, "since")?;
+        self.read(|tx| {
+            query_all(
+                tx,
+                "SELECT at, user, root, agent, grant_name, method, path, bytes
+                 FROM policy_events WHERE at >= ?1 ORDER BY seq",
+                [since],
+                |r| {
+                    Ok((
+                        uint(r.get(0)?, "policy event")?,
+                        PolicyEvent {
+                            user: r.get(1)?,
+                            root: r.get(2)?,
+                            agent: r.get(3)?,
+                            grant: r.get(4)?,
+                            method: r.get(5)?,
+                            path: r.get(6)?,
+                            bytes: uint(r.get(7)?, "policy event")?,
+                        },
+                    ))
+                },
+            )
         })
     }
 }

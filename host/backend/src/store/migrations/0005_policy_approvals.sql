@@ -37,3 +37,19 @@ CREATE INDEX approvals_by_fingerprint ON approvals (fingerprint, created_at);
 -- at once share it.
 CREATE UNIQUE INDEX approvals_one_pending ON approvals (fingerprint) WHERE status = 'pending';
 CREATE INDEX approvals_by_agent ON approvals (agent, created_at);
+
+-- Calls a policy let through, as its sequence state counts them: written
+-- with their audit record, replayed at start-up so a restart does not reset
+-- triggers, counts, budgets or rates. Older than any window: pruned.
+CREATE TABLE policy_events (
+    seq        INTEGER PRIMARY KEY,
+    at         INTEGER NOT NULL,
+    user       TEXT,
+    root       TEXT NOT NULL,
+    agent      TEXT NOT NULL,
+    grant_name TEXT NOT NULL,
+    method     TEXT NOT NULL,
+    path       TEXT NOT NULL,
+    bytes      INTEGER NOT NULL
+);
+CREATE INDEX policy_events_by_time ON policy_events (at);
