@@ -4,10 +4,11 @@
 //! 1. The agent's policy and the global one are read from the registry
 //!    (cached until the next registry write), so a change applies to the
 //!    next call. With neither, the agent's grants are its whole policy.
-//! 2. Sequence state is kept per agent × user × delegation root, in
-//!    memory: a new instance (or a delegated child under the same root) does
-//!    not start from a clean slate. It is not kept across a restart of the
-//!    backend.
+//! 2. Sequence state is kept per user × delegation root (limits per acting
+//!    agent inside it), in memory: a new instance (or a delegated child
+//!    under the same root) does not start from a clean slate. Each call a
+//!    policy let through is stored with its audit record and replayed at
+//!    start-up ([`PolicyEngine::restore`]), so a restart does not either.
 //! 3. An `approve` decision looks for a ticket for this exact action — its
 //!    fingerprint covers agent, user, grant, method, URL, the forwarded
 //!    headers and the body hash. An approved, unexpired, unused one is used
