@@ -468,12 +468,15 @@ mod tests {
 
     #[test]
     fn slack_tokens_and_webhooks() {
-        let bot = format!("xoxb-1234567890-1234567890123-{}", rep("AbCd", 6));
+        // Built from pieces: the fixtures are shaped like Slack tokens (that
+        // is what is tested) without any literal reading as one.
+        let slack = |kind: &str, ids: &[usize], secret: String| {
+            let ids: Vec<String> = ids.iter().map(|n| "1".repeat(*n)).collect();
+            format!("xox{kind}-{}-{secret}", ids.join("-"))
+        };
+        let bot = slack("b", &[10, 13], rep("AbCd", 6));
         only(&format!("SLACK={bot}\n"), Rule::SlackToken, &bot);
-        let user = format!(
-            "xoxp-12345678901-12345678901-123456789012-{}",
-            rep("0f", 16)
-        );
+        let user = slack("p", &[11, 11, 12], rep("0f", 16));
         only(&format!("\"{user}\""), Rule::SlackToken, &user);
         let legacy = format!("xoxa-2-{}", rep("Ab1", 12));
         only(&format!(" {legacy} "), Rule::SlackToken, &legacy);
@@ -541,8 +544,12 @@ mod tests {
             only(&format!("/cb?token={url}&x=1"), Rule::PemPrivateKey, &url);
         }
         // Encrypted legacy form with headers.
-        let legacy = "-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: AES-128-CBC,0A1B\n\nabcd+/==\n-----END RSA PRIVATE KEY-----";
-        only(legacy, Rule::PemPrivateKey, legacy);
+        let legacy = pem("RSA ", 1).replacen(
+            "KEY-----\n",
+            "KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: AES-128-CBC,0A1B\n\n",
+            1,
+        );
+        only(&legacy, Rule::PemPrivateKey, &legacy);
         // Two blocks are two findings.
         let two = format!("{}\n{}", pem("", 1), pem("EC ", 1));
         assert_eq!(found(&two).len(), 2);
