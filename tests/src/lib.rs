@@ -814,3 +814,61 @@ pub async fn raw_revoke(
         .status()
         .as_u16()
 }
+
+/// Pieces of a test config (TOML), so a test file writes only what is its
+/// own. Every grant uses an `x-api-key` header credential read from an
+/// environment-style secret the test passes to [`Service::start`].
+pub mod conf {
+    use edgeward_core::digest::ComponentDigest;
+    use edgeward_core::keys::Signer;
+
+    /// `[backend]` as the TLS-service tests use it (the IdP's assertions
+    /// name `edgeward-test` as their audience).
+    pub const BACKEND: &str = "[backend]\nissuer = \"https://backend.test\"\naudience = \"edgeward-test\"\ntrust_domain = \"edgeward.test\"\n";
+
+    fn list(items: &[&str]) -> String {
+        let quoted: Vec<String> = items.iter().map(|i| format!("\"{i}\"")).collect();
+        format!("[{}]", quoted.join(", "))
+    }
+
+    /// A `[[device]]` enrolled with `key`'s public half.
+    pub fn device(id: &str, key: &dyn Signer) -> String {
+        format!(
+            "\n[[device]]\nid = \"{id}\"\nowner = \"ops@edgeward.invalid\"\npublic_key = \"{}\"\n",
+            key.public_key()
+        )
+    }
+
+    /// A `[[grant]]` on `origin` for `methods` under one path prefix; lines
+    /// appended to the result belong to the same table.
+    pub fn grant(name: &str, origin: &str, methods: &[&str], prefix: &str, env: &str) -> String {
+        format!(
+            "\n[[grant]]\nname = \"{name}\"\norigin = \"{origin}\"\nmethods = {}\npath_prefixes = [\"{prefix}\"]\ncredential = {{ kind = \"header\", name = \"x-api-key\" }}\nsecret = {{ env = \"{env}\" }}\n",
+            list(methods)
+        )
+    }
+
+    /// An `[[agent]]` running `digest` on `devices` (up to 16 live
+    /// instances per device).
+    pub fn agent(
+        name: &str,
+        digest: &ComponentDigest,
+        grants: &[&str],
+        devices: &[&str],
+    ) -> String {
+        format!(
+            "\n[[agent]]\nname = \"{name}\"\nowner = \"tests@edgeward.invalid\"\ndigests = [\"{digest}\"]\ngrants = {}\ndevices = {}\nmax_instances_per_device = 16\n",
+            list(grants),
+            list(devices)
+        )
+    }
+
+    /// The test identity provider `corp` (`https://idp.test`) with its JWKS,
+    /// trusted for `agents`.
+    pub fn user_issuer(jwks: &str, agents: &[&str]) -> String {
+        format!(
+            "\n[[user_issuer]]\nname = \"corp\"\nissuer = \"https://idp.test\"\naudience = \"edgeward-test\"\njwks = '{jwks}'\nagents = {}\n",
+            list(agents)
+        )
+    }
+}

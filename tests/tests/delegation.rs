@@ -34,70 +34,23 @@ fn key(seed: u64) -> Ed25519Signer {
 }
 
 fn config(origin: &str) -> String {
-    format!(
-        r#"
-[backend]
-issuer = "https://backend.test"
-audience = "edgeward-test"
-trust_domain = "edgeward.test"
-
-[[device]]
-id = "dev-1"
-owner = "ops@edgeward.invalid"
-public_key = "{device}"
-
-[[grant]]
-name = "api"
-origin = "{origin}"
-methods = ["GET"]
-path_prefixes = ["/v1"]
-credential = {{ kind = "header", name = "x-api-key" }}
-secret = {{ env = "API_KEY" }}
-
-[[grant]]
-name = "other"
-origin = "{origin}"
-methods = ["GET"]
-path_prefixes = ["/v2"]
-credential = {{ kind = "header", name = "x-api-key" }}
-secret = {{ env = "API_KEY" }}
-
-[[grant]]
-name = "mail"
-origin = "{origin}"
-methods = ["GET"]
-path_prefixes = ["/mail"]
-credential = {{ kind = "header", name = "x-api-key" }}
-secret = {{ env = "MAIL_SERVICE" }}
-user_secrets = {{ "user:corp/alice@example.com" = {{ env = "MAIL_ALICE" }}, "user:corp/bob@example.com" = {{ env = "MAIL_BOB" }} }}
-
-[[user_issuer]]
-name = "corp"
-issuer = "https://idp.test"
-audience = "edgeward-test"
-jwks = '{jwks}'
-agents = ["hostile"]
-
-[[agent]]
-name = "hostile"
-owner = "tests@edgeward.invalid"
-digests = ["{digest}"]
-grants = ["api", "other", "mail"]
-devices = ["dev-1"]
-max_instances_per_device = 16
-
-# The same component under a name the issuer does not list.
-[[agent]]
-name = "unlisted"
-owner = "tests@edgeward.invalid"
-digests = ["{digest}"]
-grants = ["api"]
-devices = ["dev-1"]
-"#,
-        device = device().public_key(),
-        digest = digest(HOSTILE_WASM),
-        jwks = jwks(),
-    )
+    use edgeward_tests::conf;
+    let hostile = digest(HOSTILE_WASM);
+    [
+        conf::BACKEND.to_owned(),
+        conf::device("dev-1", &device()),
+        conf::grant("api", origin, &["GET"], "/v1", "API_KEY"),
+        conf::grant("other", origin, &["GET"], "/v2", "API_KEY"),
+        conf::grant("mail", origin, &["GET"], "/mail", "MAIL_SERVICE"),
+        r#"user_secrets = { "user:corp/alice@example.com" = { env = "MAIL_ALICE" }, "user:corp/bob@example.com" = { env = "MAIL_BOB" } }
+"#
+        .to_owned(),
+        conf::user_issuer(&jwks(), &["hostile"]),
+        conf::agent("hostile", &hostile, &["api", "other", "mail"], &["dev-1"]),
+        // The same component under a name the issuer does not list.
+        conf::agent("unlisted", &hostile, &["api"], &["dev-1"]),
+    ]
+    .concat()
 }
 
 /// The test IdP's signing key and its JWKS.

@@ -5,7 +5,7 @@
 
 use edgeward_core::clock::Clock as _;
 use edgeward_core::entropy::SeededEntropy;
-use edgeward_core::keys::{Ed25519Signer, Signer};
+use edgeward_core::keys::Ed25519Signer;
 use edgeward_tests::{
     COURIER_WASM, HOSTILE_WASM, RawAnswer, RawInstance, Service, TestClock, Upstream, digest,
     raw_call, raw_exchange, respond,
@@ -26,84 +26,28 @@ fn idp() -> Ed25519Signer {
 /// The config: three grants on one upstream, two agents on the same
 /// component, a user issuer, and `policies` appended as written.
 fn config(origin: &str, webhook: &str, policies: &str) -> String {
-    format!(
-        r#"
-[backend]
-issuer = "https://backend.test"
-audience = "edgeward-test"
-trust_domain = "edgeward.test"
-
-[backend.approvals]
-use_within_s = 30
-per_agent_per_hour = 8
-{webhook}
-
-[[device]]
-id = "dev-1"
-owner = "ops@edgeward.invalid"
-public_key = "{device}"
-
-[[grant]]
-name = "mail"
-origin = "{origin}"
-methods = ["GET", "HEAD"]
-path_prefixes = ["/mail"]
-credential = {{ kind = "header", name = "x-api-key" }}
-secret = {{ env = "API_KEY" }}
-
-[[grant]]
-name = "paste"
-origin = "{origin}"
-methods = ["GET", "POST", "PUT", "PATCH", "DELETE"]
-path_prefixes = ["/p"]
-credential = {{ kind = "header", name = "x-api-key" }}
-secret = {{ env = "API_KEY" }}
-
-[[grant]]
-name = "weather"
-origin = "{origin}"
-methods = ["GET"]
-path_prefixes = ["/v1"]
-credential = {{ kind = "header", name = "x-api-key" }}
-secret = {{ env = "API_KEY" }}
-
-[[user_issuer]]
-name = "corp"
-issuer = "https://idp.test"
-audience = "edgeward-test"
-jwks = '{jwks}'
-agents = ["hostile"]
-
-[[agent]]
-name = "hostile"
-owner = "tests@edgeward.invalid"
-digests = ["{digest}"]
-grants = ["mail", "paste", "weather"]
-devices = ["dev-1"]
-max_instances_per_device = 16
-
-[[agent]]
-name = "other"
-owner = "tests@edgeward.invalid"
-digests = ["{digest}"]
-grants = ["mail", "paste", "weather"]
-devices = ["dev-1"]
-max_instances_per_device = 16
-
-[[agent]]
-name = "courier"
-owner = "tests@edgeward.invalid"
-digests = ["{courier}"]
-grants = ["mail", "paste", "weather"]
-devices = ["dev-1"]
-
-{policies}
-"#,
-        device = device().public_key(),
-        digest = digest(HOSTILE_WASM),
-        courier = digest(COURIER_WASM),
-        jwks = edgeward_tests::idp_jwks(&idp()),
-    )
+    use edgeward_tests::conf;
+    let all = ["mail", "paste", "weather"];
+    [
+        conf::BACKEND.to_owned(),
+        format!("\n[backend.approvals]\nuse_within_s = 30\nper_agent_per_hour = 8\n{webhook}\n"),
+        conf::device("dev-1", &device()),
+        conf::grant("mail", origin, &["GET", "HEAD"], "/mail", "API_KEY"),
+        conf::grant(
+            "paste",
+            origin,
+            &["GET", "POST", "PUT", "PATCH", "DELETE"],
+            "/p",
+            "API_KEY",
+        ),
+        conf::grant("weather", origin, &["GET"], "/v1", "API_KEY"),
+        conf::user_issuer(&edgeward_tests::idp_jwks(&idp()), &["hostile"]),
+        conf::agent("hostile", &digest(HOSTILE_WASM), &all, &["dev-1"]),
+        conf::agent("other", &digest(HOSTILE_WASM), &all, &["dev-1"]),
+        conf::agent("courier", &digest(COURIER_WASM), &all, &["dev-1"]),
+        policies.to_owned(),
+    ]
+    .concat()
 }
 
 /// The policy most tests run under (for both agents: the global default).

@@ -35,66 +35,28 @@ fn device2() -> Ed25519Signer {
 }
 
 fn config(origin: &str) -> String {
-    format!(
-        r#"
-[backend]
-issuer = "https://backend.test"
-audience = "edgeward-test"
-trust_domain = "edgeward.test"
-
-[[device]]
-id = "dev-1"
-owner = "ops@edgeward.invalid"
-public_key = "{device}"
-
-[[device]]
-id = "dev-2"
-owner = "ops@edgeward.invalid"
-public_key = "{device2}"
-
-[[grant]]
-name = "api"
-origin = "{origin}"
-methods = ["GET", "POST"]
-path_prefixes = ["/v1"]
-credential = {{ kind = "header", name = "x-api-key" }}
-secret = {{ env = "API_KEY" }}
-
-[[grant]]
-name = "other"
-origin = "http://127.0.0.2:9"
-methods = ["GET"]
-path_prefixes = ["/v2"]
-credential = {{ kind = "header", name = "x-api-key" }}
-secret = {{ env = "API_KEY" }}
-
-[[agent]]
-name = "courier"
-owner = "tests@edgeward.invalid"
-digests = ["{courier}"]
-grants = ["api", "other"]
-devices = ["dev-1"]
-max_instances_per_device = 16
-
-[[agent]]
-name = "reader"
-owner = "tests@edgeward.invalid"
-digests = ["{courier}"]
-grants = ["api"]
-devices = ["dev-1", "dev-2"]
-
-[[agent]]
-name = "hello"
-owner = "tests@edgeward.invalid"
-digests = ["{hello}"]
-grants = ["api"]
-devices = ["dev-1"]
-"#,
-        device = device().public_key(),
-        device2 = device2().public_key(),
-        courier = digest(COURIER_WASM),
-        hello = digest(HELLO_WASM),
-    )
+    use edgeward_tests::conf;
+    [
+        conf::BACKEND.to_owned(),
+        conf::device("dev-1", &device()),
+        conf::device("dev-2", &device2()),
+        conf::grant("api", origin, &["GET", "POST"], "/v1", "API_KEY"),
+        conf::grant("other", "http://127.0.0.2:9", &["GET"], "/v2", "API_KEY"),
+        conf::agent(
+            "courier",
+            &digest(COURIER_WASM),
+            &["api", "other"],
+            &["dev-1"],
+        ),
+        conf::agent(
+            "reader",
+            &digest(COURIER_WASM),
+            &["api"],
+            &["dev-1", "dev-2"],
+        ),
+        conf::agent("hello", &digest(HELLO_WASM), &["api"], &["dev-1"]),
+    ]
+    .concat()
 }
 
 struct Setup {
