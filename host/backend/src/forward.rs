@@ -422,7 +422,7 @@ impl Egress for Backend {
                             .cloned()
                             .unwrap_or_else(|| agent.clone()),
                         instance: entry.instance.clone().unwrap_or_default(),
-                        user: token.on_behalf_of().map(str::to_owned),
+                                                user: entry.user.clone(),
                         root: token
                             .ancestors()
                             .last()
@@ -430,13 +430,16 @@ impl Egress for Backend {
                         generation: access.agent.generation,
                     };
                     let result = match proof {
-                        Ok(()) => inner
+                                                Ok(()) => match inner
                             .forward(&access.agent, &access.rights, &ctx, call)
                             .await
-                            .map(|(response, verdict)| {
-                                verdict_note = Some((ctx.clone(), verdict));
-                                response
-                            }),
+                        {
+                            Ok((response, verdict)) => {
+                                verdict_note = Some((ctx, verdict));
+                                Ok(response)
+                            }
+                            Err(r) => Err(r),
+                        },
                         Err(e) => {
                             tracing::warn!(%grant, "DPoP proof refused: {e}");
                             Err(Refusal::denied(format!("proof of possession refused: {e}"))
@@ -613,28 +616,39 @@ impl Inner {
         // body scanned) but without its credential; every refusal that does
         // not depend on policy comes first, so a call that can never be
         // sent uses up no approval, count or trigger.
-        let (shown_uri, shown_headers) = (parts.uri.clone(), parts.headers.clone());
+                // The call as shown to policy is kept only when a policy applies:
+        // with none, nothing is copied.
+        let decide = tracing::trace_span!(target: "edgeward::stage", "policy.decide");
+        let held = self.policy.policies_for(&self.tokens, &ctx.agent)?;
+        let shown = (!held.is_empty()).then(|| (parts.uri.clone(), parts.headers.clone()));
+        drop(decide);
         inject_credential(&mut parts, &grant.credential, secret)?;
         drop(inject);
         let decide = tracing::trace_span!(target: "edgeward::stage", "policy.decide");
-        let scrub = |text: &str| {
-            let scanned = self.scanner.apply(text.as_bytes());
-            self.redactor
-                .redact_str(&String::from_utf8_lossy(&scanned.bytes))
-                .0
+        let verdict = match &shown {
+            None => crate::policy::Verdict::Unbound,
+            Some((uri, headers)) => {
+                let scrub = |text: &str| {
+                    let scanned = self.scanner.apply(text.as_bytes());
+                    self.redactor
+                        .redact_str(&String::from_utf8_lossy(&scanned.bytes))
+                        .0
+                };
+                self.policy.decide(
+                    &self.tokens,
+                    &scrub,
+                    ctx,
+                    &held,
+                    &crate::policy::Action {
+                        grant: grant.rules.name.as_str(),
+                        method: &parts.method,
+                        uri,
+                        headers,
+                        body: &body,
+                    },
+                )?
+            }
         };
-        let (verdict, _) = self.policy.decide(
-            &self.tokens,
-            &scrub,
-            ctx,
-            &crate::policy::Action {
-                grant: grant.rules.name.as_str(),
-                method: &parts.method,
-                uri: &shown_uri,
-                headers: &shown_headers,
-                body: &body,
-            },
-        )?;
         drop(decide);
         parts.headers.insert(
             http::header::ACCEPT_ENCODING,

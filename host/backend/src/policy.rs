@@ -68,8 +68,7 @@ pub(crate) enum Verdict {
     /// A rule allowed it.
     Allowed { rule: String, event: PolicyEvent },
     /// A person approved this exact call.
-    Approved {
-        rule: String,
+        Approved {
         ticket: String,
         by: String,
         at: u64,
@@ -91,6 +90,13 @@ impl Verdict {
 /// are kept inside it, see `KeyState`).
 type StateKey = (Option<String>, String);
 
+/// The store failed: no decision without it.
+fn unavailable(e: StoreError) -> Refusal {
+    tracing::error!("policy: store failure: {e}");
+    Refusal::upstream("the policy cannot be read right now")
+        .with_status(StatusCode::SERVICE_UNAVAILABLE)
+}
+
 /// Sequence state and the approval logic.
 #[derive(Default)]
 pub(crate) struct PolicyEngine {
@@ -100,23 +106,27 @@ pub(crate) struct PolicyEngine {
 impl PolicyEngine {
     /// Decide one call. `scrub` makes guest-sent text safe to store on a
     /// ticket (known secret formats and every credential held, redacted).
+        pub(crate) fn policies_for(
+        &self,
+        tokens: &TokenService,
+        agent: &str,
+    ) -> Result<Vec<Arc<Policy>>, Refusal> {
+        tokens.store().policies_for(agent).map_err(unavailable)
+    }
+
+    /// Decide one call under `held` (from [`Self::policies_for`]).
     pub(crate) fn decide(
         &self,
         tokens: &TokenService,
         scrub: &dyn Fn(&str) -> String,
         ctx: &CallContext,
+        held: &[Arc<Policy>],
         action: &Action<'_>,
-    ) -> Result<(Verdict, Option<ApprovalRecord>), Refusal> {
+    ) -> Result<Verdict, Refusal> {
         let store = tokens.store();
-        let unavailable = |e: StoreError| {
-            tracing::error!("policy: store failure: {e}");
-            Refusal::upstream("the policy cannot be read right now")
-                .with_status(StatusCode::SERVICE_UNAVAILABLE)
-        };
-        let held = store.policies_for(&ctx.agent).map_err(unavailable)?;
         let policies: Vec<&Policy> = held.iter().map(Arc::as_ref).collect();
         if policies.is_empty() {
-            return Ok((Verdict::Unbound, None));
+            return Ok(Verdict::Unbound);
         }
         let now = tokens.clock().now();
         // What a byte budget counts: everything the call sends.
@@ -157,13 +167,10 @@ impl PolicyEngine {
             )
         };
         match decision.outcome {
-            Outcome::Allow => Ok((
-                Verdict::Allowed {
-                    rule: decision.rule,
-                    event: event_of(ctx, &call),
-                },
-                None,
-            )),
+                        Outcome::Allow => Ok(Verdict::Allowed {
+                rule: decision.rule,
+                event: event_of(ctx, &call),
+            }),
             Outcome::Deny => {
                 Err(Refusal::denied(format!("policy: {}", decision.detail))
                     .with_rule(decision.rule))
@@ -180,14 +187,13 @@ impl PolicyEngine {
                         if store.use_approval(&t.id, now).map_err(unavailable)? {
                             let mut states = self.states.lock().unwrap_or_else(|p| p.into_inner());
                             policy::record(&policies, states.entry(key).or_default(), &call, now);
-                            let verdict = Verdict::Approved {
-                                rule: decision.rule,
+                                                        let verdict = Verdict::Approved {
                                 ticket: t.id.clone(),
                                 by: t.decided_by.clone().unwrap_or_default(),
                                 at: t.decided_at.unwrap_or(now),
                                 event: event_of(ctx, &call),
                             };
-                            return Ok((verdict, Some(t)));
+                                                        return Ok(verdict);
                         }
                         Err(needs_approval(
                             &t.id,
