@@ -422,7 +422,7 @@ impl Egress for Backend {
                             .cloned()
                             .unwrap_or_else(|| agent.clone()),
                         instance: entry.instance.clone().unwrap_or_default(),
-                                                user: entry.user.clone(),
+                        user: entry.user.clone(),
                         root: token
                             .ancestors()
                             .last()
@@ -430,7 +430,7 @@ impl Egress for Backend {
                         generation: access.agent.generation,
                     };
                     let result = match proof {
-                                                Ok(()) => match inner
+                        Ok(()) => match inner
                             .forward(&access.agent, &access.rights, &ctx, call)
                             .await
                         {
@@ -616,7 +616,7 @@ impl Inner {
         // body scanned) but without its credential; every refusal that does
         // not depend on policy comes first, so a call that can never be
         // sent uses up no approval, count or trigger.
-                // The call as shown to policy is kept only when a policy applies:
+        // The call as shown to policy is kept only when a policy applies:
         // with none, nothing is copied.
         let decide = tracing::trace_span!(target: "edgeward::stage", "policy.decide");
         let held = self.policy.policies_for(&self.tokens, &ctx.agent)?;

@@ -68,7 +68,7 @@ pub(crate) enum Verdict {
     /// A rule allowed it.
     Allowed { rule: String, event: PolicyEvent },
     /// A person approved this exact call.
-        Approved {
+    Approved {
         ticket: String,
         by: String,
         at: u64,
@@ -106,7 +106,7 @@ pub(crate) struct PolicyEngine {
 impl PolicyEngine {
     /// Decide one call. `scrub` makes guest-sent text safe to store on a
     /// ticket (known secret formats and every credential held, redacted).
-        pub(crate) fn policies_for(
+    pub(crate) fn policies_for(
         &self,
         tokens: &TokenService,
         agent: &str,
@@ -167,7 +167,7 @@ impl PolicyEngine {
             )
         };
         match decision.outcome {
-                        Outcome::Allow => Ok(Verdict::Allowed {
+            Outcome::Allow => Ok(Verdict::Allowed {
                 rule: decision.rule,
                 event: event_of(ctx, &call),
             }),
@@ -187,13 +187,13 @@ impl PolicyEngine {
                         if store.use_approval(&t.id, now).map_err(unavailable)? {
                             let mut states = self.states.lock().unwrap_or_else(|p| p.into_inner());
                             policy::record(&policies, states.entry(key).or_default(), &call, now);
-                                                        let verdict = Verdict::Approved {
+                            let verdict = Verdict::Approved {
                                 ticket: t.id.clone(),
                                 by: t.decided_by.clone().unwrap_or_default(),
                                 at: t.decided_at.unwrap_or(now),
                                 event: event_of(ctx, &call),
                             };
-                                                        return Ok(verdict);
+                            return Ok(verdict);
                         }
                         Err(needs_approval(
                             &t.id,

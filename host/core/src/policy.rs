@@ -319,14 +319,16 @@ impl Selector {
 
 #[derive(Debug, Clone, PartialEq)]
 struct Rule {
-    name: String,
+    /// `policy "<agent>".<kind> "<name>"`: how decisions and state name it.
+    id: String,
     select: Selector,
     effect: Effect,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 struct After {
-    name: String,
+    /// `policy "<agent>".<kind> "<name>"`: how decisions and state name it.
+    id: String,
     after: Selector,
     then: Selector,
     effect: Effect,
@@ -342,7 +344,8 @@ enum LimitKind {
 
 #[derive(Debug, Clone, PartialEq)]
 struct Limit {
-    name: String,
+    /// `policy "<agent>".<kind> "<name>"`: how decisions and state name it.
+    id: String,
     select: Selector,
     kind: LimitKind,
     window: u64,
@@ -397,7 +400,7 @@ impl Policy {
         for r in &raw.rule {
             let here = name("rule", &r.name)?;
             rules.push(Rule {
-                name: r.name.clone(),
+                id: here.clone(),
                 select: Selector::parse(&r.select, &here)?,
                 effect: r.effect,
             });
@@ -419,7 +422,7 @@ impl Policy {
                 ));
             }
             after.push(After {
-                name: a.name.clone(),
+                id: here.clone(),
                 after: Selector::parse(&a.after, &format!("{here}.after"))?,
                 then: Selector::parse(&a.then, &format!("{here}.then"))?,
                 effect: a.effect,
@@ -446,7 +449,7 @@ impl Policy {
                 ));
             }
             limits.push(Limit {
-                name: l.name.clone(),
+                id: here.clone(),
                 select: Selector::parse(&l.select, &here)?,
                 kind: LimitKind::Count { max: l.max },
                 window: window(&here, l.window_s)?,
@@ -455,7 +458,7 @@ impl Policy {
         for b in &raw.budget {
             let here = name("budget", &b.name)?;
             limits.push(Limit {
-                name: b.name.clone(),
+                id: here.clone(),
                 select: Selector::parse(&b.select, &here)?,
                 kind: LimitKind::Bytes { bytes: b.bytes },
                 window: window(&here, b.window_s)?,
@@ -473,7 +476,7 @@ impl Policy {
                 return Err(invalid(format!("{here}.burst"), "must be at least 1"));
             }
             limits.push(Limit {
-                name: r.name.clone(),
+                id: here.clone(),
                 select: Selector::parse(&r.select, &here)?,
                 kind: LimitKind::Rate {
                     per_second: r.per_second,
@@ -513,31 +516,17 @@ impl Policy {
 
     /// Every grant its selectors name, with the field that names it.
     pub fn grants_named(&self) -> Vec<(String, &GrantName)> {
-        let at = |kind: &str, name: &str, part: &str| {
-            format!("policy \"{}\".{kind} \"{name}\"{part}.grant", self.agent)
-        };
+        let field = |id: &str, part: &str| format!("{id}{part}.grant");
         let mut out = Vec::new();
         for r in &self.rules {
-            out.extend(r.select.grant.iter().map(|g| (at("rule", &r.name, ""), g)));
+            out.extend(r.select.grant.iter().map(|g| (field(&r.id, ""), g)));
         }
         for a in &self.after {
-            out.extend(
-                a.after
-                    .grant
-                    .iter()
-                    .map(|g| (at("after", &a.name, ".after"), g)),
-            );
-            out.extend(
-                a.then
-                    .grant
-                    .iter()
-                    .map(|g| (at("after", &a.name, ".then"), g)),
-            );
+            out.extend(a.after.grant.iter().map(|g| (field(&a.id, ".after"), g)));
+            out.extend(a.then.grant.iter().map(|g| (field(&a.id, ".then"), g)));
         }
         for l in &self.limits {
-            let kind = limit_label(l);
-            let kind = kind.split(' ').next().unwrap_or("limit");
-            out.extend(l.select.grant.iter().map(|g| (at(kind, &l.name, ""), g)));
+            out.extend(l.select.grant.iter().map(|g| (field(&l.id, ""), g)));
         }
         out
     }
@@ -615,10 +604,6 @@ pub struct KeyState {
     buckets: HashMap<String, (f64, u64)>,
 }
 
-fn id(policy: &Policy, rule: &str) -> String {
-    format!("policy \"{}\".{rule}", policy.agent)
-}
-
 /// The state key of a per-agent limit.
 fn per_agent(rule: &str, call: &Call<'_>) -> String {
     format!("{rule} for {}", call.agent)
@@ -635,34 +620,21 @@ impl KeyState {
 /// upstreams commonly read as another path (`//` merged, dot segments,
 /// `;` parameters, percent-encoded letters or slashes) would otherwise slip
 /// past a pattern that names the path they reach.
-pub fn path_problem(path: &str) -> Option<&'static str> {
+pub fn path_problem(path: &str) -> Option<String> {
+    // The grant's own check first (dot segments, encoded slashes, needless
+    // or malformed escapes): the policy adds only what a prefix allow-list
+    // can live with and a deny pattern cannot.
+    if let Err(refusal) = crate::grant::check_path_is_canonical(path) {
+        return Some(refusal.detail);
+    }
     if path.split('/').count() > MAX_SEGMENTS + 1 {
-        return Some("it has more than 256 segments");
+        return Some("it has more than 256 segments".into());
     }
     if path.len() > 1 && path[1..].trim_end_matches('/').contains("//") {
-        return Some("it has an empty segment (//)");
+        return Some("it has an empty segment (//)".into());
     }
     if path.contains(';') {
-        return Some("it has a ';' parameter");
-    }
-    if path.split('/').any(|seg| seg == "." || seg == "..") {
-        return Some("it has a dot segment");
-    }
-    let bytes = path.as_bytes();
-    for (i, b) in bytes.iter().enumerate() {
-        if *b == b'%' {
-            let hex = bytes
-                .get(i + 1..i + 3)
-                .and_then(|h| std::str::from_utf8(h).ok());
-            let decoded = hex.and_then(|h| u8::from_str_radix(h, 16).ok());
-            match decoded {
-                Some(c) if c.is_ascii_alphanumeric() || b"-._~/".contains(&c) => {
-                    return Some("it percent-encodes a letter, digit, '-', '.', '_', '~' or '/'");
-                }
-                None => return Some("it has a malformed percent escape"),
-                _ => {}
-            }
-        }
+        return Some("it has a ';' parameter".into());
     }
     None
 }
@@ -683,10 +655,10 @@ pub fn evaluate(policies: &[&Policy], state: &mut KeyState, call: &Call<'_>, now
             if !a.then.matches(call) {
                 continue;
             }
-            let key = id(p, &format!("after \"{}\"", a.name));
-            let Some(at) = state.triggered.get(&key) else {
+            let Some(at) = state.triggered.get(&a.id) else {
                 continue;
             };
+            let key = a.id.clone();
             if now.saturating_sub(*at) >= a.within {
                 continue;
             }
@@ -733,7 +705,7 @@ pub fn static_decision(policies: &[&Policy], call: &Call<'_>) -> Decision {
     for p in policies {
         for r in &p.rules {
             if r.select.matches(call) {
-                let rule = id(p, &format!("rule \"{}\"", r.name));
+                let rule = r.id.clone();
                 let (outcome, word) = match r.effect {
                     Effect::Allow => (Outcome::Allow, "allowed"),
                     Effect::Approve => (Outcome::Approve, "needs approval"),
@@ -761,25 +733,16 @@ pub fn applicable(policies: &[&Policy], call: &Call<'_>) -> Vec<String> {
     for p in policies {
         for a in &p.after {
             if a.then.matches(call) {
-                out.push(id(p, &format!("after \"{}\"", a.name)));
+                out.push(a.id.clone());
             }
         }
         for l in &p.limits {
             if l.select.matches(call) {
-                out.push(id(p, &limit_label(l)));
+                out.push(l.id.clone());
             }
         }
     }
     out
-}
-
-fn limit_label(l: &Limit) -> String {
-    let kind = match l.kind {
-        LimitKind::Count { .. } => "limit",
-        LimitKind::Bytes { .. } => "budget",
-        LimitKind::Rate { .. } => "rate",
-    };
-    format!("{kind} \"{}\"", l.name)
 }
 
 fn check_limits(
@@ -793,7 +756,7 @@ fn check_limits(
             if !l.select.matches(call) {
                 continue;
             }
-            let key = id(p, &limit_label(l));
+            let key = &l.id;
             let slot = per_agent(&key, call);
             let over = match l.kind {
                 LimitKind::Count { max } => {
@@ -822,7 +785,7 @@ fn check_limits(
                 return Some(Decision {
                     outcome: Outcome::LimitExceeded,
                     detail: format!("{key}: {why}"),
-                    rule: key,
+                    rule: key.clone(),
                 });
             }
         }
@@ -854,16 +817,14 @@ pub fn record(policies: &[&Policy], state: &mut KeyState, call: &Call<'_>, now: 
     for p in policies {
         for a in &p.after {
             if a.after.matches(call) {
-                state
-                    .triggered
-                    .insert(id(p, &format!("after \"{}\"", a.name)), now);
+                state.triggered.insert(a.id.clone(), now);
             }
         }
         for l in &p.limits {
             if !l.select.matches(call) {
                 continue;
             }
-            let key = per_agent(&id(p, &limit_label(l)), call);
+            let key = per_agent(&l.id, call);
             match l.kind {
                 LimitKind::Count { .. } => state.counts.entry(key).or_default().push_back(now),
                 LimitKind::Bytes { .. } => {
