@@ -757,7 +757,7 @@ fn check_limits(
                 continue;
             }
             let key = &l.id;
-            let slot = per_agent(&key, call);
+            let slot = per_agent(key, call);
             let over = match l.kind {
                 LimitKind::Count { max } => {
                     let q = state.counts.entry(slot).or_default();
