@@ -894,7 +894,7 @@ fn parse<T: serde::de::DeserializeOwned>(v: Value) -> anyhow::Result<T> {
     serde_json::from_value(v).context("the admin API's answer has an unexpected shape")
 }
 
-fn put<T: serde::Serialize>(body: &mut Value, key: &str, value: Option<T>) {
+pub(crate) fn put<T: serde::Serialize>(body: &mut Value, key: &str, value: Option<T>) {
     if let Some(v) = value {
         body[key] = json!(v);
     }

@@ -158,7 +158,7 @@ enum Command {
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Digest { component } => {
-            let bytes = read_component(&component)?;
+            let bytes = crate::extras::read_component(&component)?;
             println!("{}", ComponentDigest::of(&bytes));
             Ok(ExitCode::SUCCESS)
         }
@@ -176,7 +176,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             task,
             component,
         } => {
-            let bytes = read_component(&component)?;
+            let bytes = crate::extras::read_component(&component)?;
             let extras = crate::extras::Extras::read(user_assertion.as_deref(), &sub_agents)?;
             let report = match (config, backend) {
                 (Some(config), None) => {
@@ -291,7 +291,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             ))
         }
         Command::Demo { component } => {
-            let bytes = read_component(&component).with_context(|| {
+            let bytes = crate::extras::read_component(&component).with_context(|| {
                 "build the example agent first: \
                  cargo build --manifest-path guest/Cargo.toml --release --target wasm32-wasip2 -p hello \
                  (scripts/demo does this for you)"
@@ -316,10 +316,6 @@ pub fn load_config(path: &PathBuf) -> anyhow::Result<edgeward_core::config::Conf
         .with_context(|| format!("cannot read config {}", path.display()))?;
     edgeward_core::config::Config::parse(&text)
         .with_context(|| format!("invalid config {}", path.display()))
-}
-
-fn read_component(path: &PathBuf) -> anyhow::Result<Vec<u8>> {
-    std::fs::read(path).with_context(|| format!("cannot read component {}", path.display()))
 }
 
 fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {

@@ -8,8 +8,23 @@ use edgeward_runtime::{AgentInstance, AgentSpec, Runtime};
 use std::path::Path;
 use std::sync::Arc;
 
-/// Largest sub-agent component read.
+/// Largest component read (agent or sub-agent).
 const MAX_COMPONENT_BYTES: u64 = 256 << 20;
+
+/// A component file, refused over [`MAX_COMPONENT_BYTES`] before it is read.
+pub fn read_component(path: &Path) -> anyhow::Result<Vec<u8>> {
+    let size = std::fs::metadata(path)
+        .with_context(|| format!("cannot read component {}", path.display()))?
+        .len();
+    if size > MAX_COMPONENT_BYTES {
+        bail!(
+            "component {} is over {} MiB",
+            path.display(),
+            MAX_COMPONENT_BYTES >> 20
+        );
+    }
+    std::fs::read(path).with_context(|| format!("cannot read component {}", path.display()))
+}
 /// Longest user assertion file read (a JWT is a few KiB at most).
 const MAX_ASSERTION_BYTES: u64 = 16 * 1024;
 
@@ -38,18 +53,7 @@ impl Extras {
                 edgeward_core::grant::validate_name(name, "agent").map_err(|_| {
                     anyhow::anyhow!("--sub-agent: {name:?} is not a valid agent name")
                 })?;
-                let size = std::fs::metadata(file)
-                    .with_context(|| format!("cannot read sub-agent component {file}"))?
-                    .len();
-                if size > MAX_COMPONENT_BYTES {
-                    bail!(
-                        "sub-agent component {file} is over {} MiB",
-                        MAX_COMPONENT_BYTES >> 20
-                    );
-                }
-                let bytes = std::fs::read(file)
-                    .with_context(|| format!("cannot read sub-agent component {file}"))?;
-                Ok((name.to_owned(), bytes))
+                Ok((name.to_owned(), read_component(Path::new(file))?))
             })
             .collect::<anyhow::Result<_>>()?;
         Ok(Extras {

@@ -1,7 +1,7 @@
 //! `edgeward policy …` and `edgeward approvals …`: calls to the admin API
 //! of a running `edgeward serve`.
 
-use crate::admin_cli::{Client, print_json, query_value, shown, table};
+use crate::admin_cli::{Client, print_json, put, query_value, shown, table};
 use anyhow::Context as _;
 use clap::Subcommand;
 use serde_json::{Value, json};
@@ -133,12 +133,8 @@ pub async fn policy(c: &Client, cmd: PolicyCmd) -> anyhow::Result<ExitCode> {
             json,
         } => {
             let mut body = json!({ "agent": agent, "method": method, "url": url });
-            if let Some(u) = user {
-                body["user"] = json!(u);
-            }
-            if let Some(g) = grant {
-                body["grant"] = json!(g);
-            }
+            put(&mut body, "user", user);
+            put(&mut body, "grant", grant);
             let v = c.post("/v1/policies/check", body).await?;
             if json {
                 print_json(&v)?;
@@ -216,8 +212,8 @@ pub async fn approvals(c: &Client, cmd: ApprovalsCmd) -> anyhow::Result<ExitCode
             println!(
                 "approved {}: {} {} may go through once, until {}",
                 shown(&id),
-                text(&t, "method"),
-                text(&t, "url"),
+                shown_field(&t, "method"),
+                shown_field(&t, "url"),
                 t["expires_at"]
             );
         }
@@ -264,12 +260,19 @@ pub async fn approvals(c: &Client, cmd: ApprovalsCmd) -> anyhow::Result<ExitCode
     Ok(ExitCode::SUCCESS)
 }
 
+/// A field as text, unescaped: `table` escapes its cells, every other
+/// use goes through `shown`.
 fn text(v: &Value, key: &str) -> String {
     match &v[key] {
-        Value::String(s) => shown(s),
+        Value::String(s) => s.clone(),
         Value::Null => "-".into(),
-        other => shown(&other.to_string()),
+        other => other.to_string(),
     }
+}
+
+/// A field as text, escaped for the terminal.
+fn shown_field(v: &Value, key: &str) -> String {
+    shown(&text(v, key))
 }
 
 /// Multi-line text from the server, each line shown safely.
@@ -278,20 +281,20 @@ fn shown_block(text: &str) -> String {
 }
 
 fn print_ticket(t: &Value) {
-    println!("ticket   {}", text(t, "id"));
-    println!("status   {}", text(t, "status"));
+    println!("ticket   {}", shown_field(t, "id"));
+    println!("status   {}", shown_field(t, "status"));
     println!(
         "agent    {} (instance {}, delegation root {})",
-        text(t, "agent"),
-        text(t, "instance"),
-        text(t, "root")
+        shown_field(t, "agent"),
+        shown_field(t, "instance"),
+        shown_field(t, "root")
     );
-    println!("user     {}", text(t, "user"));
+    println!("user     {}", shown_field(t, "user"));
     println!(
         "call     {} {} (grant {})",
-        text(t, "method"),
-        text(t, "url"),
-        text(t, "grant")
+        shown_field(t, "method"),
+        shown_field(t, "url"),
+        shown_field(t, "grant")
     );
     for h in t["headers"].as_array().into_iter().flatten() {
         println!(
@@ -300,16 +303,16 @@ fn print_ticket(t: &Value) {
             shown(h[1].as_str().unwrap_or(""))
         );
     }
-    println!("body     sha256 {}", text(t, "body_sha256"));
+    println!("body     sha256 {}", shown_field(t, "body_sha256"));
     for line in t["body_preview"].as_str().unwrap_or("").lines() {
         println!("         | {}", shown(line));
     }
-    println!("rule     {}", text(t, "rule"));
+    println!("rule     {}", shown_field(t, "rule"));
     println!("opened   {}  expires {}", t["created_at"], t["expires_at"]);
     if !t["decided_by"].is_null() {
         println!(
             "decided  by {} at {}",
-            text(t, "decided_by"),
+            shown_field(t, "decided_by"),
             t["decided_at"]
         );
     }

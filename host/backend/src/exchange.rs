@@ -104,6 +104,11 @@ pub struct Minted {
     pub delegated_by: Option<String>,
 }
 
+/// Fail closed: no verdict on a token without the registry.
+fn registry_unavailable(e: StoreError) -> AccessError {
+    AccessError::Revoked(format!("registry unavailable: {e}"))
+}
+
 /// What a delegated child's token descends from: its parent (the token the
 /// chain was made from) and the parent's own ancestors; and the caveats it
 /// stays held to: the parent's inherited ones, then the chain's.
@@ -987,7 +992,7 @@ impl TokenService {
                         a.agent, a.generation
                     )));
                 }
-                Err(e) => return Err(AccessError::Revoked(format!("registry unavailable: {e}"))),
+                Err(e) => return Err(registry_unavailable(e)),
             }
         }
         match self.store.agent(verified.agent()) {
@@ -1034,7 +1039,7 @@ impl TokenService {
                 verified.agent()
             ))),
             // Fail closed: no verdict without the registry.
-            Err(e) => Err(AccessError::Revoked(format!("registry unavailable: {e}"))),
+            Err(e) => Err(registry_unavailable(e)),
         }
     }
 
@@ -1054,7 +1059,7 @@ impl TokenService {
                         "sub-agent {name} is not registered"
                     )));
                 }
-                Err(e) => return Err(AccessError::Revoked(format!("registry unavailable: {e}"))),
+                Err(e) => return Err(registry_unavailable(e)),
             };
             if let Some(reason) = self.revocations.refuses_agent(name, sub.generation) {
                 return Err(AccessError::Revoked(format!("sub-agent {name}: {reason}")));
@@ -1216,7 +1221,7 @@ impl TokenService {
             .map_or(access.token.agent(), String::as_str)
             .to_owned();
         let user = access.token.on_behalf_of().map(str::to_owned);
-        if ticket.len() != 32 || !ticket.bytes().all(|b| b.is_ascii_hexdigit()) {
+        if !edgeward_core::egress::is_ticket_id(ticket) {
             return Ok(TicketState::Unknown);
         }
         let mut decided = self.tickets_decided.subscribe();
@@ -1226,7 +1231,7 @@ impl TokenService {
             let t = self
                 .store
                 .approval(ticket, self.clock.now())
-                .map_err(|e| AccessError::Revoked(format!("registry unavailable: {e}")))?;
+                .map_err(registry_unavailable)?;
             let state = match t {
                 Some(t) if t.agent == agent && t.user == user => match t.status {
                     ApprovalStatus::Pending => TicketState::Pending,

@@ -234,9 +234,7 @@ impl Caveat {
                 if names.len() > MAX_LIST || !sorted_unique(&names) {
                     return Err("methods must be at most 32, sorted and distinct".into());
                 }
-                if let Some(bad) = m.iter().find(|m| {
-                    m.is_empty() || m.len() > 16 || !m.bytes().all(|b| b.is_ascii_uppercase())
-                }) {
+                if let Some(bad) = m.iter().find(|m| !crate::grant::is_method_name(m)) {
                     return Err(format!("{bad:?} is not an upper-case method name"));
                 }
             }

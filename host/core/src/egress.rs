@@ -129,6 +129,12 @@ impl TicketState {
     }
 }
 
+/// Whether `id` has the shape of an approval ticket id (32 hex digits):
+/// anything else is refused before it reaches a store.
+pub fn is_ticket_id(id: &str) -> bool {
+    id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 /// Longest a guest may wait for a decision in one call.
 pub const MAX_TICKET_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 

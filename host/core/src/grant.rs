@@ -60,6 +60,12 @@ impl fmt::Display for GrantName {
     }
 }
 
+/// An HTTP method name as edgeward's caveats and policies write it:
+/// 1 to 16 upper-case ASCII letters (`GET`, `PATCH`).
+pub fn is_method_name(m: &str) -> bool {
+    !m.is_empty() && m.len() <= 16 && m.bytes().all(|b| b.is_ascii_uppercase())
+}
+
 /// Shared name rule for grants and agents: short, lower-case, URL- and
 /// log-safe, so names can be put in SPIFFE ids, paths and log lines unescaped.
 pub fn validate_name(name: &str, what: &'static str) -> Result<(), GrantError> {

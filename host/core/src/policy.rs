@@ -281,9 +281,7 @@ impl Selector {
                 ));
             }
             Some(m) => {
-                if let Some(bad) = m.iter().find(|m| {
-                    m.is_empty() || m.len() > 16 || !m.bytes().all(|b| b.is_ascii_uppercase())
-                }) {
+                if let Some(bad) = m.iter().find(|m| !crate::grant::is_method_name(m)) {
                     return Err(invalid(
                         format!("{at}.methods"),
                         format!("{bad:?} is not an upper-case method name"),

@@ -240,15 +240,21 @@ impl RemoteBackend {
             return Ok(());
         }
         let doc: serde_json::Value = serde_json::from_slice(response.body()).unwrap_or_default();
-        Err(ExchangeFailure::Refused {
-            error: doc["error"].as_str().unwrap_or("unknown_error").to_owned(),
-            description: doc["error_description"]
-                .as_str()
-                .unwrap_or("")
-                .chars()
-                .take(300)
-                .collect(),
-        })
+        Err(refused(&doc))
+    }
+}
+
+/// The backend's OAuth-style refusal (`{"error", "error_description"}`),
+/// its description cut to a length a log line can carry.
+fn refused(doc: &serde_json::Value) -> ExchangeFailure {
+    ExchangeFailure::Refused {
+        error: doc["error"].as_str().unwrap_or("unknown_error").to_owned(),
+        description: doc["error_description"]
+            .as_str()
+            .unwrap_or("")
+            .chars()
+            .take(300)
+            .collect(),
     }
 }
 
@@ -297,10 +303,7 @@ impl TokenExchange for RemoteBackend {
                 ExchangeFailure::Unreachable("the token response is not JSON".into())
             })?;
             if response.status() != StatusCode::OK {
-                return Err(ExchangeFailure::Refused {
-                    error: doc["error"].as_str().unwrap_or("unknown_error").to_owned(),
-                    description: doc["error_description"].as_str().unwrap_or("").to_owned(),
-                });
+                return Err(refused(&doc));
             }
             let text = |k: &str| doc[k].as_str().map(str::to_owned);
             let bad = |what: &str| {
@@ -387,15 +390,7 @@ impl edgeward_core::egress::ApprovalChannel for RemoteBackend {
                 .get_with_token(&format!("/v1/approvals/wait?{query}"), &token)
                 .await?;
             if status != StatusCode::OK {
-                return Err(ExchangeFailure::Refused {
-                    error: doc["error"].as_str().unwrap_or("unknown_error").to_owned(),
-                    description: doc["error_description"]
-                        .as_str()
-                        .unwrap_or("")
-                        .chars()
-                        .take(300)
-                        .collect(),
-                });
+                return Err(refused(&doc));
             }
             doc["state"]
                 .as_str()

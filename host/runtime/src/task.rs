@@ -228,7 +228,7 @@ impl approval::Host for TaskState {
                 return approval::State::Unavailable;
             };
             // The ticket id is guest text: only its shape goes further.
-            if ticket.len() != 32 || !ticket.bytes().all(|b| b.is_ascii_hexdigit()) {
+            if !edgeward_core::egress::is_ticket_id(&ticket) {
                 return approval::State::Unknown;
             }
             let Ok(token) = token.token().await else {

@@ -1,9 +1,10 @@
 //! Admin routes for the policy envelope and approval tickets.
 
 use super::input::{Body, Query};
+use super::routes::check_agent_name;
 use super::{AdminContext, AdminError, Note, Principal};
 use crate::store::{ApprovalRecord, ApprovalStatus, Role};
-use edgeward_core::grant::{GrantName, Origin, select_grant, validate_name};
+use edgeward_core::grant::{GrantName, Origin, select_grant};
 use edgeward_core::policy::{self, Call, Policy};
 use serde_json::{Value, json};
 
@@ -60,7 +61,7 @@ impl AdminContext {
             }
         }
         if policy.agent() != policy::GLOBAL {
-            self.live_agent_exists(policy.agent())?;
+            self.live_agent(policy.agent())?;
             note.agent = Some(policy.agent().to_owned());
         }
         self.store().put_policy(&policy, self.now(), &who.name)?;
@@ -84,10 +85,9 @@ impl AdminContext {
         let url: String = b.req("url")?;
         let user: Option<String> = b.opt("user")?;
         let grant: Option<String> = b.opt("grant")?;
-        validate_name(&agent, "agent").map_err(|e| AdminError::invalid("agent", e.to_string()))?;
+        check_agent_name(&agent, "agent")?;
         note.agent = Some(agent.clone());
-        if method.is_empty() || method.len() > 16 || !method.bytes().all(|c| c.is_ascii_uppercase())
-        {
+        if !edgeward_core::grant::is_method_name(&method) {
             return Err(AdminError::invalid(
                 "method",
                 "an upper-case method, e.g. GET",
@@ -98,15 +98,12 @@ impl AdminContext {
             .map_err(|_| AdminError::invalid("url", "not a URL"))?;
         let origin = Origin::of_uri(&uri)
             .ok_or_else(|| AdminError::invalid("url", "needs an http or https origin"))?;
-        if let Some(u) = &user
-            && !u.starts_with("user:")
-        {
-            return Err(AdminError::invalid(
-                "user",
-                "a principal: user:<issuer>/<sub>",
-            ));
+        if let Some(u) = &user {
+            edgeward_core::user::check_principal(u).map_err(|e| {
+                AdminError::invalid("user", format!("a principal user:<issuer>/<sub>: {e}"))
+            })?;
         }
-        let record = self.live_agent_exists(&agent)?;
+        let record = self.live_agent(&agent)?;
         // The grant the runtime would route the call to.
         let mut rules = Vec::new();
         for g in &record.grants {
@@ -121,13 +118,8 @@ impl AdminContext {
             .parse()
             .map_err(|_| AdminError::invalid("method", "not an HTTP method"))?;
         let within_grant = chosen.check(&uri, &parsed);
-        let own = self.store().policy(&agent)?;
-        let global = self.store().policy(policy::GLOBAL)?;
-        let policies: Vec<&Policy> = own
-            .iter()
-            .chain(global.iter())
-            .map(|p| p.as_ref())
-            .collect();
+        let held = self.store().policies_for(&agent)?;
+        let policies: Vec<&Policy> = held.iter().map(|p| p.as_ref()).collect();
         let call = Call {
             agent: &agent,
             grant: grant_name.as_str(),
@@ -267,7 +259,7 @@ impl AdminContext {
         who: &Principal,
         note: &mut Note,
     ) -> Result<ApprovalRecord, AdminError> {
-        if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        if !edgeward_core::egress::is_ticket_id(id) {
             return Err(AdminError::invalid("id", "a ticket id: 32 hex digits"));
         }
         let t = self
@@ -283,36 +275,20 @@ impl AdminContext {
         }
         Ok(t)
     }
-
-    fn live_agent_exists(&self, name: &str) -> Result<crate::store::AgentRecord, AdminError> {
-        self.store()
-            .agent(name)?
-            .ok_or_else(|| AdminError::NotFound(format!("no agent {name}")))
-    }
 }
 
 fn policy_agent(agent: Option<&str>) -> Result<String, AdminError> {
     let agent =
         agent.ok_or_else(|| AdminError::invalid("agent", "missing: this parameter is required"))?;
     if agent != policy::GLOBAL {
-        validate_name(agent, "agent").map_err(|e| AdminError::invalid("agent", e.to_string()))?;
+        check_agent_name(agent, "agent")?;
     }
     Ok(agent.to_owned())
 }
 
 fn parse_status(s: &str) -> Result<ApprovalStatus, AdminError> {
-    Ok(match s {
-        "pending" => ApprovalStatus::Pending,
-        "approved" => ApprovalStatus::Approved,
-        "denied" => ApprovalStatus::Denied,
-        "used" => ApprovalStatus::Used,
-        "expired" => ApprovalStatus::Expired,
-        _ => {
-            return Err(AdminError::invalid(
-                "status",
-                "one of pending, approved, denied, used, expired",
-            ));
-        }
+    ApprovalStatus::from_name(s).ok_or_else(|| {
+        AdminError::invalid("status", "one of pending, approved, denied, used, expired")
     })
 }
 

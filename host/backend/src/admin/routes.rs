@@ -264,7 +264,7 @@ impl AdminContext {
     }
 
     /// A live agent, or why there is none (naming a tombstone if there is).
-    fn live_agent(&self, name: &str) -> Result<store::AgentRecord, AdminError> {
+    pub(super) fn live_agent(&self, name: &str) -> Result<store::AgentRecord, AdminError> {
         if let Some(agent) = self.store().agent(name)? {
             return Ok(agent);
         }
@@ -883,7 +883,7 @@ fn agent_name_only(body: &[u8]) -> Result<String, AdminError> {
     Ok(name)
 }
 
-fn check_agent_name(name: &str, field: &'static str) -> Result<(), AdminError> {
+pub(super) fn check_agent_name(name: &str, field: &'static str) -> Result<(), AdminError> {
     validate_name(name, "agent").map_err(|e| AdminError::invalid(field, e.to_string()))
 }
 

@@ -487,6 +487,18 @@ impl ApprovalStatus {
             ApprovalStatus::Expired => "expired",
         }
     }
+
+    /// From its name (as stored, and as the admin API takes it).
+    pub fn from_name(name: &str) -> Option<ApprovalStatus> {
+        Some(match name {
+            "pending" => ApprovalStatus::Pending,
+            "approved" => ApprovalStatus::Approved,
+            "denied" => ApprovalStatus::Denied,
+            "used" => ApprovalStatus::Used,
+            "expired" => ApprovalStatus::Expired,
+            _ => return None,
+        })
+    }
 }
 
 /// One approval ticket, as the backend rendered it. Everything here is

@@ -2105,37 +2105,35 @@ impl Store for SqliteStore {
         let (at_i, until) = (int(at, "decided_at")?, int(use_until, "expires_at")?);
         let sql = format!("SELECT {APPROVAL_COLS} FROM approvals WHERE id = ?1");
         self.append(|tx| {
-            let current =
+            let mut ticket =
                 query_opt(tx, &sql, [id], |r| approval_from_row(r, at))?.ok_or_else(|| {
                     StoreError::NotFound {
                         what: "approval",
                         key: id.to_owned(),
                     }
                 })?;
-            if current.status != ApprovalStatus::Pending {
+            if ticket.status != ApprovalStatus::Pending {
                 return Err(StoreError::invalid(
                     "status",
-                    format!("the ticket is {}, not pending", current.status.as_str()),
+                    format!("the ticket is {}, not pending", ticket.status.as_str()),
                 ));
             }
             // Approved: usable until `use_until`. Denied: the denial stands
             // that long, so the same call is refused without asking again.
-            let (status, expires) = if approve {
-                ("approved", until)
+            ticket.status = if approve {
+                ApprovalStatus::Approved
             } else {
-                ("denied", until)
+                ApprovalStatus::Denied
             };
             tx.execute(
                 "UPDATE approvals SET status = ?2, decided_by = ?3, decided_at = ?4, expires_at = ?5
                  WHERE id = ?1 AND status = 'pending'",
-                params![id, status, by, at_i, expires],
+                params![id, ticket.status.as_str(), by, at_i, until],
             )?;
-            query_opt(tx, &sql, [id], |r| approval_from_row(r, at))?.ok_or_else(|| {
-                StoreError::NotFound {
-                    what: "approval",
-                    key: id.to_owned(),
-                }
-            })
+            ticket.decided_by = Some(by.to_owned());
+            ticket.decided_at = Some(at);
+            ticket.expires_at = use_until;
+            Ok(ticket)
         })
     }
 
@@ -2163,9 +2161,30 @@ impl Store for SqliteStore {
     }
 
     fn policy_events_since(&self, since: u64) -> Result<Vec<(u64, PolicyEvent)>, StoreError> {
-        self.events_since(since)
+        let since = int(since, "since")?;
+        self.read(|tx| {
+            query_all(
+                tx,
+                "SELECT at, user, root, agent, grant_name, method, path, bytes
+                 FROM policy_events WHERE at >= ?1 ORDER BY seq",
+                [since],
+                |r| {
+                    Ok((
+                        uint(r.get(0)?, "policy event")?,
+                        PolicyEvent {
+                            user: r.get(1)?,
+                            root: r.get(2)?,
+                            agent: r.get(3)?,
+                            grant: r.get(4)?,
+                            method: r.get(5)?,
+                            path: r.get(6)?,
+                            bytes: uint(r.get(7)?, "policy event")?,
+                        },
+                    ))
+                },
+            )
+        })
     }
-
     fn prune_policy_events(&self, before: u64) -> Result<u64, StoreError> {
         let before = int(before, "before")?;
         self.append(|tx| {
@@ -2241,34 +2260,6 @@ impl Store for SqliteStore {
     }
 }
 
-impl SqliteStore {
-    fn events_since(&self, since: u64) -> Result<Vec<(u64, PolicyEvent)>, StoreError> {
-        let since = int(since, "since")?;
-        self.read(|tx| {
-            query_all(
-                tx,
-                "SELECT at, user, root, agent, grant_name, method, path, bytes
-                 FROM policy_events WHERE at >= ?1 ORDER BY seq",
-                [since],
-                |r| {
-                    Ok((
-                        uint(r.get(0)?, "policy event")?,
-                        PolicyEvent {
-                            user: r.get(1)?,
-                            root: r.get(2)?,
-                            agent: r.get(3)?,
-                            grant: r.get(4)?,
-                            method: r.get(5)?,
-                            path: r.get(6)?,
-                            bytes: uint(r.get(7)?, "policy event")?,
-                        },
-                    ))
-                },
-            )
-        })
-    }
-}
-
 const APPROVAL_COLS: &str = "id, agent, instance, user, root, grant_name, method, url, headers, \
     body_sha256, body_preview, rule, fingerprint, status, created_at, expires_at, decided_by, \
     decided_at, used_at";
@@ -2276,14 +2267,13 @@ const APPROVAL_COLS: &str = "id, agent, instance, user, root, grant_name, method
 fn approval_from_row(r: &Row<'_>, now: u64) -> Result<ApprovalRecord, StoreError> {
     let stored: String = r.get(13)?;
     let expires_at = uint(r.get(15)?, "expires_at")?;
-    let status = match stored.as_str() {
-        "pending" | "approved" if expires_at <= now => ApprovalStatus::Expired,
-        "pending" => ApprovalStatus::Pending,
-        "approved" => ApprovalStatus::Approved,
-        "denied" => ApprovalStatus::Denied,
-        "used" => ApprovalStatus::Used,
-        "expired" => ApprovalStatus::Expired,
-        _ => return Err(StoreError::corrupt("approval status", "unknown status")),
+    // Pending or approved past its time reads as expired.
+    let status = match ApprovalStatus::from_name(&stored) {
+        Some(ApprovalStatus::Pending | ApprovalStatus::Approved) if expires_at <= now => {
+            ApprovalStatus::Expired
+        }
+        Some(s) => s,
+        None => return Err(StoreError::corrupt("approval status", "unknown status")),
     };
     let headers: String = r.get(8)?;
     Ok(ApprovalRecord {
