@@ -146,11 +146,12 @@ pub struct VerifiedUser {
 /// Whether `agent` may act for `principal` (`user:<issuer>/<sub>`): the
 /// issuer must be configured and list the agent. The reason when not.
 pub fn may_act_for(issuers: &[UserIssuer], agent: &str, principal: &str) -> Result<(), String> {
+    check_principal(principal).map_err(|e| format!("not a user principal: {e}"))?;
+    // check_principal guarantees `user:<issuer>/…`.
     let issuer = principal
         .strip_prefix("user:")
         .and_then(|rest| rest.split_once('/'))
-        .map(|(issuer, _)| issuer)
-        .ok_or_else(|| format!("{principal:?} is not a user principal"))?;
+        .map_or("", |(issuer, _)| issuer);
     let issuer = issuers
         .iter()
         .find(|i| i.name == issuer)
@@ -222,11 +223,11 @@ pub fn verify_assertion(
     let claims: Claims = serde_json::from_slice(&decode(p64, "the payload is not base64url")?)
         .map_err(|_| AssertionError::Malformed("the payload is not a JSON claims set"))?;
     let signature = decode(s64, "the signature is not base64url")?;
-    let alg = match header.alg.as_deref() {
-        Some("EdDSA") => SigAlg::EdDSA,
-        Some("ES256") => SigAlg::ES256,
-        _ => return Err(AssertionError::Algorithm),
-    };
+    let alg = header
+        .alg
+        .as_deref()
+        .and_then(SigAlg::from_jws)
+        .ok_or(AssertionError::Algorithm)?;
     let issuer = issuers
         .iter()
         .find(|i| claims.iss.as_deref() == Some(i.issuer.as_str()))
