@@ -25,7 +25,6 @@ use edgeward_core::grant::GrantName;
 use edgeward_core::keys::{Ed25519Signer, Es256Signer, PublicKey, SigAlg, Signer as _};
 use edgeward_core::nonce::{NonceIssuer, ReplayCache};
 use edgeward_core::token::{Mint, TokenError, TokenIssuer, TokenVerifier, VerifiedToken};
-use sha2::{Digest as _, Sha256};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -1510,21 +1509,7 @@ impl SigningKeys {
     }
 }
 
-/// Instance ids are derived, not stored: the same device, agent and instance
-/// key always give the same id, so renewal keeps the identity.
-pub fn instance_id(device: &str, agent: &str, jkt: &str) -> String {
-    let mut h = Sha256::new();
-    h.update(b"edgeward-instance-v1\0");
-    h.update(device.as_bytes());
-    h.update([0]);
-    h.update(agent.as_bytes());
-    h.update([0]);
-    h.update(jkt.as_bytes());
-    // Not the user: an instance is its key. The runtime makes one instance
-    // (one key) per user; a key reused for two users stays one instance,
-    // so revoking it stops the key whoever it acts for.
-    hex::encode(&h.finalize()[..10])
-}
+pub use edgeward_core::crossing::instance_id;
 
 /// One async write in flight; counted down when dropped.
 struct InFlight<'a> {

@@ -680,7 +680,7 @@ impl Inner {
                 .await
                 .map_err(|e| {
                     if e.is::<http_body_util::LengthLimitError>() {
-                        response_too_large(max_response)
+                        edgeward_core::crossing::response_too_large(max_response)
                     } else {
                         Refusal::upstream("the upstream response body could not be read")
                     }
@@ -706,7 +706,7 @@ impl Inner {
             max_response,
         )
         .map_err(|e| match e {
-            DecodeError::TooLarge { .. } => response_too_large(max_response),
+            DecodeError::TooLarge { .. } => edgeward_core::crossing::response_too_large(max_response),
             other => {
                 // The coding name is upstream bytes: the log gets it, the
                 // guest does not.
@@ -724,7 +724,7 @@ impl Inner {
             // Rule names only: the log never gets the matched bytes.
             tracing::warn!(
                 grant = %grant.rules.name,
-                findings = %rules_of(&scanned.findings),
+                findings = %edgeward_core::crossing::rules_of(&scanned.findings),
                 "credential material redacted from an upstream response"
             );
         }
@@ -741,114 +741,45 @@ impl Inner {
         Ok((response, verdict))
     }
 
-    /// Scan what the guest sends: its body and query for secrets in known
-    /// formats. Per grant, a finding blocks the request (default), is
-    /// redacted, or is only audited.
+    /// Scan what the guest sends (see [`edgeward_core::crossing::scan_outbound`]).
     fn scan_outbound(
         &self,
         grant: &LiveGrant,
         parts: &mut http::request::Parts,
         body: Bytes,
     ) -> Result<Bytes, Refusal> {
-        let query = parts.uri.query().unwrap_or("").as_bytes().to_vec();
-        let mut findings = self.scanner.scan(&body);
-        findings.extend(self.scanner.scan(&query));
-        for (_, v) in parts.headers.iter() {
-            findings.extend(self.scanner.scan(v.as_bytes()));
-        }
-        let acting: Vec<_> = findings
-            .iter()
-            .filter(|f| f.action != edgeward_core::scan::Action::AuditOnly)
-            .collect();
-        if acting.is_empty() {
-            if !findings.is_empty() {
-                tracing::info!(grant = %grant.rules.name, findings = %rules_of(&findings), "outbound request scanned (audit only)");
-            }
-            return Ok(body);
-        }
-        let rules = rules_of(&findings);
-        match grant.outbound_secrets {
-            OutboundSecrets::Audit => {
-                tracing::warn!(grant = %grant.rules.name, findings = %rules, "outbound request carries secret-like data (audit only)");
-                Ok(body)
-            }
-            OutboundSecrets::Block => {
-                tracing::warn!(grant = %grant.rules.name, findings = %rules, "outbound request blocked by secret scanning");
-                // The guest learns that, not which rule.
-                Err(Refusal::denied(
-                    "the request carries data that looks like a secret; secret scanning blocked it",
-                ))
-            }
-            OutboundSecrets::Redact => {
-                tracing::warn!(grant = %grant.rules.name, findings = %rules, "secret-like data redacted from an outbound request");
-                if !query.is_empty() {
-                    let q = String::from_utf8_lossy(&self.scanner.apply(&query).bytes).into_owned();
-                    let q = q.replace(edgeward_core::redact::REDACTION_MARKER, "REDACTED");
-                    let mut uri = parts.uri.clone().into_parts();
-                    uri.path_and_query = format!("{}?{q}", parts.uri.path()).parse().ok();
-                    if let Ok(u) = http::Uri::from_parts(uri) {
-                        parts.uri = u;
+        use edgeward_core::crossing::{OutboundScan, scan_outbound};
+        let name = &grant.rules.name;
+        match scan_outbound(&self.scanner, grant.outbound_secrets, parts, body) {
+            Ok((body, scan)) => {
+                match scan {
+                    OutboundScan::Clean { audit_only } if audit_only.is_empty() => {}
+                    OutboundScan::Clean { audit_only } => {
+                        tracing::info!(grant = %name, findings = %audit_only, "outbound request scanned (audit only)")
+                    }
+                    OutboundScan::Audited { rules } => {
+                        tracing::warn!(grant = %name, findings = %rules, "outbound request carries secret-like data (audit only)")
+                    }
+                    OutboundScan::Redacted { rules } => {
+                        tracing::warn!(grant = %name, findings = %rules, "secret-like data redacted from an outbound request")
                     }
                 }
-                let values: Vec<(http::HeaderName, HeaderValue)> = parts
-                    .headers
-                    .iter()
-                    .filter_map(|(k, v)| {
-                        let s = self.scanner.apply(v.as_bytes());
-                        (!s.findings.is_empty())
-                            .then(|| {
-                                HeaderValue::from_bytes(&s.bytes)
-                                    .ok()
-                                    .map(|v| (k.clone(), v))
-                            })
-                            .flatten()
-                    })
-                    .collect();
-                for (k, v) in values {
-                    parts.headers.insert(k, v);
-                }
-                Ok(Bytes::from(self.scanner.apply(&body).bytes.into_owned()))
+                Ok(body)
+            }
+            Err((refusal, rules)) => {
+                tracing::warn!(grant = %name, findings = %rules, "outbound request blocked by secret scanning");
+                Err(refusal)
             }
         }
     }
 
     fn redact_headers(&self, headers: &mut http::HeaderMap) {
-        // A header *named* after a credential cannot be redacted in place:
-        // drop it. Names are lower case on the wire side of `http`, so the
-        // credential is checked lower-cased too.
-        let named: Vec<http::HeaderName> = headers
-            .keys()
-            .filter(|k| self.name_redactor.contains_secret(k.as_str().as_bytes()))
-            .cloned()
-            .collect();
-        for name in named {
-            headers.remove(&name);
-        }
-        let tainted: Vec<http::HeaderName> = headers
-            .iter()
-            .filter(|(_, v)| {
-                self.scanner
-                    .scan(v.as_bytes())
-                    .iter()
-                    .any(|f| f.action != edgeward_core::scan::Action::AuditOnly)
-            })
-            .map(|(k, _)| k.clone())
-            .collect();
-        for name in tainted {
-            // Rebuild every value of the header; the marker is valid header
-            // text, so a redacted value is always a valid value.
-            let values: Vec<HeaderValue> = headers
-                .get_all(&name)
-                .iter()
-                .filter_map(|v| {
-                    HeaderValue::from_bytes(&self.redactor.redact(v.as_bytes()).bytes).ok()
-                })
-                .collect();
-            headers.remove(&name);
-            for v in values {
-                headers.append(name.clone(), v);
-            }
-        }
+        edgeward_core::crossing::redact_response_headers(
+            &self.scanner,
+            &self.redactor,
+            &self.name_redactor,
+            headers,
+        );
     }
 }
 
@@ -867,16 +798,3 @@ fn is_private_only(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-/// Rule names of findings, for logs and the audit log.
-fn rules_of(findings: &[edgeward_core::scan::Finding]) -> String {
-    let mut names: Vec<&str> = findings.iter().map(|f| f.rule.name()).collect();
-    names.dedup();
-    names.join(",")
-}
-
-fn response_too_large(limit: usize) -> Refusal {
-    Refusal::limit(format!(
-        "the upstream response is over this agent's limit of {limit} bytes"
-    ))
-    .with_status(StatusCode::BAD_GATEWAY)
-}

@@ -70,12 +70,7 @@ impl Default for Revocations {
     }
 }
 
-/// The last path segment after `marker` in a SPIFFE id.
-pub fn spiffe_segment<'a>(id: &'a str, marker: &str) -> Option<&'a str> {
-    id.rsplit_once(marker)
-        .map(|(_, rest)| rest)
-        .filter(|s| !s.contains('/'))
-}
+pub use edgeward_core::crossing::spiffe_segment;
 
 impl Revocations {
     /// Add one revocation (memory only: the caller persists it first).

@@ -16,6 +16,7 @@ pub mod caveat;
 pub mod clock;
 pub mod codec;
 pub mod config;
+pub mod crossing;
 pub mod digest;
 pub mod dpop;
 pub mod egress;
