@@ -28,6 +28,7 @@ pub mod nonce;
 pub mod policy;
 pub mod problem;
 pub mod redact;
+pub mod revocation;
 pub mod scan;
 pub mod secret;
 pub mod token;
