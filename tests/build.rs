@@ -2,6 +2,9 @@
 //! end-to-end tests, in a target directory of its own so that guest and host
 //! builds never share features or locks. The paths reach the tests as
 //! `HELLO_WASM`, `HOSTILE_WASM`, `BENCH_WASM` and `COURIER_WASM`.
+//!
+//! It also builds the Spin component (`host/spin/`, its own workspace) with
+//! the build command `spin.toml` names, as `SPIN_WASM`.
 
 use anyhow::{Context as _, bail};
 use std::path::{Path, PathBuf};
@@ -54,6 +57,7 @@ fn main() -> anyhow::Result<()> {
              `rustup target add wasm32-wasip2`)"
         );
     }
+    build_spin(root, &out)?;
     for g in GUESTS {
         let path = target_dir
             .join("wasm32-wasip2/release")
@@ -69,6 +73,51 @@ fn main() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// `spin.toml`'s build command, run in its workdir (`host/spin`), into a
+/// target directory of its own.
+fn build_spin(root: &Path, out: &Path) -> anyhow::Result<()> {
+    let dir = root.join("host/spin");
+    for p in ["src", "Cargo.toml", "Cargo.lock"] {
+        rerun_if_changed(&dir.join(p));
+    }
+    rerun_if_changed(&root.join("host/core/src"));
+    rerun_if_changed(&root.join("host/core/Cargo.toml"));
+    let target_dir = out.join("spin-target");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args(SPIN_BUILD_ARGS)
+        .current_dir(&dir)
+        .env("CARGO_TARGET_DIR", &target_dir)
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_BUILD_RUSTFLAGS")
+        .env_remove("CARGO_MAKEFLAGS")
+        .status()
+        .context("cannot run cargo to build the Spin component")?;
+    if !status.success() {
+        bail!("building the Spin component (host/spin) failed");
+    }
+    let path = target_dir.join("wasm32-wasip2/release/edgeward_spin.wasm");
+    if !path.exists() {
+        bail!("the Spin build did not produce {}", path.display());
+    }
+    println!("cargo:rustc-env=SPIN_WASM={}", path.display());
+    println!(
+        "cargo:rustc-env=SPIN_BUILD_COMMAND=cargo {}",
+        SPIN_BUILD_ARGS.join(" ")
+    );
+    Ok(())
+}
+
+/// The Spin component's build, as `spin.toml` says it (a test checks).
+const SPIN_BUILD_ARGS: [&str; 5] = [
+    "build",
+    "--target",
+    "wasm32-wasip2",
+    "--release",
+    "--locked",
+];
 
 fn rerun_if_changed(path: &Path) {
     println!("cargo:rerun-if-changed={}", path.display());

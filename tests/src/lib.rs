@@ -2,6 +2,8 @@
 //! source by `build.rs`, a real upstream on loopback, and a harness that joins
 //! the runtime and the backend in embedded mode.
 
+pub mod spin_host;
+
 use anyhow::Context as _;
 use bytes::Bytes;
 use edgeward_backend::exchange::SharedEntropy;
@@ -32,7 +34,13 @@ pub const BENCH_WASM: &str = env!("BENCH_WASM");
 /// (`edgeward:agent@0.2.0`).
 pub const COURIER_WASM: &str = env!("COURIER_WASM");
 
-/// The bytes of a built guest (read once).
+/// The backend as a Spin component (`host/spin`), built by `build.rs` with
+/// `spin.toml`'s build command.
+pub const SPIN_WASM: &str = env!("SPIN_WASM");
+/// That build command, for the test that compares it with `spin.toml`.
+pub const SPIN_BUILD_COMMAND: &str = env!("SPIN_BUILD_COMMAND");
+
+/// The bytes of a built component (read once).
 pub fn component(path: &'static str) -> &'static [u8] {
     static CACHE: OnceLock<Mutex<HashMap<&'static str, &'static [u8]>>> = OnceLock::new();
     let cache = CACHE.get_or_init(Default::default);

@@ -1137,7 +1137,7 @@ impl TokenService {
         // Verify at the token's own issue time: an expired token of ours may
         // still be revoked, a forged one is ignored (so the set cannot be
         // filled with junk).
-        let Some(iat) = unverified_iat(token) else {
+        let Some(iat) = edgeward_core::token::unverified_iat(token) else {
             return Ok(());
         };
         if let Ok(verified) = self.verify_signed(token, iat) {
@@ -1319,19 +1319,6 @@ fn scrub_entry(scanner: &edgeward_core::scan::Scanner, entry: &mut AuditEntry) {
 
 /// The `iat` claim of a JWT, read without verifying anything: only used to
 /// choose the time at which the real verification runs.
-fn unverified_iat(token: &str) -> Option<u64> {
-    use base64::Engine as _;
-    let payload = token.split('.').nth(1)?;
-    if payload.len() > 8192 {
-        return None;
-    }
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload)
-        .ok()?;
-    let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    v["iat"].as_u64()
-}
-
 fn store_failure(e: StoreError) -> ExchangeError {
     ExchangeError::after("server_error", format!("registry unavailable: {e}"))
 }

@@ -706,7 +706,9 @@ impl Inner {
             max_response,
         )
         .map_err(|e| match e {
-            DecodeError::TooLarge { .. } => edgeward_core::crossing::response_too_large(max_response),
+            DecodeError::TooLarge { .. } => {
+                edgeward_core::crossing::response_too_large(max_response)
+            }
             other => {
                 // The coding name is upstream bytes: the log gets it, the
                 // guest does not.
@@ -797,4 +799,3 @@ fn is_private_only(e: &(dyn std::error::Error + 'static)) -> bool {
     }
     false
 }
-

@@ -85,7 +85,11 @@ pub fn scan_outbound(
                 .filter_map(|(k, v)| {
                     let s = scanner.apply(v.as_bytes());
                     (!s.findings.is_empty())
-                        .then(|| HeaderValue::from_bytes(&s.bytes).ok().map(|v| (k.clone(), v)))
+                        .then(|| {
+                            HeaderValue::from_bytes(&s.bytes)
+                                .ok()
+                                .map(|v| (k.clone(), v))
+                        })
                         .flatten()
                 })
                 .collect();

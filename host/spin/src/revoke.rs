@@ -1,0 +1,353 @@
+//! Revocation routes: the stop channel's long poll, RFC 7009 for a token's
+//! holder, and the admin route. A revocation is a row in the database; the
+//! next request on any instance reads it, so it works on the next call.
+
+use crate::service::{AccessError, Service, now};
+use crate::store::AuditEntry;
+use crate::wire;
+use crate::{MAX_FORM_BYTES, json, oauth_error};
+use bytes::Bytes;
+use edgeward_core::revocation::RevocationKind;
+use http::StatusCode;
+use sha2::{Digest as _, Sha256};
+use spin_sdk::http::IncomingRequest;
+
+fn bearer(parts: &http::request::Parts) -> Option<&str> {
+    parts
+        .headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| s.strip_prefix("Bearer "))
+}
+
+/// `GET /v1/stop`: answers at once if the token is revoked, else checks
+/// once a second until the configured poll time, then answers with the
+/// lease. (No process outlives a request on Spin, so nothing can wake the
+/// poll: a stop arrives within a second of the revocation.)
+pub fn stop(service: &Service, parts: &http::request::Parts) -> http::Response<Bytes> {
+    let unauthorized = |why: &str| {
+        json(
+            StatusCode::UNAUTHORIZED,
+            &serde_json::json!({ "error": "invalid_token", "error_description": why }),
+        )
+    };
+    let Some(token) = bearer(parts) else {
+        return unauthorized("no access token");
+    };
+    let backend = &service.settings.config.backend;
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(backend.stop_poll_secs);
+    loop {
+        match service.check_access(token) {
+            Ok(_) => {}
+            Err(AccessError::Revoked(reason)) => {
+                note_stop(service, token, &reason);
+                return json(
+                    StatusCode::OK,
+                    &serde_json::json!({ "stop": true, "reason": reason }),
+                );
+            }
+            Err(e) => return unauthorized(&e.to_string()),
+        }
+        let left = until.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return json(
+                StatusCode::OK,
+                &serde_json::json!({ "stop": false, "lease": backend.stop_lease_secs }),
+            );
+        }
+        std::thread::sleep(left.min(std::time::Duration::from_secs(1)));
+    }
+}
+
+fn note_stop(service: &Service, token: &str, reason: &str) {
+    let Ok(t) = service.verify_signed(token.split('~').next().unwrap_or(token), now()) else {
+        return;
+    };
+    let entry = AuditEntry::new("stop", "stop")
+        .with("agent", Some(t.agent()))
+        .with(
+            "instance",
+            edgeward_core::crossing::spiffe_segment(t.instance(), "/instance/"),
+        )
+        .with("jti", Some(t.jti()))
+        .with("reason", Some(format!("stop order sent: {reason}")));
+    // A lost stop record does not hold back the stop itself.
+    let _ = service.audit(entry);
+}
+
+/// `POST /v1/revoke` (RFC 7009): whoever holds a token *and its key* may
+/// revoke it. 200 whether or not the token was ours (§2.2); a bad proof
+/// for one of ours is `invalid_dpop_proof`.
+pub fn rfc7009(
+    service: &Service,
+    parts: &http::request::Parts,
+    req: IncomingRequest,
+) -> http::Response<Bytes> {
+    // The URL the client called, as the proof's `htu` names it.
+    let scheme = match req.scheme() {
+        Some(spin_sdk::http::Scheme::Https) => "https",
+        _ => "http",
+    };
+    let host = req
+        .authority()
+        .or_else(|| {
+            parts
+                .headers
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_owned)
+        })
+        .unwrap_or_default();
+    let target: Option<http::Uri> = format!("{scheme}://{host}/v1/revoke").parse().ok();
+    let proof = parts
+        .headers
+        .get("dpop")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let Ok(body) = wire::read_body(req, MAX_FORM_BYTES) else {
+        return json(StatusCode::OK, &serde_json::json!({}));
+    };
+    let Some((_, token)) = form_urlencoded::parse(&body).find(|(k, _)| k == "token") else {
+        return json(StatusCode::OK, &serde_json::json!({}));
+    };
+    // Verified at its own issue time: an expired token of ours may still be
+    // revoked, a forged one is ignored.
+    let Some(iat) = edgeward_core::token::unverified_iat(&token) else {
+        return json(StatusCode::OK, &serde_json::json!({}));
+    };
+    let Ok(verified) = service.verify_signed(&token, iat) else {
+        return json(StatusCode::OK, &serde_json::json!({}));
+    };
+    let proved = match (&target, proof.as_deref()) {
+        (Some(uri), Some(proof)) => service
+            .check_proof(proof, &http::Method::POST, uri, &token, verified.jkt())
+            .is_ok(),
+        _ => false,
+    };
+    if !proved {
+        return json(
+            StatusCode::UNAUTHORIZED,
+            &serde_json::json!({
+                "error": "invalid_dpop_proof",
+                "error_description": "revoking a token needs a DPoP proof from its key",
+            }),
+        );
+    }
+    let kind = RevocationKind::Token {
+        jti: verified.jti().to_owned(),
+    };
+    let stored = service
+        .store
+        .add_revocation(&kind, now(), "rfc7009", "revoked by its holder");
+    let entry = AuditEntry::new("revoke", if stored.is_ok() { "allow" } else { "deny" })
+        .with("agent", Some(verified.agent()))
+        .with("jti", Some(verified.jti()))
+        .with("reason", Some("token revoked by its holder (RFC 7009)"));
+    let audited = service.audit(entry);
+    if stored.is_err() || audited.is_err() {
+        return oauth_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            "the revocation could not be stored",
+        );
+    }
+    json(StatusCode::OK, &serde_json::json!({}))
+}
+
+/// Names in revocations: what the native admin API accepts.
+fn check_name(value: &str, field: &'static str) -> Result<(), String> {
+    let ok = !value.is_empty()
+        && value.len() <= 128
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{field} must be 1 to 128 characters of letters, digits, '-', '_' or '.'"
+        ))
+    }
+}
+
+/// `POST /v1/admin/revoke`: `authorization: Bearer <admin credential>`,
+/// whose SHA-256 is the `admin_token_sha256` variable. Body: exactly one of
+/// `token` (a jti), `instance`, `agent`, `device` or `all: true`, and an
+/// optional `reason`. Every attempt is audited.
+pub fn admin(
+    service: &Service,
+    parts: &http::request::Parts,
+    req: IncomingRequest,
+) -> http::Response<Bytes> {
+    let refuse = |status: StatusCode, error: &str, why: &str, audit: bool| {
+        if audit {
+            let _ = service.audit(
+                AuditEntry::new("admin", "deny")
+                    .with("reason", Some(format!("revoke refused: {why}"))),
+            );
+        }
+        oauth_error(status, error, why)
+    };
+    let Some(expected) = service.settings.admin_hash else {
+        return refuse(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "the admin route is off (no admin_token_sha256 variable)",
+            false,
+        );
+    };
+    let presented: [u8; 32] = Sha256::digest(bearer(parts).unwrap_or("").as_bytes()).into();
+    // Compared as hashes: equal-length, and the time taken says nothing
+    // about the credential.
+    if presented
+        .iter()
+        .zip(expected.iter())
+        .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+        != 0
+    {
+        return refuse(
+            StatusCode::UNAUTHORIZED,
+            "invalid_token",
+            "the admin credential is not valid",
+            true,
+        );
+    }
+    let Ok(body) = wire::read_body(req, MAX_FORM_BYTES) else {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "the body is too large",
+            true,
+        );
+    };
+    let kind = match parse_revoke(&body, service.settings.config.agents.as_slice()) {
+        Ok(k) => k,
+        Err(why) => return refuse(StatusCode::BAD_REQUEST, "invalid_request", &why, true),
+    };
+    let (kind, reason) = kind;
+    let at = now();
+    let kind = match kind {
+        RevocationKind::All { .. } => RevocationKind::All { at },
+        other => other,
+    };
+    let (kind_name, target) = match &kind {
+        RevocationKind::Token { jti } => ("token", Some(jti.as_str())),
+        RevocationKind::Instance { id } => ("instance", Some(id.as_str())),
+        RevocationKind::Agent { name, .. } => ("agent", Some(name.as_str())),
+        RevocationKind::Device { id } => ("device", Some(id.as_str())),
+        RevocationKind::All { .. } => ("all", None),
+    };
+    if service
+        .store
+        .add_revocation(&kind, at, "admin", &reason)
+        .is_err()
+    {
+        return oauth_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            "the revocation could not be stored",
+        );
+    }
+    let entry = AuditEntry::new("admin", "allow").with(
+        "reason",
+        Some(format!(
+            "revoked {kind_name}{}: {reason}",
+            target.map(|t| format!(" {t}")).unwrap_or_default()
+        )),
+    );
+    if service.audit(entry).is_err() {
+        return oauth_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            "the audit log is unavailable (the revocation is stored)",
+        );
+    }
+    json(
+        StatusCode::OK,
+        &serde_json::json!({
+            "revoked": { "kind": kind_name, "target": target },
+            "at": at,
+            "reason": reason,
+        }),
+    )
+}
+
+/// The admin revoke body, as the native admin API reads it: an object,
+/// known fields only, exactly one target.
+fn parse_revoke(
+    body: &[u8],
+    agents: &[edgeward_core::config::AgentConfig],
+) -> Result<(RevocationKind, String), String> {
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|_| "the body is not JSON".to_owned())?;
+    let obj = value
+        .as_object()
+        .ok_or_else(|| "the body is not a JSON object".to_owned())?;
+    for key in obj.keys() {
+        if !matches!(
+            key.as_str(),
+            "token" | "instance" | "agent" | "device" | "all" | "reason"
+        ) {
+            return Err(format!(
+                "unknown field {:?}",
+                key.chars().take(64).collect::<String>()
+            ));
+        }
+    }
+    let text = |name: &'static str| -> Result<Option<String>, String> {
+        match obj.get(name) {
+            None => Ok(None),
+            Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(format!("{name} must be a string")),
+        }
+    };
+    let reason = text("reason")?.unwrap_or_else(|| "no reason given".into());
+    if reason.len() > 1024 || reason.chars().any(char::is_control) {
+        return Err("reason must be at most 1024 characters, with no control characters".into());
+    }
+    let all = match obj.get("all") {
+        None => false,
+        Some(serde_json::Value::Bool(true)) => true,
+        Some(_) => return Err("all must be true (revoke everything) or left out".into()),
+    };
+    let given: Vec<&str> = ["token", "instance", "agent", "device"]
+        .into_iter()
+        .filter(|k| obj.contains_key(*k))
+        .chain(all.then_some("all"))
+        .collect();
+    if given.len() != 1 {
+        let got = if given.is_empty() {
+            "none was".to_owned()
+        } else {
+            format!("{} were", given.join(" and "))
+        };
+        return Err(format!(
+            "give exactly one of token, instance, agent, device or all; {got} given"
+        ));
+    }
+    let kind = if let Some(jti) = text("token")? {
+        check_name(&jti, "token")?;
+        RevocationKind::Token { jti }
+    } else if let Some(id) = text("instance")? {
+        check_name(&id, "instance")?;
+        RevocationKind::Instance { id }
+    } else if let Some(name) = text("agent")? {
+        check_name(&name, "agent")?;
+        // Every generation up to the current one: the agent stays revoked
+        // until the config re-issues it at a higher generation.
+        let current = agents
+            .iter()
+            .find(|a| a.name == name)
+            .ok_or_else(|| format!("agent {name} does not exist"))?;
+        RevocationKind::Agent {
+            name,
+            before_generation: Some(current.generation.saturating_add(1)),
+        }
+    } else if let Some(id) = text("device")? {
+        check_name(&id, "device")?;
+        RevocationKind::Device { id }
+    } else {
+        RevocationKind::All { at: 0 }
+    };
+    Ok((kind, reason))
+}

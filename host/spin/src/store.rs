@@ -1,0 +1,339 @@
+//! Durable state in Spin's SQLite database (`default`): used nonces and
+//! proofs, revocations, issued tokens, and the hash-chained audit log.
+//!
+//! Spin's key-value store has no compare-and-swap, so single use is a
+//! unique key in SQLite: `INSERT OR IGNORE` and one changed row means this
+//! request was first, atomically, whichever instance serves it.
+
+use edgeward_core::revocation::{RevocationKind, RevocationSet};
+use sha2::{Digest as _, Sha256};
+use spin_sdk::sqlite3::{Connection, QueryResult, Value};
+
+/// Bumped with every schema change (SQLite's `user_version`).
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS used_nonces (nonce TEXT PRIMARY KEY, expires_at INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS used_proofs (key TEXT PRIMARY KEY, expires_at INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS revocations (kind TEXT NOT NULL, target TEXT NOT NULL, before_generation INTEGER, at INTEGER NOT NULL, by TEXT NOT NULL, reason TEXT NOT NULL, PRIMARY KEY (kind, target))",
+    "CREATE TABLE IF NOT EXISTS tokens (jti TEXT PRIMARY KEY, instance_id TEXT NOT NULL, agent TEXT NOT NULL, device TEXT NOT NULL, issued_at INTEGER NOT NULL, expires_at INTEGER NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS tokens_live ON tokens (agent, device, expires_at)",
+    "CREATE TABLE IF NOT EXISTS audit (seq INTEGER PRIMARY KEY, record TEXT NOT NULL, prev TEXT NOT NULL, hash TEXT NOT NULL)",
+];
+
+/// The database failed. Internal: the caller answers with a generic error
+/// and never shows this text to a guest.
+#[derive(Debug, thiserror::Error)]
+#[error("database: {0}")]
+pub struct StoreError(String);
+
+impl StoreError {
+    /// An error described in words.
+    pub fn from_text(text: &str) -> StoreError {
+        StoreError(text.to_owned())
+    }
+}
+
+impl From<spin_sdk::sqlite3::Error> for StoreError {
+    fn from(e: spin_sdk::sqlite3::Error) -> Self {
+        StoreError(format!("{e:?}"))
+    }
+}
+
+/// An open database.
+pub struct Store {
+    conn: Connection,
+}
+
+fn text(s: &str) -> Value {
+    Value::Text(s.to_owned())
+}
+
+/// SQLite integers are signed; times and generations fit easily.
+fn int(n: u64) -> Value {
+    Value::Integer(i64::try_from(n).unwrap_or(i64::MAX))
+}
+
+fn first_int(q: &QueryResult) -> Option<i64> {
+    q.rows.first().and_then(|r| r.get::<i64>(0))
+}
+
+/// One audit record, as written (JSON, hashed into the chain).
+#[derive(Debug, Default, Clone)]
+pub struct AuditEntry {
+    /// exchange, egress, revoke, stop, admin.
+    pub kind: &'static str,
+    /// allow, deny, stop.
+    pub decision: &'static str,
+    /// Text fields by name (agent, instance, device, jti, user, grant,
+    /// method, origin, path, reason, admin).
+    pub fields: Vec<(&'static str, String)>,
+}
+
+impl AuditEntry {
+    /// A record of `kind` with `decision`.
+    pub fn new(kind: &'static str, decision: &'static str) -> AuditEntry {
+        AuditEntry {
+            kind,
+            decision,
+            fields: Vec::new(),
+        }
+    }
+
+    /// Set a field (skipped when `None`).
+    pub fn with(mut self, name: &'static str, value: Option<impl Into<String>>) -> AuditEntry {
+        if let Some(v) = value {
+            self.fields.push((name, v.into()));
+        }
+        self
+    }
+}
+
+impl Store {
+    /// Open the default database and bring its schema up to date.
+    pub fn open() -> Result<Store, StoreError> {
+        let conn = Connection::open_default()?;
+        let store = Store { conn };
+        let version = first_int(&store.conn.execute("PRAGMA user_version", &[])?).unwrap_or(0);
+        if version < SCHEMA_VERSION {
+            for statement in SCHEMA {
+                store.conn.execute(statement, &[])?;
+            }
+            store
+                .conn
+                .execute(&format!("PRAGMA user_version = {SCHEMA_VERSION}"), &[])?;
+        }
+        Ok(store)
+    }
+
+    /// Mark a nonce used; false if it was used before. Expired marks are
+    /// swept first (a nonce is refused once expired anyway).
+    pub fn use_nonce(&self, nonce: &str, expires_at: u64, now: u64) -> Result<bool, StoreError> {
+        self.use_once("used_nonces", "nonce", nonce, expires_at, now)
+    }
+
+    /// Mark a DPoP proof (`jkt.jti`) used; false if it was used before.
+    pub fn use_proof(&self, key: &str, expires_at: u64, now: u64) -> Result<bool, StoreError> {
+        self.use_once("used_proofs", "key", key, expires_at, now)
+    }
+
+    fn use_once(
+        &self,
+        table: &str,
+        column: &str,
+        key: &str,
+        expires_at: u64,
+        now: u64,
+    ) -> Result<bool, StoreError> {
+        self.conn.execute(
+            &format!("DELETE FROM {table} WHERE expires_at < ?"),
+            &[int(now)],
+        )?;
+        self.conn.execute(
+            &format!("INSERT OR IGNORE INTO {table} ({column}, expires_at) VALUES (?, ?)"),
+            &[text(key), int(expires_at)],
+        )?;
+        Ok(self.conn.changes() == 1)
+    }
+
+    /// The revocations that could concern these names (all kill switches
+    /// included), as a set to ask.
+    pub fn revocations_for(
+        &self,
+        jtis: &[&str],
+        instances: &[&str],
+        agents: &[&str],
+        devices: &[&str],
+    ) -> Result<RevocationSet, StoreError> {
+        let mut set = RevocationSet::default();
+        let mut ask = |kind: &str, targets: &[&str]| -> Result<(), StoreError> {
+            for target in targets {
+                let q = self.conn.execute(
+                    "SELECT before_generation FROM revocations WHERE kind = ? AND target = ?",
+                    &[text(kind), text(target)],
+                )?;
+                for row in &q.rows {
+                    let before = row.get::<i64>(0).map(|g| u64::try_from(g).unwrap_or(0));
+                    set.add(&match kind {
+                        "token" => RevocationKind::Token {
+                            jti: (*target).to_owned(),
+                        },
+                        "instance" => RevocationKind::Instance {
+                            id: (*target).to_owned(),
+                        },
+                        "agent" => RevocationKind::Agent {
+                            name: (*target).to_owned(),
+                            before_generation: before,
+                        },
+                        _ => RevocationKind::Device {
+                            id: (*target).to_owned(),
+                        },
+                    });
+                }
+            }
+            Ok(())
+        };
+        ask("token", jtis)?;
+        ask("instance", instances)?;
+        ask("agent", agents)?;
+        ask("device", devices)?;
+        let all = self.conn.execute(
+            "SELECT at FROM revocations WHERE kind = 'all' AND target = ''",
+            &[],
+        )?;
+        if let Some(at) = first_int(&all) {
+            set.add(&RevocationKind::All {
+                at: u64::try_from(at).unwrap_or(0),
+            });
+        }
+        Ok(set)
+    }
+
+    /// Store a revocation; it applies from the next request on.
+    pub fn add_revocation(
+        &self,
+        kind: &RevocationKind,
+        at: u64,
+        by: &str,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        let (name, target, before) = match kind {
+            RevocationKind::Token { jti } => ("token", jti.as_str(), None),
+            RevocationKind::Instance { id } => ("instance", id.as_str(), None),
+            RevocationKind::Agent {
+                name,
+                before_generation,
+            } => ("agent", name.as_str(), *before_generation),
+            RevocationKind::Device { id } => ("device", id.as_str(), None),
+            RevocationKind::All { .. } => ("all", "", None),
+        };
+        let at = match kind {
+            RevocationKind::All { at } => *at,
+            _ => at,
+        };
+        // A second revocation of the same target only widens it: the
+        // larger generation bound and kill-switch time win, and "every
+        // generation" (NULL) beats any bound.
+        self.conn.execute(
+            "INSERT INTO revocations (kind, target, before_generation, at, by, reason) VALUES (?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (kind, target) DO UPDATE SET \
+               before_generation = CASE WHEN revocations.before_generation IS NULL OR excluded.before_generation IS NULL THEN NULL \
+                                        ELSE max(revocations.before_generation, excluded.before_generation) END, \
+               at = max(revocations.at, excluded.at), by = excluded.by, reason = excluded.reason",
+            &[
+                text(name),
+                text(target),
+                before.map_or(Value::Null, int),
+                int(at),
+                text(by),
+                text(reason),
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Instance ids with a token still valid for this agent on this device.
+    pub fn live_instance_ids(
+        &self,
+        agent: &str,
+        device: &str,
+        now: u64,
+    ) -> Result<Vec<String>, StoreError> {
+        let q = self.conn.execute(
+            "SELECT DISTINCT instance_id FROM tokens WHERE agent = ? AND device = ? AND expires_at > ?",
+            &[text(agent), text(device), int(now)],
+        )?;
+        Ok(q.rows
+            .iter()
+            .filter_map(|r| r.get::<&str>(0).map(str::to_owned))
+            .collect())
+    }
+
+    /// Record a minted token (for the live-instance cap).
+    pub fn record_token(
+        &self,
+        jti: &str,
+        instance_id: &str,
+        agent: &str,
+        device: &str,
+        issued_at: u64,
+        expires_at: u64,
+    ) -> Result<(), StoreError> {
+        self.conn.execute(
+            "DELETE FROM tokens WHERE expires_at <= ?",
+            &[int(issued_at)],
+        )?;
+        self.conn.execute(
+            "INSERT INTO tokens (jti, instance_id, agent, device, issued_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)",
+            &[
+                text(jti),
+                text(instance_id),
+                text(agent),
+                text(device),
+                int(issued_at),
+                int(expires_at),
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Run `f` inside an immediate transaction (other instances wait for
+    /// the write lock), committing on success and rolling back otherwise.
+    pub fn transaction<T>(
+        &self,
+        f: impl FnOnce(&Store) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.conn.execute("BEGIN IMMEDIATE", &[])?;
+        match f(self) {
+            Ok(v) => {
+                self.conn.execute("COMMIT", &[])?;
+                Ok(v)
+            }
+            Err(e) => {
+                let _ = self.conn.execute("ROLLBACK", &[]);
+                Err(e)
+            }
+        }
+    }
+
+    /// Append one audit record, chained to the previous one by SHA-256.
+    /// `at` is added here; every text field was scrubbed by the caller.
+    pub fn audit(&self, entry: &AuditEntry, at: u64) -> Result<(), StoreError> {
+        let mut record = serde_json::Map::new();
+        record.insert("at".into(), at.into());
+        record.insert("kind".into(), entry.kind.into());
+        record.insert("decision".into(), entry.decision.into());
+        for (name, value) in &entry.fields {
+            record.insert((*name).into(), value.as_str().into());
+        }
+        let record = serde_json::Value::Object(record).to_string();
+        self.transaction(|s| {
+            let last = s
+                .conn
+                .execute("SELECT hash FROM audit ORDER BY seq DESC LIMIT 1", &[])?;
+            let prev = last
+                .rows
+                .first()
+                .and_then(|r| r.get::<&str>(0))
+                .unwrap_or("")
+                .to_owned();
+            let hash = chain_hash(&prev, &record);
+            s.conn.execute(
+                "INSERT INTO audit (record, prev, hash) VALUES (?, ?, ?)",
+                &[text(&record), text(&prev), text(&hash)],
+            )?;
+            Ok(())
+        })
+    }
+}
+
+/// `hex(SHA-256("edgeward-spin-audit-v1\0" || prev || "\0" || record))`:
+/// changing, dropping or reordering a record breaks every later hash.
+pub fn chain_hash(prev: &str, record: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(b"edgeward-spin-audit-v1\0");
+    h.update(prev.as_bytes());
+    h.update([0]);
+    h.update(record.as_bytes());
+    hex::encode(h.finalize())
+}
