@@ -24,7 +24,7 @@ use edgeward_core::entropy::Entropy;
 use edgeward_core::grant::GrantName;
 use edgeward_core::keys::{Ed25519Signer, Es256Signer, PublicKey, SigAlg, Signer as _};
 use edgeward_core::nonce::{NonceIssuer, ReplayCache};
-use edgeward_core::token::{Mint, TokenError, TokenIssuer, TokenVerifier, VerifiedToken};
+use edgeward_core::token::{TokenError, TokenIssuer, TokenVerifier, VerifiedToken};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -35,46 +35,7 @@ pub const NONCE_MAX_AGE: u64 = 60;
 /// Clock tolerance for token verification, seconds.
 pub const CLOCK_TOLERANCE: u64 = 5;
 
-/// A refused exchange: the OAuth error, what the caller is told, and the full
-/// reason for the log.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{error}: {reason}")]
-pub struct ExchangeError {
-    /// OAuth error code (`invalid_request`, `invalid_grant`, `invalid_scope`).
-    pub error: &'static str,
-    /// Whether the device signature had verified; before that, the wire
-    /// answer is always the same.
-    pub authenticated: bool,
-    /// Full detail, for the log (and for the caller once authenticated).
-    pub reason: String,
-}
-
-impl ExchangeError {
-    fn before(reason: impl Into<String>) -> ExchangeError {
-        ExchangeError {
-            error: "invalid_grant",
-            authenticated: false,
-            reason: reason.into(),
-        }
-    }
-
-    fn after(error: &'static str, reason: impl Into<String>) -> ExchangeError {
-        ExchangeError {
-            error,
-            authenticated: true,
-            reason: reason.into(),
-        }
-    }
-
-    /// The description the caller sees.
-    pub fn public_description(&self) -> &str {
-        if self.authenticated {
-            &self.reason
-        } else {
-            "the attestation was not accepted"
-        }
-    }
-}
+pub use edgeward_core::exchange::ExchangeError;
 
 /// The result of a successful exchange.
 #[derive(Debug, Clone)]
@@ -108,45 +69,17 @@ fn registry_unavailable(e: StoreError) -> AccessError {
     AccessError::Revoked(format!("registry unavailable: {e}"))
 }
 
-/// What a delegated child's token descends from: its parent (the token the
-/// chain was made from) and the parent's own ancestors; and the caveats it
-/// stays held to: the parent's inherited ones, then the chain's.
+/// What a delegated child's token descends from (none for an instance).
 fn lineage_of(parent: Option<&Access>) -> edgeward_core::token::Lineage {
-    let Some(p) = parent else {
-        return edgeward_core::token::Lineage::default();
-    };
-    let t = &p.token;
-    let mut ancestors = vec![edgeward_core::token::Ancestor {
-        instance_spiffe: t.instance().to_owned(),
-        device_spiffe: t.device().to_owned(),
-        jti: t.jti().to_owned(),
-        agent: t.agent().to_owned(),
-        generation: t.generation(),
-    }];
-    ancestors.extend(t.ancestors().iter().cloned());
-    let mut caveats = t.inherited_caveats().to_vec();
-    caveats.extend(p.caveats.iter().cloned());
-    edgeward_core::token::Lineage { ancestors, caveats }
+    parent.map_or_else(Default::default, |p| {
+        edgeward_core::exchange::lineage_of(&p.token, &p.caveats)
+    })
 }
 
 /// Randomness for the service, behind a lock (it is `FnMut`-like).
 pub type SharedEntropy = Arc<Mutex<Box<dyn Entropy + Send>>>;
 
-/// Why an access token was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum AccessError {
-    /// Not a valid token (signature, issuer, audience, time...).
-    #[error("{0}")]
-    Token(#[from] TokenError),
-    /// Valid, but revoked.
-    #[error("revoked: {0}")]
-    Revoked(String),
-    /// An attenuated token whose caveat chain does not verify or leaves no
-    /// valid rights.
-    #[error("delegation: {0}")]
-    Chain(#[from] edgeward_core::caveat::CaveatError),
-}
+pub use edgeward_core::access::AccessError;
 
 /// A token that passed [`TokenService::check_access`], with its agent as the
 /// registry has it now.
@@ -510,38 +443,18 @@ impl TokenService {
     }
 
     fn exchange_unaudited(&self, form: &HashMap<String, String>) -> Result<Minted, ExchangeError> {
-        let field = |name: &str| form.get(name).map(String::as_str);
-        if field("grant_type") != Some(edgeward_core::egress::TOKEN_EXCHANGE_GRANT) {
-            return Err(ExchangeError::before("grant_type is not token-exchange"));
-        }
-        let actor = field("actor_token").ok_or_else(|| ExchangeError::before("no actor_token"))?;
-        let subject =
-            field("subject_token").ok_or_else(|| ExchangeError::before("no subject_token"))?;
-        if field("actor_token_type") != Some(edgeward_core::egress::ATTESTATION_TOKEN_TYPE) {
-            return Err(ExchangeError::before(
-                "actor_token_type is not the attestation type",
-            ));
-        }
-        // The subject is the attested instance itself, or a user's assertion
-        // (RFC 8693 delegation: the instance acts for the user). The
-        // assertion is checked only after the device's signature: before
-        // that, every refusal looks the same.
-        // Or a parent's token narrowed for this instance (a caveat chain):
-        // the instance becomes a delegated child with a token of its own.
-        let (user_assertion, delegation) = match field("subject_token_type") {
-            Some(edgeward_core::egress::ATTESTATION_TOKEN_TYPE) if subject == actor => (None, None),
-            Some(edgeward_core::egress::ATTESTATION_TOKEN_TYPE) => {
-                return Err(ExchangeError::before(
-                    "subject_token differs from actor_token but is typed as the attestation",
-                ));
-            }
-            Some(edgeward_core::egress::JWT_TOKEN_TYPE) => (Some(subject), None),
-            Some(edgeward_core::egress::ACCESS_TOKEN_TYPE) => (None, Some(subject)),
-            _ => {
-                return Err(ExchangeError::before(
-                    "subject_token_type is neither the attestation, a JWT nor an access token",
-                ));
-            }
+        use edgeward_core::exchange::{ExchangeRequest, Subject};
+        let request = ExchangeRequest::parse(form)?;
+        let actor = request.actor;
+        // The subject is the attested instance itself, a user's assertion
+        // (the instance acts for the user), or a parent's token narrowed for
+        // this instance (a delegated child). The assertion and the chain are
+        // checked only after the device's signature: before that, every
+        // refusal looks the same.
+        let (user_assertion, delegation) = match request.subject {
+            Subject::Instance => (None, None),
+            Subject::User(jwt) => (Some(jwt), None),
+            Subject::Delegation(chain) => (None, Some(chain)),
         };
         // Stage spans (target `edgeward::stage`) time the exchange for the
         // benchmarks; disabled, each costs one relaxed load.
@@ -611,35 +524,12 @@ impl TokenService {
         let access = self
             .check_access(chain)
             .map_err(|e| refused(e.to_string()))?;
-        // The hand-off must be to a new key, after the sub-agent is named:
-        // otherwise a hop would cost no depth, and a holder could re-mint
-        // itself under another agent's name.
-        use edgeward_core::caveat::Caveat;
-        let last = |want: fn(&Caveat) -> bool| access.caveats.iter().rposition(want);
-        let handed_off = match (
-            last(|c| matches!(c, Caveat::Agent(_))),
-            last(|c| matches!(c, Caveat::Holder(_))),
-        ) {
-            (Some(agent), Some(holder)) => holder > agent,
-            _ => false,
-        };
-        if !handed_off || access.rights.holder == access.token.jkt() {
-            return Err(refused(
-                "the chain does not hand off to a new key after naming the sub-agent".into(),
-            ));
-        }
-        if access.rights.holder != att.instance_key().jwk_thumbprint() {
-            return Err(refused(
-                "the chain is not narrowed for this instance's key (its last holder differs)"
-                    .into(),
-            ));
-        }
-        if access.rights.agents.last().map(String::as_str) != Some(att.agent()) {
-            return Err(refused(format!(
-                "the chain does not delegate to agent {}",
-                att.agent()
-            )));
-        }
+        edgeward_core::exchange::check_hand_off(
+            &access.token,
+            &access.caveats,
+            &access.rights,
+            att,
+        )?;
         Ok(access)
     }
 
@@ -687,135 +577,58 @@ impl TokenService {
         {
             return Err(ExchangeError::after("invalid_grant", reason));
         }
-        if device != EMBEDDED_DEVICE && !agent.devices.iter().any(|d| d == device) {
-            return Err(ExchangeError::after(
-                "invalid_grant",
-                format!("device {device} is not allowed to run agent {agent_name}"),
-            ));
-        }
-        if !agent.digests.contains(att.digest()) {
-            return Err(ExchangeError::after(
-                "invalid_grant",
-                format!(
-                    "component {} is not allowed for agent {agent_name}",
-                    att.digest()
-                ),
-            ));
-        }
-        // No grants requested means all of the agent's grants (for a
-        // delegated child: all of them its chain still holds).
-        let scope: Vec<GrantName> = if att.grants().is_empty() {
-            let mut all = agent.grants.clone();
-            if let Some(p) = parent {
-                all.retain(|g| p.rights.grants.contains(g));
-            }
-            all
-        } else {
-            att.grants().to_vec()
-        };
-        if let Some(p) = parent {
-            let beyond: Vec<&str> = scope
-                .iter()
-                .filter(|g| !p.rights.grants.contains(g))
-                .map(GrantName::as_str)
-                .collect();
-            if !beyond.is_empty() {
-                return Err(ExchangeError::after(
-                    "invalid_scope",
-                    format!(
-                        "the delegation does not cover grant(s) {}",
-                        beyond.join(", ")
-                    ),
-                ));
-            }
-        }
-        let beyond: Vec<&str> = scope
-            .iter()
-            .filter(|g| !agent.grants.contains(g))
-            .map(GrantName::as_str)
-            .collect();
-        if !beyond.is_empty() {
-            return Err(ExchangeError::after(
-                "invalid_scope",
-                format!(
-                    "agent {agent_name} does not hold grant(s) {}",
-                    beyond.join(", ")
-                ),
-            ));
-        }
-        let requested = if att.lifetime() == 0 {
-            self.settings.default_token_lifetime
-        } else {
-            att.lifetime()
-        };
-        let mut lifetime = requested.min(agent.max_token_lifetime);
-        if let Some(u) = user {
-            // Acting for a user ends when the user's assertion does.
-            let left = u.expires_at.saturating_sub(now);
-            if left == 0 {
-                return Err(ExchangeError::after(
-                    "invalid_grant",
-                    "user assertion refused: it expires now",
-                ));
-            }
-            lifetime = lifetime.min(left);
-        }
-        if let Some(p) = parent {
-            // A child's token ends when its chain or its parent's token does.
-            let left = p.rights.expires_at.min(p.token.exp()).saturating_sub(now);
-            if left == 0 {
-                return Err(ExchangeError::after(
-                    "invalid_grant",
-                    "delegation refused: it expires now",
-                ));
-            }
-            lifetime = lifetime.min(left);
-        }
+        let authorized = edgeward_core::exchange::authorize(
+            edgeward_core::exchange::AgentRules {
+                name: &agent.name,
+                devices: &agent.devices,
+                digests: &agent.digests,
+                grants: &agent.grants,
+                max_token_lifetime: agent.max_token_lifetime,
+            },
+            device,
+            att,
+            user.map(|u| u.expires_at),
+            parent.map(|p| edgeward_core::exchange::Parent {
+                grants: &p.rights.grants,
+                expires_at: p.rights.expires_at.min(p.token.exp()),
+            }),
+            self.settings.default_token_lifetime,
+            now,
+        )?;
+        let lifetime = authorized.lifetime;
 
         let _minting = self.minting.lock().map_err(|_| poisoned())?;
         let live: Vec<String> = self
             .store
             .live_instance_ids(agent_name, device, now)
             .map_err(store_failure)?;
-        if !live.contains(&instance_id) && live.len() >= agent.max_instances_per_device as usize {
-            return Err(ExchangeError::after(
-                "invalid_grant",
-                format!(
-                    "agent {agent_name} already has {} live instance(s) on device {device} (the maximum)",
-                    live.len()
-                ),
-            ));
-        }
+        edgeward_core::exchange::check_instance_cap(
+            agent_name,
+            device,
+            &instance_id,
+            &live,
+            agent.max_instances_per_device,
+        )?;
         drop(stage);
         let stage = tracing::trace_span!(target: "edgeward::stage", "exchange.mint");
         let mut jti = [0u8; 16];
         self.entropy.lock().map_err(|_| poisoned())?.fill(&mut jti);
-        let td = &self.settings.trust_domain;
-        let instance_spiffe = format!("spiffe://{td}/agent/{agent_name}/instance/{instance_id}");
-        let on_behalf_of = match parent {
-            Some(p) => p.token.on_behalf_of().map(str::to_owned),
-            None => user.map(edgeward_core::user::VerifiedUser::principal),
-        };
-        let mint = Mint {
-            // The user when acting for one (delegation: `act` stays the
-            // instance, nesting the device), a delegated child's parent's
-            // subject, else the instance itself.
-            sub: match parent {
-                Some(p) => p.token.sub().to_owned(),
-                None => on_behalf_of
-                    .clone()
-                    .unwrap_or_else(|| instance_spiffe.clone()),
+        let principal = user.map(edgeward_core::user::VerifiedUser::principal);
+        let (mint, on_behalf_of) = edgeward_core::exchange::mint_claims(
+            edgeward_core::exchange::Minting {
+                trust_domain: &self.settings.trust_domain,
+                device,
+                agent: agent_name,
+                generation: agent.generation,
+                instance_id: &instance_id,
+                jkt: &jkt,
+                user: principal.as_deref(),
+                parent: parent.map(|p| &p.token),
             },
-            instance_spiffe,
-            device_spiffe: format!("spiffe://{td}/device/{device}"),
-            agent: agent_name.to_owned(),
-            scope: scope.clone(),
-            generation: agent.generation,
-            jkt,
+            &authorized,
             now,
-            lifetime,
-            jti: hex::encode(jti),
-        };
+            hex::encode(jti),
+        );
         let token = self
             .keys
             .read()
@@ -823,13 +636,7 @@ impl TokenService {
             .current()
             .issuer
             .mint_delegated(&mint, &lineage_of(parent))
-            .map_err(|e| match (parent, e) {
-                // A delegation line too long to carry is the caller's.
-                (Some(_), e @ TokenError::InvalidMint(_)) => {
-                    ExchangeError::after("invalid_grant", format!("delegation refused: {e}"))
-                }
-                (_, e) => ExchangeError::after("server_error", format!("cannot mint: {e}")),
-            })?;
+            .map_err(|e| edgeward_core::exchange::mint_refused(parent.is_some(), e))?;
         drop(stage);
         let _stage = tracing::trace_span!(target: "edgeward::stage", "exchange.record");
         self.store
@@ -844,7 +651,7 @@ impl TokenService {
             })
             .map_err(store_failure)?;
         let mut rules = Vec::new();
-        for name in &scope {
+        for name in &authorized.scope {
             if let Some(g) = self.store.grant(name).map_err(store_failure)? {
                 rules.push(g.rules);
             }
@@ -874,7 +681,7 @@ impl TokenService {
             token,
             expires_in: lifetime,
             instance_id,
-            scope,
+            scope: authorized.scope,
             agent: agent_name.to_owned(),
             device: device.to_owned(),
             profile,
@@ -943,25 +750,12 @@ impl TokenService {
     /// revoked, of the agent's current generation. Returns the agent's
     /// registry record too (read once per call: the hot path needs it).
     pub fn check_access(&self, presented: &str) -> Result<Access, AccessError> {
-        // Bounded before any parsing or hashing.
-        if presented.len() > edgeward_core::caveat::MAX_PRESENTED_LEN {
-            return Err(AccessError::Token(TokenError::TooLong {
-                len: presented.len(),
-                max: edgeward_core::caveat::MAX_PRESENTED_LEN,
-            }));
-        }
+        use edgeward_core::access::{LiveAgent, Presented, check_lineage, check_users, rights_of};
         let now = self.clock.now();
-        // An attenuated token is the access token plus a caveat chain: the
-        // chain must verify against the root before anything else is read.
-        let chain = if presented.contains(edgeward_core::caveat::SEPARATOR) {
-            Some(
-                edgeward_core::caveat::UnverifiedChain::parse(presented)?
-                    .verify(&self.caveat_root)?,
-            )
-        } else {
-            None
-        };
-        let token = chain.as_ref().map_or(presented, |c| c.token());
+        // Bounded, and an attenuated token's chain verified against the
+        // root, before anything else is read.
+        let presented = Presented::parse(presented, &self.caveat_root)?;
+        let token = presented.token;
         let verified = match self.verified.get(token, now) {
             Some(v) => v,
             None => {
@@ -970,102 +764,39 @@ impl TokenService {
                 v
             }
         };
-        if let Some(reason) = self.revocations.check(&verified) {
-            return Err(AccessError::Revoked(reason));
-        }
-        // A delegated child's token dies with any of its ancestors: their
-        // revocations, and the registry (an ancestor agent re-issued or
-        // deprovisioned; generation bumps are not all in the revocation set
-        // after a restart).
-        for a in verified.ancestors() {
-            if let Some(reason) = self.revocations.check_ancestor(a) {
-                return Err(AccessError::Revoked(format!(
-                    "delegated by a revoked token: {reason}"
-                )));
+        let mut rights = rights_of(&verified, &presented.caveats)?;
+        // The token's own agent is read once: the call needs its record.
+        let agent = match self.store.agent(verified.agent()) {
+            Ok(a) => a,
+            Err(e) => return Err(registry_unavailable(e)),
+        };
+        let own = agent.as_ref();
+        let lookup = |name: &str| -> Result<Option<LiveAgent<'_>>, AccessError> {
+            if name == verified.agent() {
+                return Ok(own.map(|r| LiveAgent {
+                    generation: r.generation,
+                    grants: r.grants.as_slice().into(),
+                }));
             }
-            match self.store.agent(&a.agent) {
-                Ok(Some(r)) if r.generation == a.generation => {}
-                Ok(_) => {
-                    return Err(AccessError::Revoked(format!(
-                        "delegated by agent {} at generation {}, which it no longer is",
-                        a.agent, a.generation
-                    )));
-                }
-                Err(e) => return Err(registry_unavailable(e)),
-            }
-        }
-        match self.store.agent(verified.agent()) {
-            Ok(Some(agent)) if agent.generation == verified.generation() => {
-                let caveats = chain.map(|c| c.caveats().to_vec()).unwrap_or_default();
-                // The token's own expiry was just checked, with the clock
-                // tolerance; only `exp` caveats bound the rights in time.
-                // A delegated child's inherited caveats come first.
-                let mut rights = edgeward_core::caveat::Rights::of_token(
-                    verified.scope(),
-                    u64::MAX,
-                    verified.jkt(),
-                    edgeward_core::caveat::MAX_DELEGATION_DEPTH,
-                )
-                .attenuate(verified.inherited_caveats())?
-                .attenuate(&caveats)?;
-                self.narrow_to_sub_agents(&mut rights)?;
-                // Every agent acting for a user must be one its issuer lists
-                // (checked per call: the list may shrink).
-                if let Some(user) = verified.on_behalf_of() {
-                    for agent in std::iter::once(verified.agent())
-                        .chain(verified.ancestors().iter().map(|a| a.agent.as_str()))
-                        .chain(rights.agents.iter().map(String::as_str))
-                    {
-                        edgeward_core::user::may_act_for(&self.settings.user_issuers, agent, user)
-                            .map_err(AccessError::Revoked)?;
-                    }
-                }
-                Ok(Access {
-                    caveats,
-                    token: verified,
-                    agent,
-                    rights,
-                })
-            }
-            Ok(Some(agent)) => Err(AccessError::Revoked(format!(
-                "agent {} is at generation {}; this token is of generation {}",
-                agent.name,
-                agent.generation,
-                verified.generation()
-            ))),
-            Ok(None) => Err(AccessError::Revoked(format!(
-                "agent {} no longer exists",
-                verified.agent()
-            ))),
-            // Fail closed: no verdict without the registry.
-            Err(e) => Err(registry_unavailable(e)),
-        }
-    }
-
-    /// A chain that names sub-agents (`agent` caveats) holds at most what
-    /// each of them holds in the registry now, and nothing while one of
-    /// them is unknown or revoked: a parent cannot lend its rights to an
-    /// agent nobody registered.
-    fn narrow_to_sub_agents(
-        &self,
-        rights: &mut edgeward_core::caveat::Rights,
-    ) -> Result<(), AccessError> {
-        for name in &rights.agents {
-            let sub = match self.store.agent(name) {
-                Ok(Some(sub)) => sub,
-                Ok(None) => {
-                    return Err(AccessError::Revoked(format!(
-                        "sub-agent {name} is not registered"
-                    )));
-                }
-                Err(e) => return Err(registry_unavailable(e)),
-            };
-            if let Some(reason) = self.revocations.refuses_agent(name, sub.generation) {
-                return Err(AccessError::Revoked(format!("sub-agent {name}: {reason}")));
-            }
-            rights.grants.retain(|g| sub.grants.contains(g));
-        }
-        Ok(())
+            let record = self.store.agent(name).map_err(registry_unavailable)?;
+            Ok(record.map(|r| LiveAgent {
+                generation: r.generation,
+                grants: r.grants.into(),
+            }))
+        };
+        self.revocations
+            .with(|set| check_lineage(&verified, &mut rights, set, lookup))
+            .map_err(|e| AccessError::Revoked(e.into()))??;
+        check_users(&self.settings.user_issuers, &verified, &rights)?;
+        let agent = agent.ok_or_else(|| {
+            AccessError::Revoked(format!("agent {} no longer exists", verified.agent()))
+        })?;
+        Ok(Access {
+            caveats: presented.caveats,
+            token: verified,
+            agent,
+            rights,
+        })
     }
 
     /// Revoke: written to the store first (it must survive a crash right

@@ -5,23 +5,21 @@ use crate::resolve::PublicResolver;
 use crate::secrets::{SecretError, resolve_secret};
 use crate::store::AuditEntry;
 use bytes::Bytes;
-use edgeward_core::codec::{self, DecodeError};
+use edgeward_core::codec;
 use edgeward_core::config::OutboundSecrets;
 use edgeward_core::scan::{Scanner, ScannerConfig};
 use hyper_util::client::legacy::connect::dns::GaiResolver;
 
-use edgeward_core::caveat::{Outside, Rights};
+use edgeward_core::caveat::Rights;
 use edgeward_core::egress::{
     BearerToken, BoxFuture, Egress, EgressCall, EgressFuture, ExchangeFailure, StopChannel,
     StopPoll, TokenExchange, TokenGrant, TokenRequest,
 };
 use edgeward_core::grant::{CredentialKind, GrantName, GrantRules, inject_credential};
-use edgeward_core::headers::{sanitize_request, sanitize_response};
-use edgeward_core::problem::ProblemClass;
+use edgeward_core::headers::sanitize_request;
 use edgeward_core::problem::Refusal;
 use edgeward_core::redact::Redactor;
 use edgeward_core::secret::Secret;
-use edgeward_core::token::TokenError;
 use http::{HeaderValue, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::client::legacy::Client;
@@ -294,25 +292,7 @@ impl edgeward_core::egress::ApprovalChannel for Backend {
 
 /// How a bad access token reaches the guest.
 fn token_refusal(e: &AccessError) -> Refusal {
-    let e = match e {
-        AccessError::Revoked(reason) => {
-            return Refusal::new(ProblemClass::Revoked, reason.clone());
-        }
-        AccessError::Token(e) => e,
-        AccessError::Chain(e) => {
-            return Refusal::denied(format!("the delegation chain is refused: {e}"))
-                .with_status(StatusCode::UNAUTHORIZED);
-        }
-        #[allow(unreachable_patterns)]
-        _ => return Refusal::denied("the instance's access token is not valid"),
-    };
-    match e {
-        TokenError::Expired => {
-            Refusal::new(ProblemClass::Expired, "the instance's access token expired")
-        }
-        _ => Refusal::denied("the instance's access token is not valid")
-            .with_status(StatusCode::UNAUTHORIZED),
-    }
+    e.refusal()
 }
 
 pub(crate) fn tls_config() -> Result<rustls::ClientConfig, BackendError> {
@@ -543,36 +523,23 @@ impl Inner {
         let user = ctx.user.as_deref();
         let policy = tracing::trace_span!(target: "edgeward::stage", "policy");
         let agent_name = agent.name.as_str();
-        // The token's scope, narrowed by its caveats if it was delegated.
-        if let Err(outside) = rights.allows(
+        // The token's scope, narrowed by its caveats if it was delegated;
+        // the registry (read once by `check_access`), not the token, says
+        // what the agent holds now.
+        edgeward_core::crossing::check_rights(
+            rights,
+            agent_name,
+            &agent.grants,
             &call.grant,
-            call.request.method().as_str(),
+            call.request.method(),
             call.request.uri().path(),
             self.tokens.clock().now(),
-        ) {
-            return Err(match outside {
-                Outside::Grant(_) => Refusal::denied(format!(
-                    "the access token does not cover grant {}",
-                    call.grant
-                )),
-                other => Refusal::denied(format!("outside the delegated rights: {other}")),
-            });
-        }
-        // The registry (read once by `check_access`), not the token, says
-        // what the agent holds now.
-        if !agent.grants.contains(&call.grant) {
-            return Err(Refusal::denied(format!(
-                "agent {agent_name} does not hold grant {}",
-                call.grant
-            )));
-        }
+        )?;
         // The runtime caps bodies too; in split mode the backend is the judge.
         if call.request.body().len() > agent.limits.max_request_bytes {
-            return Err(Refusal::limit(format!(
-                "the request body is over this agent's limit of {} bytes",
-                agent.limits.max_request_bytes
-            ))
-            .with_status(StatusCode::PAYLOAD_TOO_LARGE));
+            return Err(edgeward_core::crossing::request_too_large(
+                agent.limits.max_request_bytes,
+            ));
         }
         let grant = self
             .grants
@@ -597,21 +564,12 @@ impl Inner {
         // credential, never another user's.
         // A per-user grant serves only calls made for one of its users: an
         // agent cannot skip the user's assertion to reach a shared secret.
-        let secret = match (user, grant.user_secrets.is_empty()) {
-            (_, true) => &grant.secret,
-            (None, false) => {
-                return Err(Refusal::denied(format!(
-                    "grant {} is per-user: calls must be made on a user's behalf",
-                    grant.rules.name
-                )));
-            }
-            (Some(u), false) => grant.user_secrets.get(u).ok_or_else(|| {
-                Refusal::denied(format!(
-                    "grant {} holds no credential for {u}",
-                    grant.rules.name
-                ))
-            })?,
-        };
+        let secret = edgeward_core::crossing::select_secret(
+            &grant.rules.name,
+            &grant.secret,
+            &grant.user_secrets,
+            user,
+        )?;
         // Policy decides on the call as it would leave (headers cleaned,
         // body scanned) but without its credential; every refusal that does
         // not depend on policy comes first, so a call that can never be
@@ -688,7 +646,7 @@ impl Inner {
                 .to_bytes();
             Ok::<_, Refusal>((parts, body))
         };
-        let (mut parts, raw) = tokio::time::timeout(timeout, exchange)
+        let (parts, raw) = tokio::time::timeout(timeout, exchange)
             .await
             .map_err(|_| {
                 Refusal::upstream(format!(
@@ -700,45 +658,29 @@ impl Inner {
         drop(upstream);
         let scan = tracing::trace_span!(target: "edgeward::stage", "scan.response");
 
-        let decoded = codec::decode_body(
-            parts.headers.get_all(http::header::CONTENT_ENCODING).iter(),
+        let (response, findings) = edgeward_core::crossing::finish_response(
+            parts,
             &raw,
             max_response,
+            &self.scanner,
+            &self.redactor,
+            &self.name_redactor,
         )
-        .map_err(|e| match e {
-            DecodeError::TooLarge { .. } => {
-                edgeward_core::crossing::response_too_large(max_response)
+        .map_err(|u| {
+            if let Some(log) = &u.log {
+                // Upstream bytes: the log gets them, the guest does not.
+                tracing::warn!(grant = %grant.rules.name, "{log}");
             }
-            other => {
-                // The coding name is upstream bytes: the log gets it, the
-                // guest does not.
-                tracing::warn!(grant = %grant.rules.name, "undecodable upstream body: {other}");
-                Refusal::upstream(
-                    "the upstream answered in a content coding edgeward cannot decode and scan",
-                )
-            }
+            u.refusal
         })?;
-
-        sanitize_response(&mut parts.headers);
-        self.redact_headers(&mut parts.headers);
-        let scanned = self.scanner.apply(&decoded);
-        if !scanned.findings.is_empty() {
+        if !findings.is_empty() {
             // Rule names only: the log never gets the matched bytes.
             tracing::warn!(
                 grant = %grant.rules.name,
-                findings = %edgeward_core::crossing::rules_of(&scanned.findings),
+                findings = %findings,
                 "credential material redacted from an upstream response"
             );
         }
-        let body = Bytes::from(scanned.bytes.into_owned());
-        parts
-            .headers
-            .insert(http::header::CONTENT_LENGTH, HeaderValue::from(body.len()));
-        // A fresh response: only the status and the cleaned headers. The
-        // upstream's reason phrase and any other extension stay behind.
-        let mut response = http::Response::new(body);
-        *response.status_mut() = parts.status;
-        *response.headers_mut() = parts.headers;
         drop(scan);
         Ok((response, verdict))
     }
@@ -773,15 +715,6 @@ impl Inner {
                 Err(refusal)
             }
         }
-    }
-
-    fn redact_headers(&self, headers: &mut http::HeaderMap) {
-        edgeward_core::crossing::redact_response_headers(
-            &self.scanner,
-            &self.redactor,
-            &self.name_redactor,
-            headers,
-        );
     }
 }
 

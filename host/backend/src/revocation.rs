@@ -59,6 +59,12 @@ impl Revocations {
         }
     }
 
+    /// Run `f` on the set under the read lock; a poisoned lock fails
+    /// closed with the reason.
+    pub fn with<T>(&self, f: impl FnOnce(&RevocationSet) -> T) -> Result<T, &'static str> {
+        self.set.read().map(|s| f(&s)).map_err(|_| UNAVAILABLE)
+    }
+
     /// Why this token is revoked, if it is.
     pub fn check(&self, t: &VerifiedToken) -> Option<String> {
         self.read(|s| s.check(t))

@@ -23,7 +23,7 @@ use edgeward_core::egress::{
     TOKEN_EXCHANGE_GRANT, TokenRequest,
 };
 use edgeward_core::grant::GrantName;
-use edgeward_core::problem::{GRANT_HEADER, Refusal};
+use edgeward_core::problem::Refusal;
 use http::{HeaderValue, Method, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::service::service_fn;
@@ -32,10 +32,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Header carrying the guest request's absolute URL on the egress route.
-pub const TARGET_HEADER: &str = "edgeward-target";
-/// Header carrying the guest request's method on the egress route.
-pub const METHOD_HEADER: &str = "edgeward-method";
+pub use edgeward_core::crossing::{METHOD_HEADER, TARGET_HEADER};
 /// Largest token request body.
 const MAX_FORM_BYTES: usize = 16 * 1024;
 /// Time allowed to receive an egress request body.
@@ -409,45 +406,13 @@ async fn egress_call(
     req: hyper::Request<hyper::body::Incoming>,
 ) -> Result<EgressCall, Refusal> {
     let (mut parts, body) = req.into_parts();
-    // DPoP-bound tokens are presented as `DPoP <token>` with a `DPoP` proof
-    // header (RFC 9449 §7); a bearer presentation is refused.
-    let token = parts
-        .headers
-        .remove(http::header::AUTHORIZATION)
-        .and_then(|v| {
-            v.to_str()
-                .ok()
-                .and_then(|s| s.strip_prefix("DPoP ").map(str::to_owned))
-        })
-        .ok_or_else(|| {
-            Refusal::denied("the egress route needs a DPoP-bound access token")
-                .with_status(StatusCode::UNAUTHORIZED)
-        })?;
-    let proof = parts
-        .headers
-        .remove("dpop")
-        .and_then(|v| v.to_str().ok().map(str::to_owned))
-        .ok_or_else(|| {
-            Refusal::denied("the egress route needs a DPoP proof")
-                .with_status(StatusCode::UNAUTHORIZED)
-        })?;
-    let target: http::Uri = parts
-        .headers
-        .remove(TARGET_HEADER)
-        .and_then(|v| v.to_str().ok().and_then(|s| s.parse().ok()))
-        .ok_or_else(|| {
-            Refusal::invalid("the egress route needs an absolute edgeward-target URL")
-        })?;
-    let grant = parts
-        .headers
-        .remove(GRANT_HEADER)
-        .and_then(|v| v.to_str().ok().and_then(|s| GrantName::new(s).ok()))
-        .ok_or_else(|| Refusal::invalid("the egress route needs an edgeward-grant header"))?;
-    let method = parts
-        .headers
-        .remove(METHOD_HEADER)
-        .and_then(|v| Method::from_bytes(v.as_bytes()).ok())
-        .ok_or_else(|| Refusal::invalid("the egress route needs a valid edgeward-method header"))?;
+    let edgeward_core::crossing::Envelope {
+        token,
+        proof,
+        grant,
+        method,
+        target,
+    } = edgeward_core::crossing::Envelope::take(&mut parts.headers)?;
     // The token is checked before the body is read: an unauthenticated
     // caller cannot make the backend buffer anything, and an authenticated
     // one only up to its agent's own limit, within a deadline.
@@ -455,12 +420,7 @@ async fn egress_call(
     let body = tokio::time::timeout(BODY_READ_TIMEOUT, Limited::new(body, limit).collect())
         .await
         .map_err(|_| Refusal::invalid("the request body did not arrive in time"))?
-        .map_err(|_| {
-            Refusal::limit(format!(
-                "the request body is over this agent's limit of {limit} bytes"
-            ))
-            .with_status(StatusCode::PAYLOAD_TOO_LARGE)
-        })?
+        .map_err(|_| edgeward_core::crossing::request_too_large(limit))?
         .to_bytes();
     let mut request = http::Request::new(body);
     *request.method_mut() = method;

@@ -185,3 +185,187 @@ pub fn spiffe_segment<'a>(id: &'a str, marker: &str) -> Option<&'a str> {
         .map(|(_, rest)| rest)
         .filter(|s| !s.contains('/'))
 }
+
+/// Header carrying the guest request's absolute URL on the egress route.
+pub const TARGET_HEADER: &str = "edgeward-target";
+/// Header carrying the guest request's method on the egress route.
+pub const METHOD_HEADER: &str = "edgeward-method";
+
+/// The egress route's envelope (split mode): the token and its proof, the
+/// grant, and the guest request's method and URL, taken out of the route's
+/// headers (what is left are the guest's own headers).
+#[derive(Debug)]
+pub struct Envelope {
+    /// The presented token (`authorization: DPoP <token>`).
+    pub token: String,
+    /// The DPoP proof.
+    pub proof: String,
+    /// The grant the guest chose.
+    pub grant: crate::grant::GrantName,
+    /// The guest request's method.
+    pub method: http::Method,
+    /// The guest request's absolute URL.
+    pub target: http::Uri,
+}
+
+impl Envelope {
+    /// Take the envelope out of `headers`. DPoP-bound tokens are presented
+    /// as `DPoP <token>` with a `DPoP` proof header (RFC 9449 §7); a
+    /// bearer presentation is refused.
+    pub fn take(headers: &mut HeaderMap) -> Result<Envelope, Refusal> {
+        let unauthorized =
+            |why: &str| Refusal::denied(why.to_owned()).with_status(http::StatusCode::UNAUTHORIZED);
+        let token = headers
+            .remove(http::header::AUTHORIZATION)
+            .and_then(|v| {
+                v.to_str()
+                    .ok()
+                    .and_then(|s| s.strip_prefix("DPoP ").map(str::to_owned))
+            })
+            .ok_or_else(|| unauthorized("the egress route needs a DPoP-bound access token"))?;
+        let proof = headers
+            .remove("dpop")
+            .and_then(|v| v.to_str().ok().map(str::to_owned))
+            .ok_or_else(|| unauthorized("the egress route needs a DPoP proof"))?;
+        let target: http::Uri = headers
+            .remove(TARGET_HEADER)
+            .and_then(|v| v.to_str().ok().and_then(|s| s.parse().ok()))
+            .ok_or_else(|| {
+                Refusal::invalid("the egress route needs an absolute edgeward-target URL")
+            })?;
+        let grant = headers
+            .remove(crate::problem::GRANT_HEADER)
+            .and_then(|v| {
+                v.to_str()
+                    .ok()
+                    .and_then(|s| crate::grant::GrantName::new(s).ok())
+            })
+            .ok_or_else(|| Refusal::invalid("the egress route needs an edgeward-grant header"))?;
+        let method = headers
+            .remove(METHOD_HEADER)
+            .and_then(|v| http::Method::from_bytes(v.as_bytes()).ok())
+            .ok_or_else(|| {
+                Refusal::invalid("the egress route needs a valid edgeward-method header")
+            })?;
+        Ok(Envelope {
+            token,
+            proof,
+            grant,
+            method,
+            target,
+        })
+    }
+}
+
+/// The refusal for a request body over the agent's limit.
+pub fn request_too_large(limit: usize) -> Refusal {
+    Refusal::limit(format!(
+        "the request body is over this agent's limit of {limit} bytes"
+    ))
+    .with_status(http::StatusCode::PAYLOAD_TOO_LARGE)
+}
+
+/// A call's checks before its grant's rules: the presented token's rights
+/// (narrowed by its caveats if it was delegated) cover the grant, method
+/// and path, and the registry says the agent still holds the grant.
+pub fn check_rights(
+    rights: &crate::caveat::Rights,
+    agent: &str,
+    agent_grants: &[crate::grant::GrantName],
+    grant: &crate::grant::GrantName,
+    method: &http::Method,
+    path: &str,
+    now: u64,
+) -> Result<(), Refusal> {
+    if let Err(outside) = rights.allows(grant, method.as_str(), path, now) {
+        return Err(match outside {
+            crate::caveat::Outside::Grant(_) => {
+                Refusal::denied(format!("the access token does not cover grant {grant}"))
+            }
+            other => Refusal::denied(format!("outside the delegated rights: {other}")),
+        });
+    }
+    if !agent_grants.contains(grant) {
+        return Err(Refusal::denied(format!(
+            "agent {agent} does not hold grant {grant}"
+        )));
+    }
+    Ok(())
+}
+
+/// The credential a call carries: the grant's own, or on a per-user grant
+/// the credential of the user the call is made for, and a refusal if the
+/// call is for nobody or for a user the grant holds none for (never the
+/// grant's own credential, never another user's).
+pub fn select_secret<'a>(
+    grant: &crate::grant::GrantName,
+    secret: &'a crate::secret::Secret,
+    user_secrets: &'a std::collections::HashMap<String, crate::secret::Secret>,
+    user: Option<&str>,
+) -> Result<&'a crate::secret::Secret, Refusal> {
+    match (user, user_secrets.is_empty()) {
+        (_, true) => Ok(secret),
+        (None, false) => Err(Refusal::denied(format!(
+            "grant {grant} is per-user: calls must be made on a user's behalf"
+        ))),
+        (Some(u), false) => user_secrets
+            .get(u)
+            .ok_or_else(|| Refusal::denied(format!("grant {grant} holds no credential for {u}"))),
+    }
+}
+
+/// An upstream answer that cannot go back to the guest: the refusal, and
+/// for the caller's log only, what the upstream sent (a coding name).
+#[derive(Debug)]
+pub struct Unreturnable {
+    /// What the guest gets.
+    pub refusal: Refusal,
+    /// For the log, never the guest.
+    pub log: Option<String>,
+}
+
+/// Turn an upstream answer into what the guest may see: the body decoded
+/// (gzip, deflate; anything else is refused) within `max_response`, framing,
+/// cookie and refusal-marker headers dropped, credentials redacted from
+/// headers and body in their common encodings, known secret formats
+/// replaced, and `Content-Length` matching the new body. A fresh response:
+/// only the status and the cleaned headers (no reason phrase, no
+/// extensions). Also returns the rule names of what the body scan found.
+pub fn finish_response(
+    mut parts: http::response::Parts,
+    raw: &[u8],
+    max_response: usize,
+    scanner: &Scanner,
+    redactor: &Redactor,
+    name_redactor: &Redactor,
+) -> Result<(http::Response<Bytes>, String), Unreturnable> {
+    let decoded = crate::codec::decode_body(
+        parts.headers.get_all(http::header::CONTENT_ENCODING).iter(),
+        raw,
+        max_response,
+    )
+    .map_err(|e| match e {
+        crate::codec::DecodeError::TooLarge { .. } => Unreturnable {
+            refusal: response_too_large(max_response),
+            log: None,
+        },
+        other => Unreturnable {
+            refusal: Refusal::upstream(
+                "the upstream answered in a content coding edgeward cannot decode and scan",
+            ),
+            log: Some(format!("undecodable upstream body: {other}")),
+        },
+    })?;
+    crate::headers::sanitize_response(&mut parts.headers);
+    redact_response_headers(scanner, redactor, name_redactor, &mut parts.headers);
+    let scanned = scanner.apply(&decoded);
+    let findings = rules_of(&scanned.findings);
+    let body = Bytes::from(scanned.bytes.into_owned());
+    parts
+        .headers
+        .insert(http::header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    let mut response = http::Response::new(body);
+    *response.status_mut() = parts.status;
+    *response.headers_mut() = parts.headers;
+    Ok((response, findings))
+}

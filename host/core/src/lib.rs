@@ -11,6 +11,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod access;
 pub mod attest;
 pub mod caveat;
 pub mod clock;
@@ -21,6 +22,7 @@ pub mod digest;
 pub mod dpop;
 pub mod egress;
 pub mod entropy;
+pub mod exchange;
 pub mod grant;
 pub mod headers;
 pub mod keys;

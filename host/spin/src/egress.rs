@@ -7,70 +7,24 @@ use crate::service::{Service, token_refusal};
 use crate::store::AuditEntry;
 use crate::wire::{self, BodyError, UpstreamError};
 use bytes::Bytes;
-use edgeward_core::caveat::Outside;
-use edgeward_core::codec::{self, DecodeError};
+use edgeward_core::codec;
 use edgeward_core::crossing::{self, OutboundScan};
-use edgeward_core::grant::{CredentialKind, GrantName, inject_credential};
-use edgeward_core::headers::{sanitize_request, sanitize_response};
-use edgeward_core::problem::{GRANT_HEADER, Refusal};
-use http::{HeaderValue, Method, StatusCode};
+use edgeward_core::grant::{CredentialKind, inject_credential};
+use edgeward_core::headers::sanitize_request;
+use edgeward_core::problem::Refusal;
+use http::{HeaderValue, StatusCode};
 use spin_sdk::http::IncomingRequest;
 
-/// Header carrying the guest request's absolute URL.
-pub const TARGET_HEADER: &str = "edgeward-target";
-/// Header carrying the guest request's method.
-pub const METHOD_HEADER: &str = "edgeward-method";
-
-/// The envelope, as the route received it.
+/// The envelope, and the guest's own headers.
 struct Envelope {
-    token: String,
-    proof: String,
-    grant: GrantName,
-    method: Method,
-    target: http::Uri,
+    env: crossing::Envelope,
     headers: http::HeaderMap,
 }
 
 fn envelope(mut parts: http::request::Parts) -> Result<Envelope, Refusal> {
-    let h = &mut parts.headers;
-    let token = h
-        .remove(http::header::AUTHORIZATION)
-        .and_then(|v| {
-            v.to_str()
-                .ok()
-                .and_then(|s| s.strip_prefix("DPoP ").map(str::to_owned))
-        })
-        .ok_or_else(|| {
-            Refusal::denied("the egress route needs a DPoP-bound access token")
-                .with_status(StatusCode::UNAUTHORIZED)
-        })?;
-    let proof = h
-        .remove("dpop")
-        .and_then(|v| v.to_str().ok().map(str::to_owned))
-        .ok_or_else(|| {
-            Refusal::denied("the egress route needs a DPoP proof")
-                .with_status(StatusCode::UNAUTHORIZED)
-        })?;
-    let target: http::Uri = h
-        .remove(TARGET_HEADER)
-        .and_then(|v| v.to_str().ok().and_then(|s| s.parse().ok()))
-        .ok_or_else(|| {
-            Refusal::invalid("the egress route needs an absolute edgeward-target URL")
-        })?;
-    let grant = h
-        .remove(GRANT_HEADER)
-        .and_then(|v| v.to_str().ok().and_then(|s| GrantName::new(s).ok()))
-        .ok_or_else(|| Refusal::invalid("the egress route needs an edgeward-grant header"))?;
-    let method = h
-        .remove(METHOD_HEADER)
-        .and_then(|v| Method::from_bytes(v.as_bytes()).ok())
-        .ok_or_else(|| Refusal::invalid("the egress route needs a valid edgeward-method header"))?;
+    let env = crossing::Envelope::take(&mut parts.headers)?;
     Ok(Envelope {
-        token,
-        proof,
-        grant,
-        method,
-        target,
+        env,
         headers: parts.headers,
     })
 }
@@ -84,7 +38,8 @@ pub fn handle(
 ) -> http::Response<Bytes> {
     let mut entry = AuditEntry::new("egress", "deny");
     let result = match envelope(parts) {
-        Ok(env) => {
+        Ok(e) => {
+            let env = &e.env;
             entry = entry
                 .with("grant", Some(env.grant.as_str()))
                 .with("method", Some(env.method.as_str()))
@@ -93,7 +48,7 @@ pub fn handle(
                     edgeward_core::grant::Origin::of_uri(&env.target).map(|o| o.to_string()),
                 )
                 .with("path", Some(env.target.path()));
-            forward(service, env, req, &mut entry)
+            forward(service, e, req, &mut entry)
         }
         Err(r) => Err(r),
     };
@@ -124,7 +79,7 @@ pub fn handle(
 
 fn forward(
     service: &Service,
-    env: Envelope,
+    Envelope { env, headers }: Envelope,
     req: IncomingRequest,
     entry: &mut AuditEntry,
 ) -> Result<http::Response<Bytes>, Refusal> {
@@ -145,10 +100,7 @@ fn forward(
         .with("user", token.on_behalf_of());
     let limit = agent.limits.max_request_bytes;
     let body = wire::read_body(req, limit).map_err(|e| match e {
-        BodyError::TooLarge => Refusal::limit(format!(
-            "the request body is over this agent's limit of {limit} bytes"
-        ))
-        .with_status(StatusCode::PAYLOAD_TOO_LARGE),
+        BodyError::TooLarge => crossing::request_too_large(limit),
         BodyError::Unreadable => Refusal::invalid("the request body could not be read"),
     })?;
     service
@@ -164,26 +116,15 @@ fn forward(
                 .with_status(StatusCode::UNAUTHORIZED)
         })?;
     let user = token.on_behalf_of();
-    if let Err(outside) = access.rights.allows(
+    crossing::check_rights(
+        &access.rights,
+        &agent.name,
+        &agent.grants,
         &env.grant,
-        env.method.as_str(),
+        &env.method,
         env.target.path(),
         crate::service::now(),
-    ) {
-        return Err(match outside {
-            Outside::Grant(_) => Refusal::denied(format!(
-                "the access token does not cover grant {}",
-                env.grant
-            )),
-            other => Refusal::denied(format!("outside the delegated rights: {other}")),
-        });
-    }
-    if !agent.grants.contains(&env.grant) {
-        return Err(Refusal::denied(format!(
-            "agent {} does not hold grant {}",
-            agent.name, env.grant
-        )));
-    }
+    )?;
     let config = &service.settings.config;
     let (grant, secrets) = match (
         config.grant(&env.grant),
@@ -201,7 +142,7 @@ fn forward(
     let mut request = http::Request::new(());
     *request.method_mut() = env.method;
     *request.uri_mut() = env.target;
-    *request.headers_mut() = env.headers;
+    *request.headers_mut() = headers;
     let (mut parts, ()) = request.into_parts();
     grant.rules.check(&parts.uri, &parts.method)?;
     let own_header = match &grant.credential {
@@ -227,21 +168,12 @@ fn forward(
             return Err(refusal);
         }
     };
-    let secret = match (user, secrets.user_secrets.is_empty()) {
-        (_, true) => &secrets.secret,
-        (None, false) => {
-            return Err(Refusal::denied(format!(
-                "grant {} is per-user: calls must be made on a user's behalf",
-                grant.rules.name
-            )));
-        }
-        (Some(u), false) => secrets.user_secrets.get(u).ok_or_else(|| {
-            Refusal::denied(format!(
-                "grant {} holds no credential for {u}",
-                grant.rules.name
-            ))
-        })?,
-    };
+    let secret = crossing::select_secret(
+        &grant.rules.name,
+        &secrets.secret,
+        &secrets.user_secrets,
+        user,
+    )?;
     inject_credential(&mut parts, &grant.credential, secret)?;
     parts.headers.insert(
         http::header::ACCEPT_ENCODING,
@@ -259,39 +191,20 @@ fn forward(
             UpstreamError::TooLarge => crossing::response_too_large(max_response),
             UpstreamError::Failed => Refusal::upstream("the upstream connection failed"),
         })?;
-    let (mut parts, raw) = upstream.into_parts();
-    let decoded = codec::decode_body(
-        parts.headers.get_all(http::header::CONTENT_ENCODING).iter(),
+    let (parts, raw) = upstream.into_parts();
+    let settings = &service.settings;
+    let (response, findings) = crossing::finish_response(
+        parts,
         &raw,
         max_response,
+        &settings.scanner,
+        &settings.redactor,
+        &settings.name_redactor,
     )
-    .map_err(|e| match e {
-        DecodeError::TooLarge { .. } => crossing::response_too_large(max_response),
-        _ => Refusal::upstream(
-            "the upstream answered in a content coding edgeward cannot decode and scan",
-        ),
-    })?;
-    sanitize_response(&mut parts.headers);
-    crossing::redact_response_headers(
-        &service.settings.scanner,
-        &service.settings.redactor,
-        &service.settings.name_redactor,
-        &mut parts.headers,
-    );
-    let scanned = service.settings.scanner.apply(&decoded);
-    if !scanned.findings.is_empty() {
+    .map_err(|u| u.refusal)?;
+    if !findings.is_empty() {
         let taken = std::mem::take(entry);
-        *entry = taken.with(
-            "response_findings",
-            Some(crossing::rules_of(&scanned.findings)),
-        );
+        *entry = taken.with("response_findings", Some(findings));
     }
-    let body = Bytes::from(scanned.bytes.into_owned());
-    parts
-        .headers
-        .insert(http::header::CONTENT_LENGTH, HeaderValue::from(body.len()));
-    let mut response = http::Response::new(body);
-    *response.status_mut() = parts.status;
-    *response.headers_mut() = parts.headers;
     Ok(response)
 }

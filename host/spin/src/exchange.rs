@@ -8,54 +8,14 @@
 use crate::service::{Access, CLOCK_TOLERANCE, NONCE_MAX_AGE, Service, now, random};
 use crate::store::AuditEntry;
 use edgeward_core::attest::{UnverifiedAttestation, VerifiedAttestation};
-use edgeward_core::caveat::{Caveat, ChainKey};
-use edgeward_core::egress::{
-    ACCESS_TOKEN_TYPE, ATTESTATION_TOKEN_TYPE, AgentProfile, JWT_TOKEN_TYPE, TOKEN_EXCHANGE_GRANT,
-};
+use edgeward_core::caveat::ChainKey;
+use edgeward_core::egress::AgentProfile;
+pub use edgeward_core::exchange::ExchangeError;
+use edgeward_core::exchange::{ExchangeRequest, Minting, Parent, Subject};
 use edgeward_core::grant::GrantName;
 use edgeward_core::keys::{Ed25519Signer, Es256Signer, PublicKey, SigAlg, Signer as _};
 use edgeward_core::nonce::NonceIssuer;
-use edgeward_core::token::{Ancestor, Lineage, Mint, TokenError};
 use std::collections::HashMap;
-
-/// A refused exchange (as natively: before the device signature verified,
-/// the caller only ever learns "not accepted").
-#[derive(Debug)]
-pub struct ExchangeError {
-    /// OAuth error code.
-    pub error: &'static str,
-    /// Whether the device signature had verified.
-    pub authenticated: bool,
-    /// Full detail, for the audit log (and the caller once authenticated).
-    pub reason: String,
-}
-
-impl ExchangeError {
-    fn before(reason: impl Into<String>) -> ExchangeError {
-        ExchangeError {
-            error: "invalid_grant",
-            authenticated: false,
-            reason: reason.into(),
-        }
-    }
-
-    fn after(error: &'static str, reason: impl Into<String>) -> ExchangeError {
-        ExchangeError {
-            error,
-            authenticated: true,
-            reason: reason.into(),
-        }
-    }
-
-    /// The description the caller sees.
-    pub fn public_description(&self) -> &str {
-        if self.authenticated {
-            &self.reason
-        } else {
-            "the attestation was not accepted"
-        }
-    }
-}
 
 /// A minted token and what the token response carries.
 pub struct Minted {
@@ -126,32 +86,12 @@ fn exchange_unaudited(
     service: &Service,
     form: &HashMap<String, String>,
 ) -> Result<Minted, ExchangeError> {
-    let field = |name: &str| form.get(name).map(String::as_str);
-    if field("grant_type") != Some(TOKEN_EXCHANGE_GRANT) {
-        return Err(ExchangeError::before("grant_type is not token-exchange"));
-    }
-    let actor = field("actor_token").ok_or_else(|| ExchangeError::before("no actor_token"))?;
-    let subject =
-        field("subject_token").ok_or_else(|| ExchangeError::before("no subject_token"))?;
-    if field("actor_token_type") != Some(ATTESTATION_TOKEN_TYPE) {
-        return Err(ExchangeError::before(
-            "actor_token_type is not the attestation type",
-        ));
-    }
-    let (user_assertion, delegation) = match field("subject_token_type") {
-        Some(ATTESTATION_TOKEN_TYPE) if subject == actor => (None, None),
-        Some(ATTESTATION_TOKEN_TYPE) => {
-            return Err(ExchangeError::before(
-                "subject_token differs from actor_token but is typed as the attestation",
-            ));
-        }
-        Some(JWT_TOKEN_TYPE) => (Some(subject), None),
-        Some(ACCESS_TOKEN_TYPE) => (None, Some(subject)),
-        _ => {
-            return Err(ExchangeError::before(
-                "subject_token_type is neither the attestation, a JWT nor an access token",
-            ));
-        }
+    let request = ExchangeRequest::parse(form)?;
+    let actor = request.actor;
+    let (user_assertion, delegation) = match request.subject {
+        Subject::Instance => (None, None),
+        Subject::User(jwt) => (Some(jwt), None),
+        Subject::Delegation(chain) => (None, Some(chain)),
     };
     let unverified = UnverifiedAttestation::parse(actor)
         .map_err(|e| ExchangeError::before(format!("malformed attestation: {e}")))?;
@@ -233,50 +173,8 @@ fn check_delegation<'s>(
     let access = service
         .check_access(chain)
         .map_err(|e| refused(e.to_string()))?;
-    let last = |want: fn(&Caveat) -> bool| access.caveats.iter().rposition(want);
-    let handed_off = match (
-        last(|c| matches!(c, Caveat::Agent(_))),
-        last(|c| matches!(c, Caveat::Holder(_))),
-    ) {
-        (Some(agent), Some(holder)) => holder > agent,
-        _ => false,
-    };
-    if !handed_off || access.rights.holder == access.token.jkt() {
-        return Err(refused(
-            "the chain does not hand off to a new key after naming the sub-agent".into(),
-        ));
-    }
-    if access.rights.holder != att.instance_key().jwk_thumbprint() {
-        return Err(refused(
-            "the chain is not narrowed for this instance's key (its last holder differs)".into(),
-        ));
-    }
-    if access.rights.agents.last().map(String::as_str) != Some(att.agent()) {
-        return Err(refused(format!(
-            "the chain does not delegate to agent {}",
-            att.agent()
-        )));
-    }
+    edgeward_core::exchange::check_hand_off(&access.token, &access.caveats, &access.rights, att)?;
     Ok(access)
-}
-
-/// What a delegated child's token descends from (as natively).
-fn lineage_of(parent: Option<&Access<'_>>) -> Lineage {
-    let Some(p) = parent else {
-        return Lineage::default();
-    };
-    let t = &p.token;
-    let mut ancestors = vec![Ancestor {
-        instance_spiffe: t.instance().to_owned(),
-        device_spiffe: t.device().to_owned(),
-        jti: t.jti().to_owned(),
-        agent: t.agent().to_owned(),
-        generation: t.generation(),
-    }];
-    ancestors.extend(t.ancestors().iter().cloned());
-    let mut caveats = t.inherited_caveats().to_vec();
-    caveats.extend(p.caveats.iter().cloned());
-    Lineage { ancestors, caveats }
 }
 
 fn authorize_and_mint(
@@ -320,146 +218,68 @@ fn authorize_and_mint(
     if let Some(reason) = revoked.refuses_generation(agent_name, agent.generation) {
         return Err(ExchangeError::after("invalid_grant", reason));
     }
-    if !agent.devices.iter().any(|d| d == device) {
-        return Err(ExchangeError::after(
-            "invalid_grant",
-            format!("device {device} is not allowed to run agent {agent_name}"),
-        ));
-    }
-    if !agent.digests.contains(att.digest()) {
-        return Err(ExchangeError::after(
-            "invalid_grant",
-            format!(
-                "component {} is not allowed for agent {agent_name}",
-                att.digest()
-            ),
-        ));
-    }
-    let scope: Vec<GrantName> = if att.grants().is_empty() {
-        let mut all = agent.grants.clone();
-        if let Some(p) = parent {
-            all.retain(|g| p.rights.grants.contains(g));
-        }
-        all
-    } else {
-        att.grants().to_vec()
-    };
-    if let Some(p) = parent {
-        let beyond: Vec<&str> = scope
-            .iter()
-            .filter(|g| !p.rights.grants.contains(g))
-            .map(GrantName::as_str)
-            .collect();
-        if !beyond.is_empty() {
-            return Err(ExchangeError::after(
-                "invalid_scope",
-                format!(
-                    "the delegation does not cover grant(s) {}",
-                    beyond.join(", ")
-                ),
-            ));
-        }
-    }
-    let beyond: Vec<&str> = scope
-        .iter()
-        .filter(|g| !agent.grants.contains(g))
-        .map(GrantName::as_str)
-        .collect();
-    if !beyond.is_empty() {
-        return Err(ExchangeError::after(
-            "invalid_scope",
-            format!(
-                "agent {agent_name} does not hold grant(s) {}",
-                beyond.join(", ")
-            ),
-        ));
-    }
-    let requested = if att.lifetime() == 0 {
-        config.backend.default_token_lifetime
-    } else {
-        att.lifetime()
-    };
-    let mut lifetime = requested.min(agent.max_token_lifetime);
-    if let Some(u) = user {
-        let left = u.expires_at.saturating_sub(now);
-        if left == 0 {
-            return Err(ExchangeError::after(
-                "invalid_grant",
-                "user assertion refused: it expires now",
-            ));
-        }
-        lifetime = lifetime.min(left);
-    }
-    if let Some(p) = parent {
-        let left = p.rights.expires_at.min(p.token.exp()).saturating_sub(now);
-        if left == 0 {
-            return Err(ExchangeError::after(
-                "invalid_grant",
-                "delegation refused: it expires now",
-            ));
-        }
-        lifetime = lifetime.min(left);
-    }
+    let authorized = edgeward_core::exchange::authorize(
+        agent.into(),
+        device,
+        att,
+        user.map(|u| u.expires_at),
+        parent.map(|p| Parent {
+            grants: &p.rights.grants,
+            expires_at: p.rights.expires_at.min(p.token.exp()),
+        }),
+        config.backend.default_token_lifetime,
+        now,
+    )?;
+    let lifetime = authorized.lifetime;
     let mut jti = [0u8; 16];
     random(&mut jti)
         .map_err(|_| ExchangeError::after("server_error", "the random source is unavailable"))?;
     let jti = hex::encode(jti);
-    let td = &config.backend.trust_domain;
-    let instance_spiffe = format!("spiffe://{td}/agent/{agent_name}/instance/{instance_id}");
-    let on_behalf_of = match parent {
-        Some(p) => p.token.on_behalf_of().map(str::to_owned),
-        None => user.map(edgeward_core::user::VerifiedUser::principal),
-    };
-    let mint = Mint {
-        sub: match parent {
-            Some(p) => p.token.sub().to_owned(),
-            None => on_behalf_of
-                .clone()
-                .unwrap_or_else(|| instance_spiffe.clone()),
+    let principal = user.map(edgeward_core::user::VerifiedUser::principal);
+    let (mint, on_behalf_of) = edgeward_core::exchange::mint_claims(
+        Minting {
+            trust_domain: &config.backend.trust_domain,
+            device,
+            agent: agent_name,
+            generation: agent.generation,
+            instance_id: &instance_id,
+            jkt: &jkt,
+            user: principal.as_deref(),
+            parent: parent.map(|p| &p.token),
         },
-        instance_spiffe,
-        device_spiffe: format!("spiffe://{td}/device/{device}"),
-        agent: agent_name.to_owned(),
-        scope: scope.clone(),
-        generation: agent.generation,
-        jkt,
+        &authorized,
         now,
-        lifetime,
-        jti: jti.clone(),
-    };
+        jti.clone(),
+    );
+    let lineage = parent.map_or_else(Default::default, |p| {
+        edgeward_core::exchange::lineage_of(&p.token, &p.caveats)
+    });
     let token = service
         .issuer
-        .mint_delegated(&mint, &lineage_of(parent))
-        .map_err(|e| match (parent, e) {
-            (Some(_), e @ TokenError::InvalidMint(_)) => {
-                ExchangeError::after("invalid_grant", format!("delegation refused: {e}"))
-            }
-            (_, e) => ExchangeError::after("server_error", format!("cannot mint: {e}")),
-        })?;
+        .mint_delegated(&mint, &lineage)
+        .map_err(|e| edgeward_core::exchange::mint_refused(parent.is_some(), e))?;
     // The cap and the record in one transaction: two racing exchanges on
     // two instances cannot both take the last slot.
-    let cap = agent.max_instances_per_device as usize;
-    let taken = service
+    service
         .store
         .transaction(|s| {
             let live = s.live_instance_ids(agent_name, device, now)?;
-            if !live.contains(&instance_id) && live.len() >= cap {
-                return Ok(Some(live.len()));
+            if let Err(refused) = edgeward_core::exchange::check_instance_cap(
+                agent_name,
+                device,
+                &instance_id,
+                &live,
+                agent.max_instances_per_device,
+            ) {
+                return Ok(Err(refused));
             }
             s.record_token(&jti, &instance_id, agent_name, device, now, now + lifetime)?;
-            Ok(None)
+            Ok(Ok(()))
         })
-        .map_err(store_failed)?;
-    if let Some(n) = taken {
-        return Err(ExchangeError::after(
-            "invalid_grant",
-            format!(
-                "agent {agent_name} already has {n} live instance(s) on device {device} (the maximum)"
-            ),
-        ));
-    }
+        .map_err(store_failed)??;
     let profile = AgentProfile {
-        grants: scope
+        grants: authorized
+            .scope
             .iter()
             .filter_map(|n| config.grant(n).map(|g| g.rules.clone()))
             .collect(),
@@ -470,7 +290,7 @@ fn authorize_and_mint(
         token,
         expires_in: lifetime,
         instance_id,
-        scope,
+        scope: authorized.scope,
         profile,
         chain_key,
         on_behalf_of,

@@ -8,12 +8,11 @@
 
 use crate::settings::Settings;
 use crate::store::{AuditEntry, Store, StoreError};
-use edgeward_core::caveat::{Caveat, CaveatError, Rights, UnverifiedChain};
+use edgeward_core::caveat::{Caveat, Rights};
 use edgeward_core::config::AgentConfig;
 use edgeward_core::dpop::{DpopError, Expected, MAX_SKEW_SECS, UnverifiedProof};
-use edgeward_core::problem::{ProblemClass, Refusal};
+use edgeward_core::problem::Refusal;
 use edgeward_core::token::{TokenError, TokenIssuer, TokenVerifier, VerifiedToken};
-use http::StatusCode;
 use zeroize::Zeroizing;
 
 /// How long a challenge stays valid, seconds (as natively).
@@ -21,19 +20,7 @@ pub const NONCE_MAX_AGE: u64 = 60;
 /// Clock tolerance for token verification, seconds (as natively).
 pub const CLOCK_TOLERANCE: u64 = 5;
 
-/// Why an access token was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum AccessError {
-    /// Not a valid token.
-    #[error("{0}")]
-    Token(#[from] TokenError),
-    /// Valid, but revoked (or its state is unavailable: fail closed).
-    #[error("revoked: {0}")]
-    Revoked(String),
-    /// A caveat chain that does not verify or leaves nothing.
-    #[error("delegation: {0}")]
-    Chain(#[from] CaveatError),
-}
+pub use edgeward_core::access::AccessError;
 
 /// A token that passed [`Service::check_access`].
 pub struct Access<'s> {
@@ -105,113 +92,35 @@ impl Service {
     /// not revoked (nor any ancestor or named sub-agent), of its agent's
     /// current generation, narrowed by its chain.
     pub fn check_access(&self, presented: &str) -> Result<Access<'_>, AccessError> {
-        if presented.len() > edgeward_core::caveat::MAX_PRESENTED_LEN {
-            return Err(AccessError::Token(TokenError::TooLong {
-                len: presented.len(),
-                max: edgeward_core::caveat::MAX_PRESENTED_LEN,
-            }));
-        }
-        let now = now();
-        let chain = if presented.contains(edgeward_core::caveat::SEPARATOR) {
-            Some(UnverifiedChain::parse(presented)?.verify(&self.caveat_root)?)
-        } else {
-            None
+        use edgeward_core::access::{
+            LiveAgent, Presented, check_lineage, check_users, revocation_names, rights_of,
         };
-        let token = chain.as_ref().map_or(presented, |c| c.token());
-        let verified = self.verify_signed(token, now)?;
-        let caveats = chain.map(|c| c.caveats().to_vec()).unwrap_or_default();
-        // The rights first (pure), so one query covers every name the
-        // revocation check needs: the token, its ancestors, its sub-agents.
-        let rights = Rights::of_token(
-            verified.scope(),
-            u64::MAX,
-            verified.jkt(),
-            edgeward_core::caveat::MAX_DELEGATION_DEPTH,
-        )
-        .attenuate(verified.inherited_caveats())?
-        .attenuate(&caveats)?;
-        let segment = edgeward_core::crossing::spiffe_segment;
-        let ancestors = verified.ancestors();
-        let mut jtis = vec![verified.jti()];
-        let mut instances = vec![segment(verified.instance(), "/instance/").unwrap_or("")];
-        let mut devices = vec![segment(verified.device(), "/device/").unwrap_or("")];
-        let mut agents = vec![verified.agent()];
-        for a in ancestors {
-            jtis.push(&a.jti);
-            instances.push(segment(&a.instance_spiffe, "/instance/").unwrap_or(""));
-            devices.push(segment(&a.device_spiffe, "/device/").unwrap_or(""));
-            agents.push(&a.agent);
-        }
-        agents.extend(rights.agents.iter().map(String::as_str));
+        let presented = Presented::parse(presented, &self.caveat_root)?;
+        let verified = self.verify_signed(presented.token, now())?;
+        let mut rights = rights_of(&verified, &presented.caveats)?;
+        // One read of the database covers every name the check needs: the
+        // token, its ancestors, the chain's sub-agents.
+        let [jtis, instances, agents, devices] = revocation_names(&verified, &rights);
         let revoked = self
             .store
             .revocations_for(&jtis, &instances, &agents, &devices)
             .map_err(fail_closed)?;
-        if let Some(reason) = revoked.check(&verified) {
-            return Err(AccessError::Revoked(reason));
-        }
         let config = &self.settings.config;
-        for a in ancestors {
-            if let Some(reason) = revoked.check_ancestor(a) {
-                return Err(AccessError::Revoked(format!(
-                    "delegated by a revoked token: {reason}"
-                )));
-            }
-            match config.agent(&a.agent) {
-                Some(r) if r.generation == a.generation => {}
-                _ => {
-                    return Err(AccessError::Revoked(format!(
-                        "delegated by agent {} at generation {}, which it no longer is",
-                        a.agent, a.generation
-                    )));
-                }
-            }
-        }
-        let agent = match config.agent(verified.agent()) {
-            Some(agent) if agent.generation == verified.generation() => agent,
-            Some(agent) => {
-                return Err(AccessError::Revoked(format!(
-                    "agent {} is at generation {}; this token is of generation {}",
-                    agent.name,
-                    agent.generation,
-                    verified.generation()
-                )));
-            }
-            None => {
-                return Err(AccessError::Revoked(format!(
-                    "agent {} no longer exists",
-                    verified.agent()
-                )));
-            }
-        };
-        let mut rights = rights;
-        // A chain naming sub-agents holds at most what each holds now.
-        for name in rights.agents.clone() {
-            let Some(sub) = config.agent(&name) else {
-                return Err(AccessError::Revoked(format!(
-                    "sub-agent {name} is not registered"
-                )));
-            };
-            if let Some(reason) = revoked.refuses_agent(&name, sub.generation) {
-                return Err(AccessError::Revoked(format!("sub-agent {name}: {reason}")));
-            }
-            rights.grants.retain(|g| sub.grants.contains(g));
-        }
-        if let Some(user) = verified.on_behalf_of() {
-            let issuers = &config.backend.user_issuers;
-            for name in std::iter::once(verified.agent())
-                .chain(ancestors.iter().map(|a| a.agent.as_str()))
-                .chain(rights.agents.iter().map(String::as_str))
-            {
-                edgeward_core::user::may_act_for(issuers, name, user)
-                    .map_err(AccessError::Revoked)?;
-            }
-        }
+        check_lineage(&verified, &mut rights, &revoked, |name| {
+            Ok(config.agent(name).map(|a| LiveAgent {
+                generation: a.generation,
+                grants: a.grants.as_slice().into(),
+            }))
+        })?;
+        check_users(&config.backend.user_issuers, &verified, &rights)?;
+        let agent = config.agent(verified.agent()).ok_or_else(|| {
+            AccessError::Revoked(format!("agent {} no longer exists", verified.agent()))
+        })?;
         Ok(Access {
             token: verified,
             agent,
             rights,
-            caveats,
+            caveats: presented.caveats,
         })
     }
 
@@ -270,14 +179,5 @@ impl Service {
 
 /// How a refused access token reaches the guest (as natively).
 pub fn token_refusal(e: &AccessError) -> Refusal {
-    match e {
-        AccessError::Revoked(reason) => Refusal::new(ProblemClass::Revoked, reason.clone()),
-        AccessError::Chain(e) => Refusal::denied(format!("the delegation chain is refused: {e}"))
-            .with_status(StatusCode::UNAUTHORIZED),
-        AccessError::Token(TokenError::Expired) => {
-            Refusal::new(ProblemClass::Expired, "the instance's access token expired")
-        }
-        AccessError::Token(_) => Refusal::denied("the instance's access token is not valid")
-            .with_status(StatusCode::UNAUTHORIZED),
-    }
+    e.refusal()
 }

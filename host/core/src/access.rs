@@ -1,0 +1,224 @@
+//! Checking an access token presented on a device-facing route, pure, for
+//! every backend. The backend supplies what only it knows (its signing
+//! keys, its registry and revocations, as closures or a
+//! [`RevocationSet`]); the order, the rights and the words are these.
+//!
+//! 1. [`Presented::parse`]: bounded, then a caveat chain (if any) verifies
+//!    against the root before anything else is read.
+//! 2. The backend verifies the token's signature and claims.
+//! 3. [`rights_of`]: the token's scope, narrowed by the caveats it
+//!    inherited and the chain's.
+//! 4. [`check_lineage`]: neither the token nor an ancestor is revoked, every
+//!    ancestor agent is still at its generation, the token's agent is, and
+//!    the named sub-agents exist and narrow the grants.
+//! 5. [`check_users`]: every agent acting for a user is one its issuer
+//!    lists.
+
+use crate::caveat::{Caveat, CaveatError, Rights, UnverifiedChain};
+use crate::grant::GrantName;
+use crate::problem::{ProblemClass, Refusal};
+use crate::revocation::RevocationSet;
+use crate::token::{TokenError, VerifiedToken};
+
+/// Why an access token was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AccessError {
+    /// Not a valid token (signature, issuer, audience, time...).
+    #[error("{0}")]
+    Token(#[from] TokenError),
+    /// Valid, but revoked (or the state to tell is unavailable: closed).
+    #[error("revoked: {0}")]
+    Revoked(String),
+    /// An attenuated token whose caveat chain does not verify or leaves no
+    /// valid rights.
+    #[error("delegation: {0}")]
+    Chain(#[from] CaveatError),
+}
+
+impl AccessError {
+    /// How the refusal reaches the guest.
+    pub fn refusal(&self) -> Refusal {
+        match self {
+            AccessError::Revoked(reason) => Refusal::new(ProblemClass::Revoked, reason.clone()),
+            AccessError::Chain(e) => {
+                Refusal::denied(format!("the delegation chain is refused: {e}"))
+                    .with_status(http::StatusCode::UNAUTHORIZED)
+            }
+            AccessError::Token(TokenError::Expired) => {
+                Refusal::new(ProblemClass::Expired, "the instance's access token expired")
+            }
+            AccessError::Token(_) => Refusal::denied("the instance's access token is not valid")
+                .with_status(http::StatusCode::UNAUTHORIZED),
+        }
+    }
+}
+
+/// A presented token: the access token, and the caveats of the chain it
+/// came in (none for a bare token), verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Presented<'a> {
+    /// The access token (still to be verified by the caller).
+    pub token: &'a str,
+    /// The chain's caveats, verified against the root.
+    pub caveats: Vec<Caveat>,
+}
+
+impl<'a> Presented<'a> {
+    /// Bound the presented text, then verify its chain (if any) against
+    /// `root`.
+    pub fn parse(presented: &'a str, root: &[u8; 32]) -> Result<Presented<'a>, AccessError> {
+        if presented.len() > crate::caveat::MAX_PRESENTED_LEN {
+            return Err(AccessError::Token(TokenError::TooLong {
+                len: presented.len(),
+                max: crate::caveat::MAX_PRESENTED_LEN,
+            }));
+        }
+        if !presented.contains(crate::caveat::SEPARATOR) {
+            return Ok(Presented {
+                token: presented,
+                caveats: Vec::new(),
+            });
+        }
+        let unverified = UnverifiedChain::parse(presented)?;
+        // The token is a prefix of the presented text: borrow it from there.
+        let token_len = unverified.token().len();
+        let chain = unverified.verify(root)?;
+        Ok(Presented {
+            token: &presented[..token_len],
+            caveats: chain.caveats().to_vec(),
+        })
+    }
+}
+
+/// What a verified token may do: its scope, narrowed by the caveats it
+/// inherited (a delegated child's), then by the chain's. The token's own
+/// expiry was checked with the clock tolerance; only `exp` caveats bound
+/// the rights in time.
+pub fn rights_of(token: &VerifiedToken, caveats: &[Caveat]) -> Result<Rights, CaveatError> {
+    Rights::of_token(
+        token.scope(),
+        u64::MAX,
+        token.jkt(),
+        crate::caveat::MAX_DELEGATION_DEPTH,
+    )
+    .attenuate(token.inherited_caveats())?
+    .attenuate(caveats)
+}
+
+/// An agent as the registry has it now, for [`check_lineage`].
+#[derive(Debug, Clone)]
+pub struct LiveAgent<'a> {
+    /// Its current generation.
+    pub generation: u64,
+    /// The grants it holds (borrowed from a config, or a registry record's).
+    pub grants: std::borrow::Cow<'a, [GrantName]>,
+}
+
+/// The revocation and registry checks of a token: the token itself, each
+/// ancestor (its revocations, and its agent still at the generation it
+/// had), the token's agent at the token's generation, and each sub-agent
+/// the chain names (registered, not revoked; the rights keep only grants
+/// every one of them holds). `agent` looks an agent up (`Ok(None)`: not
+/// registered; `Err`: the registry is unavailable, and the check fails
+/// closed with that error).
+pub fn check_lineage<'r>(
+    token: &VerifiedToken,
+    rights: &mut Rights,
+    revoked: &RevocationSet,
+    mut agent: impl FnMut(&str) -> Result<Option<LiveAgent<'r>>, AccessError>,
+) -> Result<(), AccessError> {
+    if let Some(reason) = revoked.check(token) {
+        return Err(AccessError::Revoked(reason));
+    }
+    // A delegated child's token dies with any of its ancestors: their
+    // revocations, and the registry (an ancestor agent re-issued or
+    // deprovisioned; generation bumps are not all revocations).
+    for a in token.ancestors() {
+        if let Some(reason) = revoked.check_ancestor(a) {
+            return Err(AccessError::Revoked(format!(
+                "delegated by a revoked token: {reason}"
+            )));
+        }
+        match agent(&a.agent)? {
+            Some(r) if r.generation == a.generation => {}
+            _ => {
+                return Err(AccessError::Revoked(format!(
+                    "delegated by agent {} at generation {}, which it no longer is",
+                    a.agent, a.generation
+                )));
+            }
+        }
+    }
+    match agent(token.agent())? {
+        Some(r) if r.generation == token.generation() => {}
+        Some(r) => {
+            return Err(AccessError::Revoked(format!(
+                "agent {} is at generation {}; this token is of generation {}",
+                token.agent(),
+                r.generation,
+                token.generation()
+            )));
+        }
+        None => {
+            return Err(AccessError::Revoked(format!(
+                "agent {} no longer exists",
+                token.agent()
+            )));
+        }
+    }
+    // A chain naming sub-agents holds at most what each of them holds now,
+    // and nothing while one is unknown or revoked: a parent cannot lend
+    // its rights to an agent nobody registered.
+    for name in rights.agents.clone() {
+        let Some(sub) = agent(&name)? else {
+            return Err(AccessError::Revoked(format!(
+                "sub-agent {name} is not registered"
+            )));
+        };
+        if let Some(reason) = revoked.refuses_agent(&name, sub.generation) {
+            return Err(AccessError::Revoked(format!("sub-agent {name}: {reason}")));
+        }
+        rights.grants.retain(|g| sub.grants.contains(g));
+    }
+    Ok(())
+}
+
+/// Every agent acting for a user (the token's, its ancestors', the chain's
+/// sub-agents) must be one the user's issuer lists: checked on every call,
+/// the list may shrink.
+pub fn check_users(
+    issuers: &[crate::user::UserIssuer],
+    token: &VerifiedToken,
+    rights: &Rights,
+) -> Result<(), AccessError> {
+    let Some(user) = token.on_behalf_of() else {
+        return Ok(());
+    };
+    for agent in std::iter::once(token.agent())
+        .chain(token.ancestors().iter().map(|a| a.agent.as_str()))
+        .chain(rights.agents.iter().map(String::as_str))
+    {
+        crate::user::may_act_for(issuers, agent, user).map_err(AccessError::Revoked)?;
+    }
+    Ok(())
+}
+
+/// The names a token's revocation check needs, for a backend that fetches
+/// only the revocations that could concern it: `(jtis, instances, agents,
+/// devices)` of the token, its ancestors and the chain's sub-agents.
+pub fn revocation_names<'t>(token: &'t VerifiedToken, rights: &'t Rights) -> [Vec<&'t str>; 4] {
+    let segment = crate::crossing::spiffe_segment;
+    let mut jtis = vec![token.jti()];
+    let mut instances = vec![segment(token.instance(), "/instance/").unwrap_or("")];
+    let mut devices = vec![segment(token.device(), "/device/").unwrap_or("")];
+    let mut agents = vec![token.agent()];
+    for a in token.ancestors() {
+        jtis.push(&a.jti);
+        instances.push(segment(&a.instance_spiffe, "/instance/").unwrap_or(""));
+        devices.push(segment(&a.device_spiffe, "/device/").unwrap_or(""));
+        agents.push(&a.agent);
+    }
+    agents.extend(rights.agents.iter().map(String::as_str));
+    [jtis, instances, agents, devices]
+}
