@@ -446,6 +446,29 @@ struct Steps<'a> {
     got: Vec<(String, Outcome)>,
 }
 
+/// The egress route's envelope for `method target` under grant `grant`,
+/// with whatever authorization and proof a case needs (`None`: left out).
+fn egress_request(
+    b: &Backend,
+    method: &str,
+    authorization: &str,
+    proof: Option<&str>,
+    target: Option<&str>,
+    grant: &str,
+) -> http::request::Builder {
+    let mut req = http::Request::post(format!("{}/v1/egress", b.url))
+        .header("edgeward-method", method)
+        .header("authorization", authorization)
+        .header("edgeward-grant", grant);
+    if let Some(p) = proof {
+        req = req.header("dpop", p);
+    }
+    if let Some(t) = target {
+        req = req.header("edgeward-target", t);
+    }
+    req
+}
+
 static PROOF_IDS: AtomicU64 = AtomicU64::new(1);
 
 fn proof(key: &dyn Signer, method: &str, url: &str, token: &str) -> String {
@@ -566,12 +589,15 @@ impl Steps<'_> {
         headers: &[(&str, &str)],
         body: &[u8],
     ) -> http::Response<Bytes> {
-        let mut req = http::Request::post(format!("{}/v1/egress", self.b.url))
-            .header("edgeward-method", method)
-            .header("authorization", format!("DPoP {presented}"))
-            .header("dpop", proof(key, method, url, presented))
-            .header("edgeward-target", url)
-            .header("edgeward-grant", grant);
+        let p = proof(key, method, url, presented);
+        let mut req = egress_request(
+            self.b,
+            method,
+            &format!("DPoP {presented}"),
+            Some(&p),
+            Some(url),
+            grant,
+        );
         for (n, v) in headers {
             req = req.header(*n, *v);
         }
@@ -796,44 +822,16 @@ async fn scenario(b: &Backend, up: &Upstream) -> Vec<(String, Outcome)> {
     assert_no_secret(&seen, KEY, &format!("{}: echoed response", b.name));
     {
         let url = format!("{o}/v1/forecast");
-        let r = b
-            .send(
-                http::Request::post(format!("{}/v1/egress", b.url))
-                    .header("edgeward-method", "GET")
-                    .header("authorization", format!("DPoP {t}"))
-                    .header("edgeward-target", &url)
-                    .header("edgeward-grant", "api")
-                    .body(Bytes::new())
-                    .expect("request"),
-            )
-            .await;
-        s.note("egress: no DPoP proof", outcome(&r));
-        let r = b
-            .send(
-                http::Request::post(format!("{}/v1/egress", b.url))
-                    .header("edgeward-method", "GET")
-                    .header("authorization", format!("Bearer {t}"))
-                    .header("dpop", proof(key, "GET", &url, t))
-                    .header("edgeward-target", &url)
-                    .header("edgeward-grant", "api")
-                    .body(Bytes::new())
-                    .expect("request"),
-            )
-            .await;
-        s.note("egress: a bearer token", outcome(&r));
-        let p = proof(key, "GET", &url, t);
-        let send = |p: String| {
-            b.send(
-                http::Request::post(format!("{}/v1/egress", b.url))
-                    .header("edgeward-method", "GET")
-                    .header("authorization", format!("DPoP {t}"))
-                    .header("dpop", p)
-                    .header("edgeward-target", &url)
-                    .header("edgeward-grant", "api")
-                    .body(Bytes::new())
-                    .expect("request"),
-            )
+        let send = |authorization: String, p: Option<String>| {
+            let req = egress_request(b, "GET", &authorization, p.as_deref(), Some(&url), "api");
+            b.send(req.body(Bytes::new()).expect("request"))
         };
+        let r = send(format!("DPoP {t}"), None).await;
+        s.note("egress: no DPoP proof", outcome(&r));
+        let r = send(format!("Bearer {t}"), Some(proof(key, "GET", &url, t))).await;
+        s.note("egress: a bearer token", outcome(&r));
+        let p = Some(proof(key, "GET", &url, t));
+        let send = |p: Option<String>| send(format!("DPoP {t}"), p);
         let first = send(p.clone()).await;
         assert_eq!(first.status(), 200, "{}: first use of the proof", b.name);
         let again = send(p).await;
@@ -943,17 +941,9 @@ async fn scenario(b: &Backend, up: &Upstream) -> Vec<(String, Outcome)> {
     )
     .await;
     {
-        let r = b
-            .send(
-                http::Request::post(format!("{}/v1/egress", b.url))
-                    .header("edgeward-method", "GET")
-                    .header("authorization", format!("DPoP {t}"))
-                    .header("dpop", proof(key, "GET", "http://x/", t))
-                    .header("edgeward-grant", "api")
-                    .body(Bytes::new())
-                    .expect("request"),
-            )
-            .await;
+        let p = proof(key, "GET", "http://x/", t);
+        let req = egress_request(b, "GET", &format!("DPoP {t}"), Some(&p), None, "api");
+        let r = b.send(req.body(Bytes::new()).expect("request")).await;
         s.note("egress: no edgeward-target", outcome(&r));
     }
 

@@ -443,7 +443,7 @@ impl TokenService {
     }
 
     fn exchange_unaudited(&self, form: &HashMap<String, String>) -> Result<Minted, ExchangeError> {
-        use edgeward_core::exchange::{ExchangeRequest, Subject};
+        use edgeward_core::exchange::ExchangeRequest;
         let request = ExchangeRequest::parse(form)?;
         let actor = request.actor;
         // The subject is the attested instance itself, a user's assertion
@@ -451,11 +451,10 @@ impl TokenService {
         // this instance (a delegated child). The assertion and the chain are
         // checked only after the device's signature: before that, every
         // refusal looks the same.
-        let (user_assertion, delegation) = match request.subject {
-            Subject::Instance => (None, None),
-            Subject::User(jwt) => (Some(jwt), None),
-            Subject::Delegation(chain) => (None, Some(chain)),
-        };
+        let (user_assertion, delegation) = (
+            request.subject.user_assertion(),
+            request.subject.delegation(),
+        );
         // Stage spans (target `edgeward::stage`) time the exchange for the
         // benchmarks; disabled, each costs one relaxed load.
         let stage = tracing::trace_span!(target: "edgeward::stage", "exchange.verify");
@@ -833,21 +832,22 @@ impl TokenService {
         token: &str,
         jkt: &str,
     ) -> Result<(), edgeward_core::dpop::DpopError> {
-        use edgeward_core::dpop::{DpopError, Expected, MAX_SKEW_SECS, UnverifiedProof};
+        use edgeward_core::dpop::{DpopError, Expected, verify_fresh};
         let now = self.clock.now();
-        let claims = UnverifiedProof::parse(proof)?.verify(&Expected {
-            method,
-            uri,
-            token,
-            jkt,
-            now,
-        })?;
-        // Remembered only after it verified: forged proofs cannot fill the cache.
-        let key = format!("{jkt}.{}", claims.jti);
+        let seen = verify_fresh(
+            proof,
+            &Expected {
+                method,
+                uri,
+                token,
+                jkt,
+                now,
+            },
+        )?;
         let fresh = self
             .proof_replay
             .lock()
-            .map(|mut c| c.insert_if_new(&key, claims.iat + MAX_SKEW_SECS + 1, now))
+            .map(|mut c| c.insert_if_new(&seen.key, seen.until, now))
             .unwrap_or(false);
         if fresh {
             Ok(())

@@ -19,10 +19,8 @@
 use crate::forward::Backend;
 use bytes::Bytes;
 use edgeward_core::egress::{
-    ACCESS_TOKEN_TYPE, ATTESTATION_TOKEN_TYPE, BearerToken, Egress, EgressCall,
-    TOKEN_EXCHANGE_GRANT, TokenRequest,
+    ATTESTATION_TOKEN_TYPE, BearerToken, Egress, EgressCall, TOKEN_EXCHANGE_GRANT, TokenRequest,
 };
-use edgeward_core::grant::GrantName;
 use edgeward_core::problem::Refusal;
 use http::{HeaderValue, Method, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
@@ -173,25 +171,19 @@ async fn token(backend: &Backend, req: hyper::Request<hyper::body::Incoming>) ->
         }
     }
     match backend.tokens().exchange_async(form).await {
-        Ok(minted) => {
-            let scope: Vec<&str> = minted.scope.iter().map(GrantName::as_str).collect();
-            json(
-                StatusCode::OK,
-                &serde_json::json!({
-                    "access_token": minted.token,
-                    "issued_token_type": ACCESS_TOKEN_TYPE,
-                    "token_type": "DPoP",
-                    "expires_in": minted.expires_in,
-                    "scope": scope.join(" "),
-                    "edgeward_instance_id": minted.instance_id,
-                    "edgeward_profile": minted.profile.to_json(),
-                    // Lets the instance attenuate this token offline; as
-                    // secret as the token (TLS only, never logged).
-                    "edgeward_chain_key": minted.chain_key.to_b64(),
-                    "edgeward_on_behalf_of": minted.on_behalf_of,
-                }),
-            )
-        }
+        Ok(minted) => json(
+            StatusCode::OK,
+            &edgeward_core::exchange::TokenResponse {
+                token: &minted.token,
+                expires_in: minted.expires_in,
+                scope: &minted.scope,
+                instance_id: &minted.instance_id,
+                profile: &minted.profile,
+                chain_key: &minted.chain_key,
+                on_behalf_of: minted.on_behalf_of.as_deref(),
+            }
+            .to_json(),
+        ),
         Err(e) => oauth_error(e.error, e.public_description()),
     }
 }

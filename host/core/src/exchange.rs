@@ -83,6 +83,24 @@ pub enum Subject<'a> {
     Delegation(&'a str),
 }
 
+impl<'a> Subject<'a> {
+    /// The user's assertion, if the token is for a user.
+    pub fn user_assertion(self) -> Option<&'a str> {
+        match self {
+            Subject::User(jwt) => Some(jwt),
+            _ => None,
+        }
+    }
+
+    /// The parent's chain, if the instance is a delegated child.
+    pub fn delegation(self) -> Option<&'a str> {
+        match self {
+            Subject::Delegation(chain) => Some(chain),
+            _ => None,
+        }
+    }
+}
+
 /// A parsed exchange request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ExchangeRequest<'a> {
@@ -412,5 +430,44 @@ pub fn mint_refused(delegated: bool, e: crate::token::TokenError) -> ExchangeErr
             ExchangeError::after("invalid_grant", format!("delegation refused: {e}"))
         }
         e => ExchangeError::after("server_error", format!("cannot mint: {e}")),
+    }
+}
+
+/// The token endpoint's answer to a granted exchange (RFC 8693 §2.2.1, with
+/// edgeward's members). Never cached, never logged: it carries the token
+/// and the chain key.
+pub struct TokenResponse<'a> {
+    /// The access token.
+    pub token: &'a str,
+    /// Seconds until it expires.
+    pub expires_in: u64,
+    /// The granted grants.
+    pub scope: &'a [GrantName],
+    /// The instance id.
+    pub instance_id: &'a str,
+    /// The public rules and limits the runtime enforces.
+    pub profile: &'a crate::egress::AgentProfile,
+    /// Lets the instance attenuate the token offline; as secret as the
+    /// token.
+    pub chain_key: &'a crate::caveat::ChainKey,
+    /// The user the instance acts for.
+    pub on_behalf_of: Option<&'a str>,
+}
+
+impl TokenResponse<'_> {
+    /// The JSON body.
+    pub fn to_json(&self) -> serde_json::Value {
+        let scope: Vec<&str> = self.scope.iter().map(GrantName::as_str).collect();
+        serde_json::json!({
+            "access_token": self.token,
+            "issued_token_type": ACCESS_TOKEN_TYPE,
+            "token_type": "DPoP",
+            "expires_in": self.expires_in,
+            "scope": scope.join(" "),
+            "edgeward_instance_id": self.instance_id,
+            "edgeward_profile": self.profile.to_json(),
+            "edgeward_chain_key": self.chain_key.to_b64(),
+            "edgeward_on_behalf_of": self.on_behalf_of,
+        })
     }
 }

@@ -11,7 +11,7 @@ use edgeward_core::attest::{UnverifiedAttestation, VerifiedAttestation};
 use edgeward_core::caveat::ChainKey;
 use edgeward_core::egress::AgentProfile;
 pub use edgeward_core::exchange::ExchangeError;
-use edgeward_core::exchange::{ExchangeRequest, Minting, Parent, Subject};
+use edgeward_core::exchange::{ExchangeRequest, Minting, Parent};
 use edgeward_core::grant::GrantName;
 use edgeward_core::keys::{Ed25519Signer, Es256Signer, PublicKey, SigAlg, Signer as _};
 use edgeward_core::nonce::NonceIssuer;
@@ -88,11 +88,10 @@ fn exchange_unaudited(
 ) -> Result<Minted, ExchangeError> {
     let request = ExchangeRequest::parse(form)?;
     let actor = request.actor;
-    let (user_assertion, delegation) = match request.subject {
-        Subject::Instance => (None, None),
-        Subject::User(jwt) => (Some(jwt), None),
-        Subject::Delegation(chain) => (None, Some(chain)),
-    };
+    let (user_assertion, delegation) = (
+        request.subject.user_assertion(),
+        request.subject.delegation(),
+    );
     let unverified = UnverifiedAttestation::parse(actor)
         .map_err(|e| ExchangeError::before(format!("malformed attestation: {e}")))?;
     let device = unverified.device_id().to_owned();

@@ -154,24 +154,19 @@ fn token(
         }
     }
     match exchange::exchange(service, &form) {
-        Ok(minted) => {
-            let scope: Vec<&str> = minted.scope.iter().map(|g| g.as_str()).collect();
-            json(
-                StatusCode::OK,
-                &serde_json::json!({
-                    "access_token": minted.token,
-                    "issued_token_type": edgeward_core::egress::ACCESS_TOKEN_TYPE,
-                    "token_type": "DPoP",
-                    "expires_in": minted.expires_in,
-                    "scope": scope.join(" "),
-                    "edgeward_instance_id": minted.instance_id,
-                    "edgeward_profile": minted.profile.to_json(),
-                    // As secret as the token: TLS only, never logged.
-                    "edgeward_chain_key": minted.chain_key.to_b64(),
-                    "edgeward_on_behalf_of": minted.on_behalf_of,
-                }),
-            )
-        }
+        Ok(minted) => json(
+            StatusCode::OK,
+            &edgeward_core::exchange::TokenResponse {
+                token: &minted.token,
+                expires_in: minted.expires_in,
+                scope: &minted.scope,
+                instance_id: &minted.instance_id,
+                profile: &minted.profile,
+                chain_key: &minted.chain_key,
+                on_behalf_of: minted.on_behalf_of.as_deref(),
+            }
+            .to_json(),
+        ),
         // 400 for every refusal, as natively.
         Err(e) => oauth_error(StatusCode::BAD_REQUEST, e.error, e.public_description()),
     }

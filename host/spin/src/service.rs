@@ -10,7 +10,7 @@ use crate::settings::Settings;
 use crate::store::{AuditEntry, Store, StoreError};
 use edgeward_core::caveat::{Caveat, Rights};
 use edgeward_core::config::AgentConfig;
-use edgeward_core::dpop::{DpopError, Expected, MAX_SKEW_SECS, UnverifiedProof};
+use edgeward_core::dpop::{DpopError, Expected, verify_fresh};
 use edgeward_core::problem::Refusal;
 use edgeward_core::token::{TokenError, TokenIssuer, TokenVerifier, VerifiedToken};
 use zeroize::Zeroizing;
@@ -136,18 +136,17 @@ impl Service {
         jkt: &str,
     ) -> Result<(), DpopError> {
         let now = now();
-        let claims = UnverifiedProof::parse(proof)?.verify(&Expected {
-            method,
-            uri,
-            token,
-            jkt,
-            now,
-        })?;
-        let key = format!("{jkt}.{}", claims.jti);
-        match self
-            .store
-            .use_proof(&key, claims.iat + MAX_SKEW_SECS + 1, now)
-        {
+        let seen = verify_fresh(
+            proof,
+            &Expected {
+                method,
+                uri,
+                token,
+                jkt,
+                now,
+            },
+        )?;
+        match self.store.use_proof(&seen.key, seen.until, now) {
             Ok(true) => Ok(()),
             Ok(false) => Err(DpopError::Malformed("replayed proof")),
             // Fail closed: a proof that cannot be used up is not accepted.
