@@ -222,3 +222,152 @@ pub fn revocation_names<'t>(token: &'t VerifiedToken, rights: &'t Rights) -> [Ve
     agents.extend(rights.agents.iter().map(String::as_str));
     [jtis, instances, agents, devices]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::caveat::{Chain, ChainKey};
+    use crate::revocation::RevocationKind;
+    use crate::token::{Mint, TokenIssuer, TokenVerifier};
+    use std::borrow::Cow;
+
+    const NOW: u64 = 1_767_225_600;
+
+    fn token() -> (String, VerifiedToken) {
+        let issuer = TokenIssuer::new(&[9; 32], "https://b.test", "aud").expect("issuer");
+        let jwt = issuer
+            .mint(&Mint {
+                sub: "spiffe://td/agent/bot/instance/i1".into(),
+                instance_spiffe: "spiffe://td/agent/bot/instance/i1".into(),
+                device_spiffe: "spiffe://td/device/dev-1".into(),
+                agent: "bot".into(),
+                scope: vec![
+                    GrantName::new("a").expect("a"),
+                    GrantName::new("b").expect("b"),
+                ],
+                generation: 2,
+                jkt: "holder".into(),
+                now: NOW,
+                lifetime: 60,
+                jti: "t1".into(),
+            })
+            .expect("mint");
+        let mut verifier = TokenVerifier::new("https://b.test", "aud", 5);
+        verifier.add_key(issuer.kid(), issuer.public_key());
+        let verified = verifier.verify(&jwt, NOW).expect("verify");
+        (jwt, verified)
+    }
+
+    fn grants(names: &[&str]) -> Vec<GrantName> {
+        names
+            .iter()
+            .map(|g| GrantName::new(g).expect("grant"))
+            .collect()
+    }
+
+    #[test]
+    fn presented_tokens_are_bounded_and_chains_verify_before_anything_else() {
+        let root = [1u8; 32];
+        let (jwt, _) = token();
+        let bare = Presented::parse(&jwt, &root).expect("bare");
+        assert_eq!((bare.token, bare.caveats.len()), (jwt.as_str(), 0));
+        let key = ChainKey::derive(&root, &jwt);
+        let chain = Chain::new(jwt.clone(), key)
+            .append(Caveat::grants(grants(&["a"])))
+            .expect("caveat");
+        let wire = chain.encode();
+        let narrowed = Presented::parse(&wire, &root).expect("chain");
+        assert_eq!((narrowed.token, narrowed.caveats.len()), (jwt.as_str(), 1));
+        assert!(matches!(
+            Presented::parse(&wire, &[2u8; 32]),
+            Err(AccessError::Chain(CaveatError::BadTag))
+        ));
+        let long = "x".repeat(crate::caveat::MAX_PRESENTED_LEN + 1);
+        assert!(matches!(
+            Presented::parse(&long, &root),
+            Err(AccessError::Token(TokenError::TooLong { .. }))
+        ));
+    }
+
+    #[test]
+    fn lineage_checks_revocations_generations_and_sub_agents() {
+        let (_, t) = token();
+        let held = grants(&["b"]);
+        let registry = |generation: u64| {
+            let held = held.clone();
+            move |name: &str| -> Result<Option<LiveAgent<'static>>, AccessError> {
+                Ok(match name {
+                    "bot" => Some(LiveAgent {
+                        generation,
+                        grants: Cow::Owned(grants(&["a", "b"])),
+                    }),
+                    "sub" => Some(LiveAgent {
+                        generation: 1,
+                        grants: Cow::Owned(held.clone()),
+                    }),
+                    _ => None,
+                })
+            }
+        };
+        let mut rights = rights_of(&t, &[]).expect("rights");
+        let none = RevocationSet::default();
+        check_lineage(&t, &mut rights, &none, registry(2)).expect("live");
+        let e = check_lineage(&t, &mut rights, &none, registry(3)).expect_err("moved");
+        assert_eq!(
+            e,
+            AccessError::Revoked(
+                "agent bot is at generation 3; this token is of generation 2".into()
+            )
+        );
+        let mut revoked = RevocationSet::default();
+        revoked.add(&RevocationKind::Instance { id: "i1".into() });
+        let e = check_lineage(&t, &mut rights, &revoked, registry(2)).expect_err("instance");
+        assert_eq!(e, AccessError::Revoked("instance i1 was revoked".into()));
+        assert_eq!(e.refusal().class, ProblemClass::Revoked);
+        // A chain naming a sub-agent keeps only what the sub-agent holds;
+        // an unregistered one holds nothing.
+        let mut rights = rights_of(&t, &[Caveat::Agent("sub".into())]).expect("rights");
+        check_lineage(&t, &mut rights, &none, registry(2)).expect("sub-agent");
+        assert_eq!(rights.grants, held);
+        let mut rights = rights_of(&t, &[Caveat::Agent("ghost".into())]).expect("rights");
+        let e = check_lineage(&t, &mut rights, &none, registry(2)).expect_err("ghost");
+        assert_eq!(
+            e,
+            AccessError::Revoked("sub-agent ghost is not registered".into())
+        );
+        let mut revoked = RevocationSet::default();
+        revoked.add(&RevocationKind::Agent {
+            name: "sub".into(),
+            before_generation: None,
+        });
+        let mut rights = rights_of(&t, &[Caveat::Agent("sub".into())]).expect("rights");
+        let e = check_lineage(&t, &mut rights, &revoked, registry(2)).expect_err("revoked sub");
+        assert_eq!(
+            e,
+            AccessError::Revoked("sub-agent sub: agent sub was revoked".into())
+        );
+        // The names a backend must fetch revocations for.
+        let [jtis, instances, agents, devices] = revocation_names(&t, &rights);
+        assert_eq!(
+            (jtis, instances, devices),
+            (vec!["t1"], vec!["i1"], vec!["dev-1"])
+        );
+        assert_eq!(agents, vec!["bot", "sub"]);
+    }
+
+    #[test]
+    fn refusals_keep_their_classes() {
+        let expired = AccessError::Token(TokenError::Expired).refusal();
+        assert_eq!(expired.class, ProblemClass::Expired);
+        let bad = AccessError::Token(TokenError::UnknownKey).refusal();
+        assert_eq!(
+            (bad.class, bad.status.as_u16()),
+            (ProblemClass::Denied, 401)
+        );
+        let chain = AccessError::Chain(CaveatError::BadTag).refusal();
+        assert_eq!(
+            (chain.class, chain.status.as_u16()),
+            (ProblemClass::Denied, 401)
+        );
+    }
+}

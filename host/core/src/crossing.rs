@@ -369,3 +369,158 @@ pub fn finish_response(
     *response.headers_mut() = parts.headers;
     Ok((response, findings))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::grant::GrantName;
+    use crate::problem::ProblemClass;
+    use crate::scan::ScannerConfig;
+    use crate::secret::Secret;
+    use std::collections::HashMap;
+
+    const KEY: &str = "crossing-test-credential-0123456789";
+
+    fn scanner() -> (Scanner, Redactor, Redactor) {
+        let redactor = Redactor::new([KEY.as_bytes()]).expect("redactor");
+        let lowered = Redactor::new([KEY.to_ascii_lowercase().as_bytes()]).expect("names");
+        let scanner = Scanner::new(ScannerConfig::default(), redactor.clone()).expect("scanner");
+        (scanner, redactor, lowered)
+    }
+
+    #[test]
+    fn the_envelope_comes_out_of_the_headers_or_says_what_is_missing() {
+        let full = || {
+            let mut h = HeaderMap::new();
+            h.insert("authorization", HeaderValue::from_static("DPoP tok"));
+            h.insert("dpop", HeaderValue::from_static("proof"));
+            h.insert(
+                TARGET_HEADER,
+                HeaderValue::from_static("https://api.test/v1/x"),
+            );
+            h.insert(
+                crate::problem::GRANT_HEADER,
+                HeaderValue::from_static("api"),
+            );
+            h.insert(METHOD_HEADER, HeaderValue::from_static("GET"));
+            h.insert("accept", HeaderValue::from_static("text/plain"));
+            h
+        };
+        let mut h = full();
+        let e = Envelope::take(&mut h).expect("envelope");
+        assert_eq!((e.token.as_str(), e.proof.as_str()), ("tok", "proof"));
+        assert_eq!((e.grant.as_str(), e.method.as_str()), ("api", "GET"));
+        assert_eq!(e.target.to_string(), "https://api.test/v1/x");
+        assert_eq!(h.len(), 1, "only the guest's own header is left");
+        let cases: [(&str, Option<&str>, u16, &str); 5] = [
+            ("authorization", Some("Bearer tok"), 401, "DPoP-bound"),
+            ("dpop", None, 401, "DPoP proof"),
+            (TARGET_HEADER, Some("not a url"), 400, "edgeward-target"),
+            (
+                crate::problem::GRANT_HEADER,
+                Some("Bad Grant"),
+                400,
+                "edgeward-grant",
+            ),
+            (METHOD_HEADER, None, 400, "edgeward-method"),
+        ];
+        for (name, value, status, says) in cases {
+            let mut h = full();
+            match value {
+                Some(v) => {
+                    h.insert(name, HeaderValue::from_str(v).expect("value"));
+                }
+                None => {
+                    h.remove(name);
+                }
+            }
+            let r = Envelope::take(&mut h).expect_err(name);
+            assert_eq!(r.status.as_u16(), status, "{name}");
+            assert!(r.detail.contains(says), "{name}: {}", r.detail);
+        }
+    }
+
+    #[test]
+    fn per_user_grants_carry_only_the_users_own_credential() {
+        let grant = GrantName::new("api").expect("grant");
+        let shared = Secret::new(b"shared-credential-0123456789".to_vec());
+        let none = HashMap::new();
+        assert!(select_secret(&grant, &shared, &none, None).is_ok());
+        assert!(select_secret(&grant, &shared, &none, Some("user:corp/a")).is_ok());
+        let users = HashMap::from([(
+            "user:corp/a".to_owned(),
+            Secret::new(b"alice-credential-0123456789".to_vec()),
+        )]);
+        let alice = select_secret(&grant, &shared, &users, Some("user:corp/a")).expect("alice");
+        assert_eq!(alice.expose(), b"alice-credential-0123456789");
+        let r = select_secret(&grant, &shared, &users, Some("user:corp/b")).expect_err("bob");
+        assert_eq!(r.class, ProblemClass::Denied);
+        let r = select_secret(&grant, &shared, &users, None).expect_err("nobody");
+        assert!(r.detail.contains("per-user"));
+    }
+
+    #[test]
+    fn responses_are_decoded_cleaned_and_redacted() {
+        let (scanner, redactor, names) = scanner();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, format!("echo {KEY}").as_bytes()).expect("gzip");
+        let raw = gz.finish().expect("gzip");
+        let response = http::Response::builder()
+            .status(201)
+            .header("content-encoding", "gzip")
+            .header("set-cookie", "s=1")
+            .header("x-echo", KEY)
+            .header(KEY.to_ascii_lowercase(), "named after it")
+            .header(crate::problem::REFUSAL_HEADER, "denied")
+            .body(())
+            .expect("response");
+        let (parts, ()) = response.into_parts();
+        let (out, findings) =
+            finish_response(parts, &raw, 1024, &scanner, &redactor, &names).expect("finished");
+        assert_eq!(out.status().as_u16(), 201);
+        let seen = format!("{:?} {:?}", out.headers(), out.body());
+        assert!(
+            !seen.contains(KEY)
+                && !seen
+                    .to_ascii_lowercase()
+                    .contains(&KEY.to_ascii_lowercase())
+        );
+        for gone in [
+            "set-cookie",
+            "content-encoding",
+            crate::problem::REFUSAL_HEADER,
+        ] {
+            assert!(!out.headers().contains_key(gone), "{gone}");
+        }
+        assert_eq!(
+            out.headers()["content-length"],
+            out.body().len().to_string().as_str()
+        );
+        assert_eq!(findings, "live-credential");
+        let (parts, ()) = http::Response::builder()
+            .header("content-encoding", "br")
+            .body(())
+            .expect("response")
+            .into_parts();
+        let u = finish_response(parts, b"x", 1024, &scanner, &redactor, &names).expect_err("br");
+        assert_eq!(u.refusal.class, ProblemClass::UpstreamFailed);
+        assert!(u.log.is_some_and(|l| l.contains("undecodable")));
+        let (parts, ()) = http::Response::new(()).into_parts();
+        let u = finish_response(parts, &[b'x'; 2048], 1024, &scanner, &redactor, &names)
+            .expect_err("large");
+        assert_eq!(u.refusal.class, ProblemClass::LimitExceeded);
+    }
+
+    #[test]
+    fn instance_ids_are_derived_and_spiffe_segments_are_last() {
+        let a = instance_id("dev", "bot", "jkt");
+        assert_eq!(a.len(), 20);
+        assert_eq!(a, instance_id("dev", "bot", "jkt"));
+        assert_ne!(a, instance_id("dev", "bot", "jkt2"));
+        assert_eq!(
+            spiffe_segment("spiffe://td/agent/a/instance/i1", "/instance/"),
+            Some("i1")
+        );
+        assert_eq!(spiffe_segment("spiffe://td/device/d/x", "/device/"), None);
+    }
+}

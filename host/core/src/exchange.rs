@@ -471,3 +471,214 @@ impl TokenResponse<'_> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::attest::{AttestationClaims, UnverifiedAttestation, sign_attestation};
+    use crate::entropy::SeededEntropy;
+    use crate::keys::{Ed25519Signer, Signer as _};
+
+    const NOW: u64 = 1_767_225_600;
+
+    fn attested(agent: &str, grants: &[&str], lifetime: u64) -> VerifiedAttestation {
+        let mut e = SeededEntropy::new(7);
+        let device = Ed25519Signer::generate(&mut e).expect("device key");
+        let instance = Ed25519Signer::generate(&mut e).expect("instance key");
+        let claims = AttestationClaims {
+            nonce: "n".into(),
+            device: "dev-1".into(),
+            agent: agent.into(),
+            digest: ComponentDigest::of(b"component"),
+            instance_key: instance.public_key(),
+            grants: grants
+                .iter()
+                .map(|g| GrantName::new(g).expect("grant"))
+                .collect(),
+            lifetime,
+            iat: NOW,
+        };
+        let jws = sign_attestation(&claims, "dev-1", &device).expect("sign");
+        UnverifiedAttestation::parse(&jws)
+            .expect("parse")
+            .verify(&device.public_key())
+            .expect("verify")
+    }
+
+    struct Agent {
+        devices: Vec<String>,
+        digests: Vec<ComponentDigest>,
+        grants: Vec<GrantName>,
+    }
+
+    fn agent() -> Agent {
+        Agent {
+            devices: vec!["dev-1".into()],
+            digests: vec![ComponentDigest::of(b"component")],
+            grants: vec![
+                GrantName::new("a").expect("a"),
+                GrantName::new("b").expect("b"),
+            ],
+        }
+    }
+
+    fn rules(a: &Agent) -> AgentRules<'_> {
+        AgentRules {
+            name: "bot",
+            devices: &a.devices,
+            digests: &a.digests,
+            grants: &a.grants,
+            max_token_lifetime: 600,
+        }
+    }
+
+    fn form(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn requests_parse_into_their_subject_and_refuse_alike_before_authentication() {
+        let base = [
+            ("grant_type", TOKEN_EXCHANGE_GRANT),
+            ("actor_token", "att"),
+            ("actor_token_type", ATTESTATION_TOKEN_TYPE),
+        ];
+        let with = |subject: &str, kind: &str| {
+            let mut f = form(&base);
+            f.insert("subject_token".into(), subject.into());
+            f.insert("subject_token_type".into(), kind.into());
+            f
+        };
+        let f = with("att", ATTESTATION_TOKEN_TYPE);
+        assert_eq!(
+            ExchangeRequest::parse(&f).expect("instance").subject,
+            Subject::Instance
+        );
+        let f = with("jwt", JWT_TOKEN_TYPE);
+        let r = ExchangeRequest::parse(&f).expect("user");
+        assert_eq!(
+            (r.subject.user_assertion(), r.subject.delegation()),
+            (Some("jwt"), None)
+        );
+        let f = with("chain", ACCESS_TOKEN_TYPE);
+        let r = ExchangeRequest::parse(&f).expect("child");
+        assert_eq!(
+            (r.subject.user_assertion(), r.subject.delegation()),
+            (None, Some("chain"))
+        );
+        for bad in [
+            with("other", ATTESTATION_TOKEN_TYPE),
+            with("att", "urn:nope"),
+            form(&base),
+            form(&[("grant_type", "client_credentials")]),
+        ] {
+            let e = ExchangeRequest::parse(&bad).expect_err("refused");
+            assert_eq!((e.error, e.authenticated), ("invalid_grant", false));
+            assert_eq!(e.public_description(), "the attestation was not accepted");
+        }
+    }
+
+    #[test]
+    fn authorize_checks_device_digest_and_grants_and_caps_the_lifetime() {
+        let a = agent();
+        let att = attested("bot", &[], 0);
+        let ok = authorize(rules(&a), "dev-1", &att, None, None, 900, NOW).expect("all grants");
+        assert_eq!(ok.scope, a.grants);
+        assert_eq!(ok.lifetime, 600, "capped by the agent");
+        let e = authorize(rules(&a), "dev-2", &att, None, None, 900, NOW).expect_err("device");
+        assert_eq!(e.error, "invalid_grant");
+        assert!(e.reason.contains("device dev-2 is not allowed"));
+        let other = Agent {
+            digests: vec![ComponentDigest::of(b"other")],
+            ..agent()
+        };
+        let e = authorize(rules(&other), "dev-1", &att, None, None, 900, NOW).expect_err("digest");
+        assert!(e.reason.contains("is not allowed for agent bot"));
+        let att = attested("bot", &["c"], 100);
+        let e = authorize(rules(&a), "dev-1", &att, None, None, 900, NOW).expect_err("scope");
+        assert_eq!(
+            (e.error, e.reason.as_str()),
+            ("invalid_scope", "agent bot does not hold grant(s) c")
+        );
+        // The user's assertion and a parent bound the lifetime; a parent
+        // bounds the grants too.
+        let att = attested("bot", &[], 300);
+        let ok = authorize(rules(&a), "dev-1", &att, Some(NOW + 50), None, 900, NOW).expect("user");
+        assert_eq!(ok.lifetime, 50);
+        let e =
+            authorize(rules(&a), "dev-1", &att, Some(NOW), None, 900, NOW).expect_err("expired");
+        assert!(e.reason.contains("expires now"));
+        let held = [GrantName::new("b").expect("b")];
+        let parent = Parent {
+            grants: &held,
+            expires_at: NOW + 20,
+        };
+        let ok = authorize(rules(&a), "dev-1", &att, None, Some(parent), 900, NOW).expect("child");
+        assert_eq!((ok.scope.as_slice(), ok.lifetime), (&held[..], 20));
+        let att = attested("bot", &["a"], 0);
+        let e =
+            authorize(rules(&a), "dev-1", &att, None, Some(parent), 900, NOW).expect_err("beyond");
+        assert_eq!(
+            (e.error, e.reason.as_str()),
+            ("invalid_scope", "the delegation does not cover grant(s) a")
+        );
+        // The in-process device of embedded mode may run every agent.
+        let att = attested("bot", &[], 0);
+        assert!(authorize(rules(&a), EMBEDDED_DEVICE, &att, None, None, 900, NOW).is_ok());
+    }
+
+    #[test]
+    fn mint_claims_name_the_instance_the_user_or_the_parent() {
+        let authorized = Authorized {
+            scope: vec![GrantName::new("a").expect("a")],
+            lifetime: 60,
+        };
+        let m = Minting {
+            trust_domain: "td.test",
+            device: "dev-1",
+            agent: "bot",
+            generation: 3,
+            instance_id: "i1",
+            jkt: "k",
+            user: None,
+            parent: None,
+        };
+        let (mint, on_behalf_of) = mint_claims(m, &authorized, NOW, "j".into());
+        assert_eq!(mint.sub, "spiffe://td.test/agent/bot/instance/i1");
+        assert_eq!(mint.device_spiffe, "spiffe://td.test/device/dev-1");
+        assert_eq!(
+            (mint.generation, mint.lifetime, on_behalf_of),
+            (3, 60, None)
+        );
+        let (mint, on_behalf_of) = mint_claims(
+            Minting {
+                user: Some("user:corp/alice"),
+                ..m
+            },
+            &authorized,
+            NOW,
+            "j".into(),
+        );
+        assert_eq!(mint.sub, "user:corp/alice");
+        assert_eq!(
+            mint.instance_spiffe,
+            "spiffe://td.test/agent/bot/instance/i1"
+        );
+        assert_eq!(on_behalf_of.as_deref(), Some("user:corp/alice"));
+    }
+
+    #[test]
+    fn the_instance_cap_counts_other_instances_only() {
+        let live = vec!["a".to_owned(), "b".to_owned()];
+        assert!(
+            check_instance_cap("bot", "d", "a", &live, 2).is_ok(),
+            "a renewal"
+        );
+        let e = check_instance_cap("bot", "d", "c", &live, 2).expect_err("a third");
+        assert!(e.reason.contains("already has 2 live instance(s)"));
+        assert!(check_instance_cap("bot", "d", "c", &live, 3).is_ok());
+    }
+}
