@@ -54,7 +54,10 @@ pub fn handle(
     };
     // Defence in depth: a refusal's detail leaves without any credential.
     let result = result.map_err(|mut r| {
-        r.detail = service.settings.redactor.redact_str(&r.detail).0;
+        r.detail = match service.settings.guards() {
+            Ok(g) => g.redactor.redact_str(&r.detail).0,
+            Err(_) => "the call was refused".into(),
+        };
         r
     });
     match &result {
@@ -125,6 +128,10 @@ fn forward(
         env.target.path(),
         crate::service::now(),
     )?;
+    let guards = service.settings.guards().map_err(|_| {
+        Refusal::upstream("the backend's secret scanner is unavailable")
+            .with_status(StatusCode::SERVICE_UNAVAILABLE)
+    })?;
     let config = &service.settings.config;
     let (grant, secrets) = match (
         config.grant(&env.grant),
@@ -150,24 +157,20 @@ fn forward(
         _ => None,
     };
     sanitize_request(&mut parts.headers, own_header)?;
-    let body = match crossing::scan_outbound(
-        &service.settings.scanner,
-        grant.outbound_secrets,
-        &mut parts,
-        body,
-    ) {
-        Ok((body, OutboundScan::Clean { .. })) => body,
-        Ok((body, OutboundScan::Audited { rules } | OutboundScan::Redacted { rules })) => {
-            let taken = std::mem::take(entry);
-            *entry = taken.with("outbound_findings", Some(rules));
-            body
-        }
-        Err((refusal, rules)) => {
-            let taken = std::mem::take(entry);
-            *entry = taken.with("outbound_findings", Some(rules));
-            return Err(refusal);
-        }
-    };
+    let body =
+        match crossing::scan_outbound(&guards.scanner, grant.outbound_secrets, &mut parts, body) {
+            Ok((body, OutboundScan::Clean { .. })) => body,
+            Ok((body, OutboundScan::Audited { rules } | OutboundScan::Redacted { rules })) => {
+                let taken = std::mem::take(entry);
+                *entry = taken.with("outbound_findings", Some(rules));
+                body
+            }
+            Err((refusal, rules)) => {
+                let taken = std::mem::take(entry);
+                *entry = taken.with("outbound_findings", Some(rules));
+                return Err(refusal);
+            }
+        };
     let secret = crossing::select_secret(
         &grant.rules.name,
         &secrets.secret,
@@ -192,14 +195,13 @@ fn forward(
             UpstreamError::Failed => Refusal::upstream("the upstream connection failed"),
         })?;
     let (parts, raw) = upstream.into_parts();
-    let settings = &service.settings;
     let (response, findings) = crossing::finish_response(
         parts,
         &raw,
         max_response,
-        &settings.scanner,
-        &settings.redactor,
-        &settings.name_redactor,
+        &guards.scanner,
+        &guards.redactor,
+        &guards.name_redactor,
     )
     .map_err(|u| u.refusal)?;
     if !findings.is_empty() {

@@ -157,9 +157,15 @@ impl Service {
     /// Append an audit record; every text field is scanned first, so no
     /// credential or known secret format reaches the log.
     pub fn audit(&self, mut entry: AuditEntry) -> Result<(), StoreError> {
+        // No record without its scrub: an unavailable scanner fails closed.
+        let scanner = &self
+            .settings
+            .guards()
+            .map_err(|_| StoreError::from_text("the secret scanner is unavailable"))?
+            .scanner;
         let mut found: Vec<&'static str> = Vec::new();
         for (_, value) in entry.fields.iter_mut() {
-            let scanned = self.settings.scanner.apply(value.as_bytes());
+            let scanned = scanner.apply(value.as_bytes());
             if !scanned.findings.is_empty() {
                 found.extend(scanned.findings.iter().map(|f| f.rule.name()));
                 *value = String::from_utf8_lossy(&scanned.bytes).into_owned();

@@ -66,6 +66,14 @@ pub struct Settings {
     pub admin_hash: Option<[u8; 32]>,
     /// Secrets by grant.
     pub secrets: HashMap<GrantName, GrantSecrets>,
+    /// Redaction and scanning, built on first use: compiling the scanner's
+    /// patterns is most of a request's cost, and a challenge or the JWKS
+    /// needs none of it.
+    guards: std::cell::OnceCell<Guards>,
+}
+
+/// What keeps credentials and secrets out of responses and the audit log.
+pub struct Guards {
     /// Every credential held, for redaction.
     pub redactor: Redactor,
     /// The same lower-cased, for header names.
@@ -166,8 +174,23 @@ impl Settings {
                 },
             );
         }
+        Ok(Settings {
+            config,
+            signing_seed,
+            nonce_key,
+            admin_hash,
+            secrets,
+            guards: std::cell::OnceCell::new(),
+        })
+    }
+
+    /// The redactors and the scanner over every credential held.
+    pub fn guards(&self) -> Result<&Guards, SettingsError> {
+        if let Some(g) = self.guards.get() {
+            return Ok(g);
+        }
         let all = || {
-            secrets
+            self.secrets
                 .values()
                 .flat_map(|g| std::iter::once(&g.secret).chain(g.user_secrets.values()))
         };
@@ -184,15 +207,10 @@ impl Settings {
             .map_err(|e| invalid(e.to_string()))?;
         let scanner = Scanner::new(ScannerConfig::default(), redactor.clone())
             .map_err(|e| invalid(format!("secret scanner: {e}")))?;
-        Ok(Settings {
-            config,
-            signing_seed,
-            nonce_key,
-            admin_hash,
-            secrets,
+        Ok(self.guards.get_or_init(|| Guards {
             redactor,
             name_redactor,
             scanner,
-        })
+        }))
     }
 }
