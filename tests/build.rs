@@ -47,7 +47,10 @@ fn main() -> anyhow::Result<()> {
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
         .env_remove("RUSTFLAGS")
         .env_remove("CARGO_BUILD_RUSTFLAGS")
-        .env_remove("CARGO_MAKEFLAGS");
+        .env_remove("CARGO_MAKEFLAGS")
+        // Under `cargo clippy` the lint driver and its flags would follow.
+        .env_remove("RUSTC_WORKSPACE_WRAPPER")
+        .env_remove("CLIPPY_ARGS");
     let status = cmd
         .status()
         .context("cannot run cargo to build the guests")?;
@@ -93,6 +96,9 @@ fn build_spin(root: &Path, out: &Path) -> anyhow::Result<()> {
         .env_remove("RUSTFLAGS")
         .env_remove("CARGO_BUILD_RUSTFLAGS")
         .env_remove("CARGO_MAKEFLAGS")
+        // Under `cargo clippy` the lint driver and its flags would follow.
+        .env_remove("RUSTC_WORKSPACE_WRAPPER")
+        .env_remove("CLIPPY_ARGS")
         .status()
         .context("cannot run cargo to build the Spin component")?;
     if !status.success() {

@@ -578,9 +578,11 @@ impl WasiHttpHooks for OutboundHooks {
         Box::new(async move {
             if !outbound.allows(request.uri()) {
                 outbound.denied.fetch_add(1, Ordering::SeqCst);
+                // The origin only: a query may carry a credential.
                 eprintln!(
-                    "spin_host: outbound request to {} denied by allowed_outbound_hosts",
-                    request.uri()
+                    "spin_host: outbound request to {}://{} denied by allowed_outbound_hosts",
+                    request.uri().scheme_str().unwrap_or("?"),
+                    request.uri().authority().map_or("?", |a| a.as_str())
                 );
                 return Err(HttpError::HttpRequestDenied);
             }

@@ -289,6 +289,10 @@ impl Backend {
                                 + 1,
                         ),
                     },
+                    // The kill switch covers what was issued until now.
+                    RevocationKind::All { .. } => RevocationKind::All {
+                        at: SystemClock.now(),
+                    },
                     other => other.clone(),
                 };
                 svc.tokens
@@ -396,6 +400,7 @@ const CASES: &[(&str, u16, &str)] = &[
     // The egress proxy.
     ("egress: a call the grant allows", 200, "ok"),
     ("egress: the upstream echoes the credential", 200, "ok"),
+    ("egress: a POST with a body", 200, "ok"),
     ("egress: no DPoP proof", 401, "denied"),
     ("egress: a bearer token", 401, "denied"),
     ("egress: the proof again", 401, "denied"),
@@ -428,9 +433,17 @@ const CASES: &[(&str, u16, &str)] = &[
     ("egress: after its holder revoked it", 401, "revoked"),
     ("egress: after the instance was revoked", 401, "revoked"),
     ("stop: a revoked instance", 200, "stop"),
+    (
+        "exchange: hostile again once its instance is revoked (the slot is free)",
+        200,
+        "ok",
+    ),
     ("exchange: on a revoked device", 400, "invalid_grant"),
     ("exchange: a revoked agent", 400, "invalid_grant"),
     ("egress: a token of a revoked agent", 401, "revoked"),
+    ("exchange: hello before the kill switch", 200, "ok"),
+    ("egress: after the kill switch", 401, "revoked"),
+    ("stop: after the kill switch", 200, "stop"),
 ];
 
 /// An instance as a device holds it after an exchange.
@@ -820,6 +833,26 @@ async fn scenario(b: &Backend, up: &Upstream) -> Vec<(String, Outcome)> {
         .await;
     let seen = format!("{:?} {:?}", r.headers(), r.body());
     assert_no_secret(&seen, KEY, &format!("{}: echoed response", b.name));
+    s.egress(
+        "egress: a POST with a body",
+        t,
+        key,
+        "POST",
+        &format!("{o}/v1/upload"),
+        "api",
+        &[("content-type", "application/json")],
+        br#"{"reading": 21.5}"#,
+    )
+    .await;
+    let sent = up.received();
+    let upload = sent.last().expect("the upload reached the upstream");
+    assert_eq!(upload.body.as_ref(), br#"{"reading": 21.5}"#, "{}", b.name);
+    assert_eq!(
+        upload.headers.get("content-length").map(|v| v.as_bytes()),
+        Some(b"17".as_slice()),
+        "{}: the body goes with its length, not chunked",
+        b.name
+    );
     {
         let url = format!("{o}/v1/forecast");
         let send = |authorization: String, p: Option<String>| {
@@ -984,6 +1017,22 @@ async fn scenario(b: &Backend, up: &Upstream) -> Vec<(String, Outcome)> {
     )
     .await;
     s.stop("stop: a revoked instance", t).await;
+    b.revoke(&RevocationKind::Instance {
+        id: hostile.instance_id.clone(),
+    })
+    .await;
+    let hostile = s
+        .exchange(
+            "exchange: hostile again once its instance is revoked (the slot is free)",
+            "dev-ed",
+            &k.ed,
+            "hostile",
+            HOSTILE_WASM,
+            14,
+            &[],
+        )
+        .await
+        .expect("a new hostile instance");
     b.revoke(&RevocationKind::Device {
         id: "dev-es".into(),
     })
@@ -1024,6 +1073,31 @@ async fn scenario(b: &Backend, up: &Upstream) -> Vec<(String, Outcome)> {
         b"",
     )
     .await;
+    let last = s
+        .exchange(
+            "exchange: hello before the kill switch",
+            "dev-ed",
+            &k.ed,
+            "hello",
+            HELLO_WASM,
+            15,
+            &[],
+        )
+        .await
+        .expect("a hello instance");
+    b.revoke(&RevocationKind::All { at: 0 }).await;
+    s.egress(
+        "egress: after the kill switch",
+        &last.token,
+        &last.key,
+        "GET",
+        &format!("{o}/v1/forecast"),
+        "api",
+        &[],
+        b"",
+    )
+    .await;
+    s.stop("stop: after the kill switch", &last.token).await;
     s.got
 }
 
@@ -1050,6 +1124,15 @@ async fn native_and_spin_decide_every_case_alike() {
     }
     // Side by side too (the same as the table, so the same as each other).
     assert_eq!(runs[0].1, runs[1].1);
+    // Spin's own request headers (the device's address, the backend's URL)
+    // never reach an upstream.
+    for r in up.received() {
+        assert!(
+            !r.headers.keys().any(|k| k.as_str().starts_with("spin-")),
+            "{:?}",
+            r.headers
+        );
+    }
 
     // The Spin backend's durable state: the audit chain links, and no
     // credential is anywhere in the database.
@@ -1324,7 +1407,7 @@ async fn spin_toml_matches_the_code() {
     .expect("serve the example");
     let db = dir.0.join("m.db");
     let b = spin_backend(server, db, dir);
-    let routes: [(&str, &str, u16); 8] = [
+    let routes: [(&str, &str, u16); 9] = [
         ("GET", "/v1/challenge", 200),
         ("GET", "/.well-known/jwks.json", 200),
         ("GET", "/.well-known/oauth-authorization-server", 200),
@@ -1333,6 +1416,7 @@ async fn spin_toml_matches_the_code() {
         ("GET", "/v1/stop", 401),
         ("POST", "/v1/revoke", 200),
         ("POST", "/v1/admin/revoke", 401),
+        ("POST", "/v1/admin/reissue", 401),
     ];
     for (method, path, status) in routes {
         let r = b
@@ -1382,4 +1466,73 @@ async fn spin_toml_matches_the_code() {
     origins.sort();
     origins.dedup();
     assert_eq!(allowed, origins);
+}
+
+/// On Spin the registry is the config, so re-issuing an agent (natively: an
+/// update that bumps its generation) is an admin route: a revoked agent
+/// stays revoked until then, and its older tokens stay refused after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_agent_comes_back_only_when_reissued() {
+    let up = upstream().await;
+    let k = keys();
+    let b = spin(&config(&up.origin(), &k), &up.origin()).await;
+    let o = up.origin();
+    let mut s = Steps {
+        b: &b,
+        k: &k,
+        got: Vec::new(),
+    };
+    let old = s
+        .exchange("before", "dev-ed", &k.ed, "hello", HELLO_WASM, 31, &[])
+        .await
+        .expect("an instance");
+    b.revoke(&RevocationKind::Agent {
+        name: "hello".into(),
+        before_generation: None,
+    })
+    .await;
+    assert!(
+        s.exchange("revoked", "dev-ed", &k.ed, "hello", HELLO_WASM, 32, &[])
+            .await
+            .is_none()
+    );
+    let reissue = |credential: &'static str, body: &'static str| {
+        b.send(
+            http::Request::post(format!("{}/v1/admin/reissue", b.url))
+                .header("authorization", format!("Bearer {credential}"))
+                .body(Bytes::from(body))
+                .expect("request"),
+        )
+    };
+    assert_eq!(reissue("wrong", r#"{"agent":"hello"}"#).await.status(), 401);
+    assert_eq!(reissue(ADMIN, r#"{"agent":"nobody"}"#).await.status(), 400);
+    assert_eq!(
+        reissue(ADMIN, r#"{"agent":"hello","x":1}"#).await.status(),
+        400
+    );
+    let r = reissue(ADMIN, r#"{"agent":"hello"}"#).await;
+    assert_eq!(r.status(), 200);
+    let v: Value = serde_json::from_slice(r.body()).expect("json");
+    assert_eq!(v["generation"], 2);
+    let new = s
+        .exchange("reissued", "dev-ed", &k.ed, "hello", HELLO_WASM, 33, &[])
+        .await
+        .expect("exchanges again at generation 2");
+    let url = format!("{o}/v1/forecast");
+    let r = s
+        .egress("new", &new.token, &new.key, "GET", &url, "api", &[], b"")
+        .await;
+    assert_eq!(r.status(), 200);
+    let r = s
+        .egress("old", &old.token, &old.key, "GET", &url, "api", &[], b"")
+        .await;
+    assert_eq!(outcome(&r).code, "revoked");
+    let v: Value = serde_json::from_slice(r.body()).expect("problem");
+    assert!(
+        v["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("generation"),
+        "{v}"
+    );
 }

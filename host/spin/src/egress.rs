@@ -21,7 +21,25 @@ struct Envelope {
     headers: http::HeaderMap,
 }
 
+/// Spin adds `spin-*` headers to every request it routes to a component
+/// (`spin-full-url`, `spin-client-addr`, ...): they are the platform's, not
+/// the guest's, and must not reach an upstream (they name the device's
+/// address and the backend's URL). A guest's own `spin-*` header is
+/// dropped with them (natively it is forwarded).
+fn is_platform_header(name: &http::HeaderName) -> bool {
+    name.as_str().starts_with("spin-")
+}
+
 fn envelope(mut parts: http::request::Parts) -> Result<Envelope, Refusal> {
+    let platform: Vec<http::HeaderName> = parts
+        .headers
+        .keys()
+        .filter(|k| is_platform_header(k))
+        .cloned()
+        .collect();
+    for name in platform {
+        parts.headers.remove(name);
+    }
     let env = crossing::Envelope::take(&mut parts.headers)?;
     Ok(Envelope {
         env,

@@ -13,6 +13,7 @@
 //! | `GET /v1/stop` | the stop channel's long poll |
 //! | `POST /v1/revoke` | RFC 7009, with a DPoP proof from the token's key |
 //! | `POST /v1/admin/revoke` | `authorization: Bearer <admin credential>`, JSON `{token \| instance \| agent \| device \| all: true, reason?}` |
+//! | `POST /v1/admin/reissue` | the same credential, JSON `{agent}`: the agent's next generation (older tokens refused, its revocation lifted) |
 //!
 //! Keys, credentials and the config come from Spin variables
 //! ([`settings`]); nonces, proofs, revocations, issued tokens and the
@@ -97,6 +98,7 @@ fn route(req: IncomingRequest) -> http::Response<Bytes> {
         (Method::GET, "/v1/stop") => revoke::stop(&service, &parts),
         (Method::POST, "/v1/revoke") => revoke::rfc7009(&service, &parts, req),
         (Method::POST, "/v1/admin/revoke") => revoke::admin(&service, &parts, req),
+        (Method::POST, "/v1/admin/reissue") => revoke::reissue(&service, &parts, req),
         _ => json(
             StatusCode::NOT_FOUND,
             &serde_json::json!({ "error": "not_found", "error_description": "no such route" }),

@@ -39,6 +39,14 @@ pub fn stop(service: &Service, parts: &http::request::Parts) -> http::Response<B
     loop {
         match service.check_access(token) {
             Ok(_) => {}
+            // Not a stop order: the runtime keeps its lease and asks again.
+            Err(AccessError::Revoked(reason)) if reason == crate::service::STATE_UNAVAILABLE => {
+                return oauth_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "temporarily_unavailable",
+                    "the revocation state is unavailable",
+                );
+            }
             Err(AccessError::Revoked(reason)) => {
                 note_stop(service, token, &reason);
                 return json(
@@ -83,7 +91,20 @@ pub fn rfc7009(
     parts: &http::request::Parts,
     req: IncomingRequest,
 ) -> http::Response<Bytes> {
-    // The URL the client called, as the proof's `htu` names it.
+    // The URL the client called, as the proof's `htu` names it: the
+    // configured public URL (what a client behind a TLS-terminating proxy
+    // calls), else the URL this request came to (as natively).
+    let public = format!(
+        "{}/v1/revoke",
+        service
+            .settings
+            .config
+            .backend
+            .public_url
+            .trim_end_matches('/')
+    )
+    .parse::<http::Uri>()
+    .ok();
     let scheme = match req.scheme() {
         Some(spin_sdk::http::Scheme::Https) => "https",
         _ => "http",
@@ -118,12 +139,13 @@ pub fn rfc7009(
     let Ok(verified) = service.verify_signed(&token, iat) else {
         return json(StatusCode::OK, &serde_json::json!({}));
     };
-    let proved = match (&target, proof.as_deref()) {
-        (Some(uri), Some(proof)) => service
-            .check_proof(proof, &http::Method::POST, uri, &token, verified.jkt())
-            .is_ok(),
-        _ => false,
-    };
+    let proved = proof.as_deref().is_some_and(|proof| {
+        [public, target].iter().flatten().any(|uri| {
+            service
+                .check_proof(proof, &http::Method::POST, uri, &token, verified.jkt())
+                .is_ok()
+        })
+    });
     if !proved {
         return json(
             StatusCode::UNAUTHORIZED,
@@ -154,77 +176,46 @@ pub fn rfc7009(
     json(StatusCode::OK, &serde_json::json!({}))
 }
 
-/// Names in revocations: what the native admin API accepts.
-fn check_name(value: &str, field: &'static str) -> Result<(), String> {
+/// Token and instance ids, as the native admin API accepts them.
+fn check_id(value: &str, field: &'static str) -> Result<(), String> {
     let ok = !value.is_empty()
         && value.len() <= 128
         && value
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
     if ok {
         Ok(())
     } else {
         Err(format!(
-            "{field} must be 1 to 128 characters of letters, digits, '-', '_' or '.'"
+            "{field} must be 1 to 128 characters of a-z, A-Z, 0-9, '-' or '_'"
         ))
     }
 }
 
-/// `POST /v1/admin/revoke`: `authorization: Bearer <admin credential>`,
-/// whose SHA-256 is the `admin_token_sha256` variable. Body: exactly one of
-/// `token` (a jti), `instance`, `agent`, `device` or `all: true`, and an
-/// optional `reason`. Every attempt is audited.
+/// `POST /v1/admin/revoke`: body: exactly one of `token` (a jti),
+/// `instance`, `agent`, `device` or `all: true`, and an optional `reason`.
+/// Every attempt is audited.
 pub fn admin(
     service: &Service,
     parts: &http::request::Parts,
     req: IncomingRequest,
 ) -> http::Response<Bytes> {
-    let refuse = |status: StatusCode, error: &str, why: &str, audit: bool| {
-        if audit {
-            let _ = service.audit(
-                AuditEntry::new("admin", "deny")
-                    .with("reason", Some(format!("revoke refused: {why}"))),
-            );
-        }
-        oauth_error(status, error, why)
-    };
-    let Some(expected) = service.settings.admin_hash else {
-        return refuse(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "the admin route is off (no admin_token_sha256 variable)",
-            false,
-        );
-    };
-    let presented: [u8; 32] = Sha256::digest(bearer(parts).unwrap_or("").as_bytes()).into();
-    // Compared as hashes: equal-length, and the time taken says nothing
-    // about the credential.
-    if presented
-        .iter()
-        .zip(expected.iter())
-        .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-        != 0
-    {
-        return refuse(
-            StatusCode::UNAUTHORIZED,
-            "invalid_token",
-            "the admin credential is not valid",
-            true,
-        );
+    if let Err(refused) = admin_auth(service, parts, "revoke") {
+        return refused;
     }
-    let Ok(body) = wire::read_body(req, MAX_FORM_BYTES) else {
-        return refuse(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "the body is too large",
-            true,
+    let refuse = |why: &str| {
+        let _ = service.audit(
+            AuditEntry::new("admin", "deny").with("reason", Some(format!("revoke refused: {why}"))),
         );
+        oauth_error(StatusCode::BAD_REQUEST, "invalid_request", why)
     };
-    let kind = match parse_revoke(&body, service.settings.config.agents.as_slice()) {
+    let Ok(body) = wire::read_body(req, MAX_FORM_BYTES) else {
+        return refuse("the body is too large");
+    };
+    let (kind, reason) = match parse_revoke(&body, &service.settings.config) {
         Ok(k) => k,
-        Err(why) => return refuse(StatusCode::BAD_REQUEST, "invalid_request", &why, true),
+        Err(why) => return refuse(&why),
     };
-    let (kind, reason) = kind;
     let at = now();
     let kind = match kind {
         RevocationKind::All { .. } => RevocationKind::All { at },
@@ -272,12 +263,117 @@ pub fn admin(
     )
 }
 
+/// The admin routes' authentication: `authorization: Bearer <credential>`
+/// whose SHA-256 is the `admin_token_sha256` variable (compared as hashes:
+/// equal length, constant time). A refusal is audited (what was tried).
+fn admin_auth(
+    service: &Service,
+    parts: &http::request::Parts,
+    what: &str,
+) -> Result<(), http::Response<Bytes>> {
+    let Some(expected) = service.settings.admin_hash else {
+        return Err(oauth_error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "the admin routes are off (no admin_token_sha256 variable)",
+        ));
+    };
+    let presented: [u8; 32] = Sha256::digest(bearer(parts).unwrap_or("").as_bytes()).into();
+    let differs = presented
+        .iter()
+        .zip(expected.iter())
+        .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+    if differs != 0 {
+        let _ = service.audit(AuditEntry::new("admin", "deny").with(
+            "reason",
+            Some(format!("{what} refused: the admin credential is not valid")),
+        ));
+        return Err(oauth_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_token",
+            "the admin credential is not valid",
+        ));
+    }
+    Ok(())
+}
+
+/// `POST /v1/admin/reissue` `{agent}`: the agent moves to its next
+/// generation. Every token of earlier generations is refused from the next
+/// call on, and an agent revoked through `/v1/admin/revoke` may exchange
+/// again (natively: an update that bumps the generation).
+pub fn reissue(
+    service: &Service,
+    parts: &http::request::Parts,
+    req: IncomingRequest,
+) -> http::Response<Bytes> {
+    if let Err(refused) = admin_auth(service, parts, "reissue") {
+        return refused;
+    }
+    let refuse = |why: String| {
+        let _ = service.audit(
+            AuditEntry::new("admin", "deny")
+                .with("reason", Some(format!("reissue refused: {why}"))),
+        );
+        oauth_error(StatusCode::BAD_REQUEST, "invalid_request", &why)
+    };
+    let Ok(body) = wire::read_body(req, MAX_FORM_BYTES) else {
+        return refuse("the body is too large".into());
+    };
+    let value: serde_json::Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(_) => return refuse("the body is not JSON".into()),
+    };
+    let Some(obj) = value.as_object() else {
+        return refuse("the body is not a JSON object".into());
+    };
+    if let Some(k) = obj.keys().find(|k| k.as_str() != "agent") {
+        return refuse(format!(
+            "unknown field {:?}",
+            k.chars().take(64).collect::<String>()
+        ));
+    }
+    let Some(name) = obj.get("agent").and_then(|v| v.as_str()) else {
+        return refuse("agent is required, a string".into());
+    };
+    let Some(agent) = service.settings.config.agent(name) else {
+        return refuse(format!("agent {name} does not exist"));
+    };
+    let Ok(generation) = service.store.reissue(&agent.name, agent.generation) else {
+        return oauth_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            "the new generation could not be stored",
+        );
+    };
+    let entry = AuditEntry::new("admin", "allow")
+        .with("agent", Some(agent.name.as_str()))
+        .with(
+            "reason",
+            Some(format!(
+                "re-issued agent {} at generation {generation}",
+                agent.name
+            )),
+        );
+    if service.audit(entry).is_err() {
+        return oauth_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            "the audit log is unavailable (the new generation is stored)",
+        );
+    }
+    json(
+        StatusCode::OK,
+        &serde_json::json!({ "agent": agent.name, "generation": generation }),
+    )
+}
+
 /// The admin revoke body, as the native admin API reads it: an object,
 /// known fields only, exactly one target.
 fn parse_revoke(
     body: &[u8],
-    agents: &[edgeward_core::config::AgentConfig],
+    config: &edgeward_core::config::Config,
 ) -> Result<(RevocationKind, String), String> {
+    let (agents, devices) = (&config.agents, &config.devices);
     let value: serde_json::Value =
         serde_json::from_slice(body).map_err(|_| "the body is not JSON".to_owned())?;
     let obj = value
@@ -326,15 +422,14 @@ fn parse_revoke(
         ));
     }
     let kind = if let Some(jti) = text("token")? {
-        check_name(&jti, "token")?;
+        check_id(&jti, "token")?;
         RevocationKind::Token { jti }
     } else if let Some(id) = text("instance")? {
-        check_name(&id, "instance")?;
+        check_id(&id, "instance")?;
         RevocationKind::Instance { id }
     } else if let Some(name) = text("agent")? {
-        check_name(&name, "agent")?;
         // Every generation up to the current one: the agent stays revoked
-        // until the config re-issues it at a higher generation.
+        // until `POST /v1/admin/reissue` moves it to a higher generation.
         let current = agents
             .iter()
             .find(|a| a.name == name)
@@ -344,7 +439,9 @@ fn parse_revoke(
             before_generation: Some(current.generation.saturating_add(1)),
         }
     } else if let Some(id) = text("device")? {
-        check_name(&id, "device")?;
+        if !devices.iter().any(|d| d.id == id) {
+            return Err(format!("device {id} does not exist"));
+        }
         RevocationKind::Device { id }
     } else {
         RevocationKind::All { at: 0 }

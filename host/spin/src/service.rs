@@ -46,6 +46,17 @@ pub fn random(buf: &mut [u8]) -> Result<(), StoreError> {
     getrandom::fill(buf).map_err(|_| StoreError::from_text("the random source is unavailable"))
 }
 
+/// The service could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The signing seed makes no key.
+    #[error("the signing key: {0}")]
+    Key(TokenError),
+    /// The database failed.
+    #[error("{0}")]
+    Store(#[from] StoreError),
+}
+
 /// One request's backend.
 pub struct Service {
     /// Variables, config, secrets.
@@ -59,16 +70,26 @@ pub struct Service {
     pub caveat_root: Zeroizing<[u8; 32]>,
 }
 
+/// The reason when the database cannot say whether a token is revoked.
+pub const STATE_UNAVAILABLE: &str = "revocation state unavailable";
+
 /// Fail closed, without internal detail on the wire.
 fn fail_closed(_: StoreError) -> AccessError {
-    AccessError::Revoked("revocation state unavailable".into())
+    AccessError::Revoked(STATE_UNAVAILABLE.into())
 }
 
 impl Service {
-    /// Build from loaded settings and an open database.
-    pub fn new(settings: Settings, store: Store) -> Result<Service, TokenError> {
+    /// Build from loaded settings and an open database. Agents re-issued
+    /// through the admin route are at their stored generation.
+    pub fn new(mut settings: Settings, store: Store) -> Result<Service, ServiceError> {
+        for (name, generation) in store.generations()? {
+            if let Some(a) = settings.config.agents.iter_mut().find(|a| a.name == name) {
+                a.generation = a.generation.max(generation);
+            }
+        }
         let b = &settings.config.backend;
-        let issuer = TokenIssuer::new(&settings.signing_seed, &b.issuer, &b.audience)?;
+        let issuer = TokenIssuer::new(&settings.signing_seed, &b.issuer, &b.audience)
+            .map_err(ServiceError::Key)?;
         let mut verifier = TokenVerifier::new(&b.issuer, &b.audience, CLOCK_TOLERANCE);
         verifier.add_key(issuer.kid(), issuer.public_key());
         // From the nonce key under its own label, as natively: a chain made

@@ -105,15 +105,19 @@ pub fn variable_for(source: &SecretSource) -> Result<String, String> {
     match source {
         SecretSource::Env(name) => {
             let var = name.to_ascii_lowercase();
+            // Spin's rules: a letter first, lower-case letters, digits and
+            // single underscores, no trailing underscore.
             let ok = var.starts_with(|c: char| c.is_ascii_lowercase())
                 && var
                     .chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+                && !var.contains("__")
+                && !var.ends_with('_');
             if ok {
                 Ok(var)
             } else {
                 Err(format!(
-                    "{name} cannot be a Spin variable name (letters, digits and _; a letter first)"
+                    "{name} cannot be a Spin variable name (letters, digits and single _; a letter first, no _ last)"
                 ))
             }
         }

@@ -2,8 +2,9 @@
 //! proofs, revocations, issued tokens, and the hash-chained audit log.
 //!
 //! Spin's key-value store has no compare-and-swap, so single use is a
-//! unique key in SQLite: `INSERT OR IGNORE` and one changed row means this
-//! request was first, atomically, whichever instance serves it.
+//! unique key in SQLite: an insert that does nothing on conflict, and a
+//! returned row means this request was first, atomically, whichever
+//! instance serves it.
 
 use edgeward_core::revocation::{RevocationKind, RevocationSet};
 use sha2::{Digest as _, Sha256};
@@ -12,9 +13,18 @@ use spin_sdk::sqlite3::{Connection, QueryResult, Value};
 /// Bumped with every schema change (SQLite's `user_version`).
 const SCHEMA_VERSION: i64 = 1;
 
+/// Single-use marks are swept this long after they expired by the clock of
+/// the instance sweeping: instances on other hosts may run behind (the
+/// largest clock tolerance edgeward allows anywhere).
+const SWEEP_MARGIN: u64 = edgeward_core::token::MAX_TOLERANCE_SECS;
+
 const SCHEMA: &[&str] = &[
     "CREATE TABLE IF NOT EXISTS used_nonces (nonce TEXT PRIMARY KEY, expires_at INTEGER NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS used_nonces_expiry ON used_nonces (expires_at)",
     "CREATE TABLE IF NOT EXISTS used_proofs (key TEXT PRIMARY KEY, expires_at INTEGER NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS used_proofs_expiry ON used_proofs (expires_at)",
+    // An agent's generation, once re-issued (absent: the config's, 1).
+    "CREATE TABLE IF NOT EXISTS agent_generations (agent TEXT PRIMARY KEY, generation INTEGER NOT NULL)",
     "CREATE TABLE IF NOT EXISTS revocations (kind TEXT NOT NULL, target TEXT NOT NULL, before_generation INTEGER, at INTEGER NOT NULL, by TEXT NOT NULL, reason TEXT NOT NULL, PRIMARY KEY (kind, target))",
     "CREATE TABLE IF NOT EXISTS tokens (jti TEXT PRIMARY KEY, instance_id TEXT NOT NULL, agent TEXT NOT NULL, device TEXT NOT NULL, issued_at INTEGER NOT NULL, expires_at INTEGER NOT NULL)",
     "CREATE INDEX IF NOT EXISTS tokens_live ON tokens (agent, device, expires_at)",
@@ -127,13 +137,17 @@ impl Store {
     ) -> Result<bool, StoreError> {
         self.conn.execute(
             &format!("DELETE FROM {table} WHERE expires_at < ?"),
-            &[int(now)],
+            &[int(now.saturating_sub(SWEEP_MARGIN))],
         )?;
-        self.conn.execute(
-            &format!("INSERT OR IGNORE INTO {table} ({column}, expires_at) VALUES (?, ?)"),
+        // RETURNING says whether this statement inserted the row: no
+        // reliance on per-connection state such as `changes()`.
+        let inserted = self.conn.execute(
+            &format!(
+                "INSERT INTO {table} ({column}, expires_at) VALUES (?, ?) ON CONFLICT DO NOTHING RETURNING 1"
+            ),
             &[text(key), int(expires_at)],
         )?;
-        Ok(self.conn.changes() == 1)
+        Ok(!inserted.rows.is_empty())
     }
 
     /// The revocations that could concern these names (all kill switches
@@ -213,8 +227,10 @@ impl Store {
         };
         // A second revocation of the same target only widens it: the
         // larger generation bound and kill-switch time win, and "every
-        // generation" (NULL) beats any bound.
-        self.conn.execute(
+        // generation" (NULL) beats any bound. Covered tokens no longer
+        // count as live instances (as natively): revoking frees the slots.
+        self.transaction(|s| {
+        s.conn.execute(
             "INSERT INTO revocations (kind, target, before_generation, at, by, reason) VALUES (?, ?, ?, ?, ?, ?) \
              ON CONFLICT (kind, target) DO UPDATE SET \
                before_generation = CASE WHEN revocations.before_generation IS NULL OR excluded.before_generation IS NULL THEN NULL \
@@ -229,7 +245,52 @@ impl Store {
                 text(reason),
             ],
         )?;
+        let (sql, param) = match kind {
+            RevocationKind::Token { jti } => ("DELETE FROM tokens WHERE jti = ?", Some(jti)),
+            RevocationKind::Instance { id } => {
+                ("DELETE FROM tokens WHERE instance_id = ?", Some(id))
+            }
+            RevocationKind::Agent { name, .. } => ("DELETE FROM tokens WHERE agent = ?", Some(name)),
+            RevocationKind::Device { id } => ("DELETE FROM tokens WHERE device = ?", Some(id)),
+            RevocationKind::All { .. } => ("DELETE FROM tokens", None),
+        };
+        let params: Vec<Value> = param.into_iter().map(|p| text(p)).collect();
+        s.conn.execute(sql, &params)?;
         Ok(())
+        })
+    }
+
+    /// Every agent's re-issued generation (agents never re-issued are at
+    /// the config's).
+    pub fn generations(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let q = self
+            .conn
+            .execute("SELECT agent, generation FROM agent_generations", &[])?;
+        Ok(q.rows
+            .iter()
+            .filter_map(|r| {
+                let agent = r.get::<&str>(0)?.to_owned();
+                let generation = u64::try_from(r.get::<i64>(1)?).ok()?;
+                Some((agent, generation))
+            })
+            .collect())
+    }
+
+    /// Re-issue an agent: its generation goes up by one from `current`
+    /// (every token of earlier generations is refused, and a revocation of
+    /// them no longer applies to new exchanges). Returns the new one.
+    pub fn reissue(&self, agent: &str, current: u64) -> Result<u64, StoreError> {
+        let next = current.saturating_add(1);
+        self.transaction(|s| {
+            s.conn.execute(
+                "INSERT INTO agent_generations (agent, generation) VALUES (?, ?) \
+                 ON CONFLICT (agent) DO UPDATE SET generation = max(agent_generations.generation, excluded.generation)",
+                &[text(agent), int(next)],
+            )?;
+            s.conn.execute("DELETE FROM tokens WHERE agent = ?", &[text(agent)])?;
+            Ok(())
+        })?;
+        Ok(next)
     }
 
     /// Instance ids with a token still valid for this agent on this device.
@@ -284,16 +345,16 @@ impl Store {
         f: impl FnOnce(&Store) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         self.conn.execute("BEGIN IMMEDIATE", &[])?;
-        match f(self) {
-            Ok(v) => {
-                self.conn.execute("COMMIT", &[])?;
-                Ok(v)
-            }
-            Err(e) => {
-                let _ = self.conn.execute("ROLLBACK", &[]);
-                Err(e)
-            }
+        // A failed body or a failed COMMIT (busy) rolls back: the
+        // connection never stays inside a transaction holding the lock.
+        let result = f(self).and_then(|v| {
+            self.conn.execute("COMMIT", &[])?;
+            Ok(v)
+        });
+        if result.is_err() {
+            let _ = self.conn.execute("ROLLBACK", &[]);
         }
+        result
     }
 
     /// Append one audit record, chained to the previous one by SHA-256.

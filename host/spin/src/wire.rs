@@ -15,6 +15,17 @@ use wasi::io::streams::StreamError;
 /// Largest chunk moved per stream call.
 const CHUNK: u64 = 64 * 1024;
 
+/// wasi:http fields from an `http` header map. A name wasi:http forbids
+/// (hop-by-hop ones the host sets itself, such as `proxy-authenticate`) is
+/// dropped rather than failing the whole message.
+fn fields(headers: &http::HeaderMap) -> wasi_http::Fields {
+    let out = wasi_http::Fields::new();
+    for (k, v) in headers {
+        let _ = out.append(k.as_str(), v.as_bytes());
+    }
+    out
+}
+
 /// The request line and headers of an incoming request (its body is read
 /// separately, with [`read_body`]). Header values that are not valid
 /// `http` values are refused, not dropped.
@@ -83,18 +94,7 @@ fn read_stream(stream: &wasi::io::streams::InputStream, limit: usize) -> Result<
 /// client sees a truncated response.
 pub fn respond(out: ResponseOutparam, response: http::Response<Bytes>) {
     let (parts, body) = response.into_parts();
-    let entries: Vec<(String, Vec<u8>)> = parts
-        .headers
-        .iter()
-        .map(|(k, v)| (k.as_str().to_owned(), v.as_bytes().to_vec()))
-        .collect();
-    let Ok(headers) = wasi_http::Fields::from_list(&entries) else {
-        let fallback = wasi_http::OutgoingResponse::new(wasi_http::Fields::new());
-        let _ = fallback.set_status_code(500);
-        out.set(fallback);
-        return;
-    };
-    let resp = wasi_http::OutgoingResponse::new(headers);
+    let resp = wasi_http::OutgoingResponse::new(fields(&parts.headers));
     let _ = resp.set_status_code(parts.status.as_u16());
     let Ok(outgoing) = resp.body() else {
         out.set(resp);
@@ -135,14 +135,16 @@ pub fn send(
     timeout: std::time::Duration,
     max_response: usize,
 ) -> Result<http::Response<Bytes>, UpstreamError> {
-    let (parts, body) = request.into_parts();
-    let entries: Vec<(String, Vec<u8>)> = parts
-        .headers
-        .iter()
-        .map(|(k, v)| (k.as_str().to_owned(), v.as_bytes().to_vec()))
-        .collect();
-    let headers = wasi_http::Fields::from_list(&entries).map_err(|_| UpstreamError::Failed)?;
-    let req = wasi_http::OutgoingRequest::new(headers);
+    let (mut parts, body) = request.into_parts();
+    // The length goes with the body, as natively: some APIs refuse a
+    // chunked body (411) or any body on a chunked GET.
+    if !body.is_empty() || matches!(parts.method.as_str(), "POST" | "PUT" | "PATCH") {
+        parts.headers.insert(
+            http::header::CONTENT_LENGTH,
+            http::HeaderValue::from(body.len()),
+        );
+    }
+    let req = wasi_http::OutgoingRequest::new(fields(&parts.headers));
     let method = match parts.method.as_str() {
         "GET" => wasi_http::Method::Get,
         "HEAD" => wasi_http::Method::Head,
@@ -179,7 +181,10 @@ pub fn send(
         }
     }
     wasi_http::OutgoingBody::finish(outgoing, None).map_err(map_code)?;
-    pending.subscribe().block();
+    // One deadline over the answer and its whole body, as natively: the
+    // first-byte and between-bytes timeouts alone let a slow drip run on.
+    let deadline = Deadline::after(timeout);
+    deadline.wait(&pending.subscribe())?;
     let response = match pending.get() {
         Some(Ok(Ok(r))) => r,
         Some(Ok(Err(code))) => return Err(map_code(code)),
@@ -193,22 +198,63 @@ pub fn send(
     }
     let incoming = response.consume().map_err(|()| UpstreamError::Failed)?;
     let stream = incoming.stream().map_err(|()| UpstreamError::Failed)?;
-    let body = read_stream(&stream, max_response).map_err(|e| match e {
-        BodyError::TooLarge => UpstreamError::TooLarge,
-        BodyError::Unreadable => UpstreamError::Failed,
-    })?;
+    let body = read_stream_until(&stream, max_response, &deadline)?;
     drop(stream);
     drop(incoming);
     drop(response);
     builder.body(body).map_err(|_| UpstreamError::Failed)
 }
 
+/// A point in time on the monotonic clock.
+struct Deadline(u64);
+
+impl Deadline {
+    fn after(d: std::time::Duration) -> Deadline {
+        let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        Deadline(wasi::clocks::monotonic_clock::now().saturating_add(nanos))
+    }
+
+    /// Block until `ready` is, or the deadline passes (then `Timeout`).
+    fn wait(&self, ready: &wasi::io::poll::Pollable) -> Result<(), UpstreamError> {
+        let timer = wasi::clocks::monotonic_clock::subscribe_instant(self.0);
+        let woke = wasi::io::poll::poll(&[ready, &timer]);
+        if woke.contains(&0) {
+            Ok(())
+        } else {
+            Err(UpstreamError::Timeout)
+        }
+    }
+}
+
+/// Read a body to its end within `limit` bytes and by `deadline`.
+fn read_stream_until(
+    stream: &wasi::io::streams::InputStream,
+    limit: usize,
+    deadline: &Deadline,
+) -> Result<Bytes, UpstreamError> {
+    let mut out = Vec::new();
+    loop {
+        match stream.read(CHUNK) {
+            Ok(chunk) if chunk.is_empty() => deadline.wait(&stream.subscribe())?,
+            Ok(chunk) => {
+                if out.len() + chunk.len() > limit {
+                    return Err(UpstreamError::TooLarge);
+                }
+                out.extend_from_slice(&chunk);
+            }
+            Err(StreamError::Closed) => return Ok(Bytes::from(out)),
+            Err(StreamError::LastOperationFailed(_)) => return Err(UpstreamError::Failed),
+        }
+    }
+}
+
 fn map_code(code: wasi_http::ErrorCode) -> UpstreamError {
     use wasi_http::ErrorCode as E;
     match code {
-        E::ConnectionTimeout | E::ConnectionReadTimeout | E::ConnectionWriteTimeout => {
-            UpstreamError::Timeout
-        }
+        E::ConnectionTimeout
+        | E::ConnectionReadTimeout
+        | E::ConnectionWriteTimeout
+        | E::HttpResponseTimeout => UpstreamError::Timeout,
         E::DnsTimeout
         | E::DnsError(_)
         | E::DestinationNotFound
