@@ -749,7 +749,7 @@ impl TokenService {
     /// revoked, of the agent's current generation. Returns the agent's
     /// registry record too (read once per call: the hot path needs it).
     pub fn check_access(&self, presented: &str) -> Result<Access, AccessError> {
-        use edgeward_core::access::{LiveAgent, Presented, check_lineage, check_users, rights_of};
+        use edgeward_core::access::{LiveAgent, Presented, check_lineage, check_users};
         let now = self.clock.now();
         // Bounded, and an attenuated token's chain verified against the
         // root, before anything else is read.
@@ -763,7 +763,6 @@ impl TokenService {
                 v
             }
         };
-        let mut rights = rights_of(&verified, &presented.caveats)?;
         // The token's own agent is read once: the call needs its record.
         let agent = match self.store.agent(verified.agent()) {
             Ok(a) => a,
@@ -783,8 +782,9 @@ impl TokenService {
                 grants: r.grants.into(),
             }))
         };
-        self.revocations
-            .with(|set| check_lineage(&verified, &mut rights, set, lookup))
+        let rights = self
+            .revocations
+            .with(|set| check_lineage(&verified, &presented.caveats, set, lookup))
             .map_err(|e| AccessError::Revoked(e.into()))??;
         check_users(&self.settings.user_issuers, &verified, &rights)?;
         let agent = agent.ok_or_else(|| {

@@ -6,11 +6,12 @@
 //! 1. [`Presented::parse`]: bounded, then a caveat chain (if any) verifies
 //!    against the root before anything else is read.
 //! 2. The backend verifies the token's signature and claims.
-//! 3. [`rights_of`]: the token's scope, narrowed by the caveats it
-//!    inherited and the chain's.
-//! 4. [`check_lineage`]: neither the token nor an ancestor is revoked, every
-//!    ancestor agent is still at its generation, the token's agent is, and
-//!    the named sub-agents exist and narrow the grants.
+//! 3. [`check_lineage`]: neither the token nor an ancestor is revoked, every
+//!    ancestor agent is still at its generation, the token's agent is; then
+//!    the rights ([`rights_of`]: the token's scope, narrowed by the caveats
+//!    it inherited and the chain's), and the named sub-agents exist, are not
+//!    revoked and narrow the grants. Revocation comes first: a revoked
+//!    token is told so (and its instance stopped) whatever its chain says.
 //! 5. [`check_users`]: every agent acting for a user is one its issuer
 //!    lists.
 
@@ -115,19 +116,20 @@ pub struct LiveAgent<'a> {
     pub grants: std::borrow::Cow<'a, [GrantName]>,
 }
 
-/// The revocation and registry checks of a token: the token itself, each
-/// ancestor (its revocations, and its agent still at the generation it
-/// had), the token's agent at the token's generation, and each sub-agent
-/// the chain names (registered, not revoked; the rights keep only grants
-/// every one of them holds). `agent` looks an agent up (`Ok(None)`: not
+/// The revocation and registry checks of a token, and what it may do: the
+/// token itself, each ancestor (its revocations, and its agent still at the
+/// generation it had), the token's agent at the token's generation; then
+/// its rights under `caveats` (the presented chain's), and each sub-agent
+/// they name (registered, not revoked; the rights keep only grants every
+/// one of them holds). `agent` looks an agent up (`Ok(None)`: not
 /// registered; `Err`: the registry is unavailable, and the check fails
 /// closed with that error).
 pub fn check_lineage<'r>(
     token: &VerifiedToken,
-    rights: &mut Rights,
+    caveats: &[Caveat],
     revoked: &RevocationSet,
     mut agent: impl FnMut(&str) -> Result<Option<LiveAgent<'r>>, AccessError>,
-) -> Result<(), AccessError> {
+) -> Result<Rights, AccessError> {
     if let Some(reason) = revoked.check(token) {
         return Err(AccessError::Revoked(reason));
     }
@@ -167,6 +169,7 @@ pub fn check_lineage<'r>(
             )));
         }
     }
+    let mut rights = rights_of(token, caveats)?;
     // A chain naming sub-agents holds at most what each of them holds now,
     // and nothing while one is unknown or revoked: a parent cannot lend
     // its rights to an agent nobody registered.
@@ -181,7 +184,7 @@ pub fn check_lineage<'r>(
         }
         rights.grants.retain(|g| sub.grants.contains(g));
     }
-    Ok(())
+    Ok(rights)
 }
 
 /// Every agent acting for a user (the token's, its ancestors', the chain's
@@ -206,8 +209,9 @@ pub fn check_users(
 
 /// The names a token's revocation check needs, for a backend that fetches
 /// only the revocations that could concern it: `(jtis, instances, agents,
-/// devices)` of the token, its ancestors and the chain's sub-agents.
-pub fn revocation_names<'t>(token: &'t VerifiedToken, rights: &'t Rights) -> [Vec<&'t str>; 4] {
+/// devices)` of the token, its ancestors and the sub-agents its inherited
+/// caveats and `caveats` (the presented chain's) name.
+pub fn revocation_names<'t>(token: &'t VerifiedToken, caveats: &'t [Caveat]) -> [Vec<&'t str>; 4] {
     let segment = crate::crossing::spiffe_segment;
     let mut jtis = vec![token.jti()];
     let mut instances = vec![segment(token.instance(), "/instance/").unwrap_or("")];
@@ -219,7 +223,16 @@ pub fn revocation_names<'t>(token: &'t VerifiedToken, rights: &'t Rights) -> [Ve
         devices.push(segment(&a.device_spiffe, "/device/").unwrap_or(""));
         agents.push(&a.agent);
     }
-    agents.extend(rights.agents.iter().map(String::as_str));
+    agents.extend(
+        token
+            .inherited_caveats()
+            .iter()
+            .chain(caveats)
+            .filter_map(|c| match c {
+                Caveat::Agent(name) => Some(name.as_str()),
+                _ => None,
+            }),
+    );
     [jtis, instances, agents, devices]
 }
 
@@ -309,10 +322,10 @@ mod tests {
                 })
             }
         };
-        let mut rights = rights_of(&t, &[]).expect("rights");
         let none = RevocationSet::default();
-        check_lineage(&t, &mut rights, &none, registry(2)).expect("live");
-        let e = check_lineage(&t, &mut rights, &none, registry(3)).expect_err("moved");
+        let rights = check_lineage(&t, &[], &none, registry(2)).expect("live");
+        assert_eq!(rights.grants, grants(&["a", "b"]));
+        let e = check_lineage(&t, &[], &none, registry(3)).expect_err("moved");
         assert_eq!(
             e,
             AccessError::Revoked(
@@ -321,16 +334,16 @@ mod tests {
         );
         let mut revoked = RevocationSet::default();
         revoked.add(&RevocationKind::Instance { id: "i1".into() });
-        let e = check_lineage(&t, &mut rights, &revoked, registry(2)).expect_err("instance");
+        let e = check_lineage(&t, &[], &revoked, registry(2)).expect_err("instance");
         assert_eq!(e, AccessError::Revoked("instance i1 was revoked".into()));
         assert_eq!(e.refusal().class, ProblemClass::Revoked);
         // A chain naming a sub-agent keeps only what the sub-agent holds;
         // an unregistered one holds nothing.
-        let mut rights = rights_of(&t, &[Caveat::Agent("sub".into())]).expect("rights");
-        check_lineage(&t, &mut rights, &none, registry(2)).expect("sub-agent");
+        let sub = [Caveat::Agent("sub".into())];
+        let rights = check_lineage(&t, &sub, &none, registry(2)).expect("sub-agent");
         assert_eq!(rights.grants, held);
-        let mut rights = rights_of(&t, &[Caveat::Agent("ghost".into())]).expect("rights");
-        let e = check_lineage(&t, &mut rights, &none, registry(2)).expect_err("ghost");
+        let ghost = [Caveat::Agent("ghost".into())];
+        let e = check_lineage(&t, &ghost, &none, registry(2)).expect_err("ghost");
         assert_eq!(
             e,
             AccessError::Revoked("sub-agent ghost is not registered".into())
@@ -340,14 +353,27 @@ mod tests {
             name: "sub".into(),
             before_generation: None,
         });
-        let mut rights = rights_of(&t, &[Caveat::Agent("sub".into())]).expect("rights");
-        let e = check_lineage(&t, &mut rights, &revoked, registry(2)).expect_err("revoked sub");
+        let e = check_lineage(&t, &sub, &revoked, registry(2)).expect_err("revoked sub");
         assert_eq!(
             e,
             AccessError::Revoked("sub-agent sub: agent sub was revoked".into())
         );
+        // Revocation before the chain: a revoked token with a chain that
+        // leaves nothing is told it is revoked.
+        let mut revoked = RevocationSet::default();
+        revoked.add(&RevocationKind::Token { jti: "t1".into() });
+        let too_deep: Vec<Caveat> = ["a", "b", "c", "d"]
+            .iter()
+            .map(|h| Caveat::Holder((*h).into()))
+            .collect();
+        assert!(
+            rights_of(&t, &too_deep).is_err(),
+            "the chain alone is refused"
+        );
+        let e = check_lineage(&t, &too_deep, &revoked, registry(2)).expect_err("revoked");
+        assert_eq!(e, AccessError::Revoked("token t1 was revoked".into()));
         // The names a backend must fetch revocations for.
-        let [jtis, instances, agents, devices] = revocation_names(&t, &rights);
+        let [jtis, instances, agents, devices] = revocation_names(&t, &sub);
         assert_eq!(
             (jtis, instances, devices),
             (vec!["t1"], vec!["i1"], vec!["dev-1"])

@@ -221,7 +221,15 @@ fn forward(
         &guards.redactor,
         &guards.name_redactor,
     )
-    .map_err(|u| u.refusal)?;
+    .map_err(|u| {
+        // What the upstream sent (a coding name) is for the audit record,
+        // scrubbed there; the guest gets the refusal only.
+        if let Some(log) = u.log {
+            let taken = std::mem::take(entry);
+            *entry = taken.with("upstream", Some(log));
+        }
+        u.refusal
+    })?;
     if !findings.is_empty() {
         let taken = std::mem::take(entry);
         *entry = taken.with("response_findings", Some(findings));

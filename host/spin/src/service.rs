@@ -114,20 +114,19 @@ impl Service {
     /// current generation, narrowed by its chain.
     pub fn check_access(&self, presented: &str) -> Result<Access<'_>, AccessError> {
         use edgeward_core::access::{
-            LiveAgent, Presented, check_lineage, check_users, revocation_names, rights_of,
+            LiveAgent, Presented, check_lineage, check_users, revocation_names,
         };
         let presented = Presented::parse(presented, &self.caveat_root)?;
         let verified = self.verify_signed(presented.token, now())?;
-        let mut rights = rights_of(&verified, &presented.caveats)?;
         // One read of the database covers every name the check needs: the
         // token, its ancestors, the chain's sub-agents.
-        let [jtis, instances, agents, devices] = revocation_names(&verified, &rights);
+        let [jtis, instances, agents, devices] = revocation_names(&verified, &presented.caveats);
         let revoked = self
             .store
             .revocations_for(&jtis, &instances, &agents, &devices)
             .map_err(fail_closed)?;
         let config = &self.settings.config;
-        check_lineage(&verified, &mut rights, &revoked, |name| {
+        let rights = check_lineage(&verified, &presented.caveats, &revoked, |name| {
             Ok(config.agent(name).map(|a| LiveAgent {
                 generation: a.generation,
                 grants: a.grants.as_slice().into(),
