@@ -361,6 +361,7 @@ fn outcome(r: &http::Response<Bytes>) -> Outcome {
 
 /// The shared table: each step of [`scenario`], by name, with the status
 /// and code both backends must give.
+#[rustfmt::skip]
 const CASES: &[(&str, u16, &str)] = &[
     // The exchange.
     ("exchange: a good attestation (Ed25519 device)", 200, "ok"),
@@ -368,35 +369,15 @@ const CASES: &[(&str, u16, &str)] = &[
     ("exchange: an unknown device", 400, "invalid_grant"),
     ("exchange: signed by another key", 400, "invalid_grant"),
     ("exchange: the nonce again", 400, "invalid_grant"),
-    (
-        "exchange: a component the agent may not run",
-        400,
-        "invalid_grant",
-    ),
-    (
-        "exchange: a device the agent may not use",
-        400,
-        "invalid_grant",
-    ),
-    (
-        "exchange: a grant the agent does not hold",
-        400,
-        "invalid_scope",
-    ),
+    ("exchange: a component the agent may not run", 400, "invalid_grant"),
+    ("exchange: a device the agent may not use", 400, "invalid_grant"),
+    ("exchange: a grant the agent does not hold", 400, "invalid_scope"),
     ("exchange: not a form body", 400, "invalid_grant"),
     ("exchange: a repeated parameter", 400, "invalid_grant"),
     ("exchange: another grant type", 400, "invalid_grant"),
-    (
-        "exchange: the subject is another attestation",
-        400,
-        "invalid_grant",
-    ),
+    ("exchange: the subject is another attestation", 400, "invalid_grant"),
     ("exchange: hostile's one instance", 200, "ok"),
-    (
-        "exchange: hostile's second instance (over the cap)",
-        400,
-        "invalid_grant",
-    ),
+    ("exchange: hostile's second instance (over the cap)", 400, "invalid_grant"),
     // The egress proxy.
     ("egress: a call the grant allows", 200, "ok"),
     ("egress: the upstream echoes the credential", 200, "ok"),
@@ -410,34 +391,18 @@ const CASES: &[(&str, u16, &str)] = &[
     ("egress: a method outside the grant", 403, "denied"),
     ("egress: a grant outside the token", 403, "denied"),
     ("egress: another origin", 403, "denied"),
-    (
-        "egress: the guest sets the credential header",
-        400,
-        "invalid-request",
-    ),
-    (
-        "egress: a body over the agent's limit",
-        413,
-        "limit-exceeded",
-    ),
+    ("egress: the guest sets the credential header", 400, "invalid-request"),
+    ("egress: a body over the agent's limit", 413, "limit-exceeded"),
     ("egress: a secret in the body", 403, "denied"),
     ("egress: no edgeward-target", 400, "invalid-request"),
     // Revocation.
     ("stop: a live instance", 200, "continue"),
-    (
-        "revoke (RFC 7009): without a proof",
-        401,
-        "invalid_dpop_proof",
-    ),
+    ("revoke (RFC 7009): without a proof", 401, "invalid_dpop_proof"),
     ("revoke (RFC 7009): with the key's proof", 200, "ok"),
     ("egress: after its holder revoked it", 401, "revoked"),
     ("egress: after the instance was revoked", 401, "revoked"),
     ("stop: a revoked instance", 200, "stop"),
-    (
-        "exchange: hostile again once its instance is revoked (the slot is free)",
-        200,
-        "ok",
-    ),
+    ("exchange: hostile again once its instance is revoked (the slot is free)", 200, "ok"),
     ("exchange: on a revoked device", 400, "invalid_grant"),
     ("exchange: a revoked agent", 400, "invalid_grant"),
     ("egress: a token of a revoked agent", 401, "revoked"),
@@ -620,6 +585,12 @@ impl Steps<'_> {
             .await;
         self.note(name, outcome(&r));
         r
+    }
+
+    /// [`Steps::egress`] for the common case: a GET under grant `api`.
+    async fn get(&mut self, name: &str, who: &Instance, url: &str) -> http::Response<Bytes> {
+        self.egress(name, &who.token, &who.key, "GET", url, "api", &[], b"")
+            .await
     }
 
     async fn stop(&mut self, name: &str, token: &str) {
@@ -990,15 +961,10 @@ async fn scenario(b: &Backend, up: &Upstream) -> Vec<(String, Outcome)> {
         Some(&es.key),
     )
     .await;
-    s.egress(
+    s.get(
         "egress: after its holder revoked it",
-        &es.token,
-        &es.key,
-        "GET",
+        &es,
         &format!("{o}/v1/forecast"),
-        "api",
-        &[],
-        b"",
     )
     .await;
     b.revoke(&RevocationKind::Instance {
@@ -1062,15 +1028,10 @@ async fn scenario(b: &Backend, up: &Upstream) -> Vec<(String, Outcome)> {
         &[],
     )
     .await;
-    s.egress(
+    s.get(
         "egress: a token of a revoked agent",
-        &hostile.token,
-        &hostile.key,
-        "GET",
+        &hostile,
         &format!("{o}/v1/forecast"),
-        "api",
-        &[],
-        b"",
     )
     .await;
     let last = s
@@ -1086,15 +1047,10 @@ async fn scenario(b: &Backend, up: &Upstream) -> Vec<(String, Outcome)> {
         .await
         .expect("a hello instance");
     b.revoke(&RevocationKind::All { at: 0 }).await;
-    s.egress(
+    s.get(
         "egress: after the kill switch",
-        &last.token,
-        &last.key,
-        "GET",
+        &last,
         &format!("{o}/v1/forecast"),
-        "api",
-        &[],
-        b"",
     )
     .await;
     s.stop("stop: after the kill switch", &last.token).await;
@@ -1519,13 +1475,9 @@ async fn a_revoked_agent_comes_back_only_when_reissued() {
         .await
         .expect("exchanges again at generation 2");
     let url = format!("{o}/v1/forecast");
-    let r = s
-        .egress("new", &new.token, &new.key, "GET", &url, "api", &[], b"")
-        .await;
+    let r = s.get("new", &new, &url).await;
     assert_eq!(r.status(), 200);
-    let r = s
-        .egress("old", &old.token, &old.key, "GET", &url, "api", &[], b"")
-        .await;
+    let r = s.get("old", &old, &url).await;
     assert_eq!(outcome(&r).code, "revoked");
     let v: Value = serde_json::from_slice(r.body()).expect("problem");
     assert!(
