@@ -1488,3 +1488,130 @@ async fn a_revoked_agent_comes_back_only_when_reissued() {
         "{v}"
     );
 }
+
+/// The registry lives in the Spin database: a redeploy with a new config
+/// is imported once, with the native import's rules (a changed device,
+/// digest or grant list moves the agent to its next generation; a removed
+/// agent's tokens die; added back, it starts above its tombstone).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redeployed_config_is_imported_into_the_registry() {
+    let up = upstream().await;
+    let k = keys();
+    let o = up.origin();
+    let dir = TempDir::new("redeploy");
+    let db = dir.0.join("registry.db");
+    let first = config(&o, &k);
+    let deploy = |text: String| {
+        let db = db.clone();
+        let o = o.clone();
+        async move {
+            SpinServer::start(SpinApp {
+                component: SPIN_WASM.into(),
+                variables: spin_variables(&text),
+                sqlite_path: db,
+                allowed_outbound_hosts: vec![o],
+            })
+            .await
+            .expect("deploy")
+        }
+    };
+    let b = spin_backend(
+        deploy(first.clone()).await,
+        db.clone(),
+        TempDir::new("unused"),
+    );
+    let mut s = Steps {
+        b: &b,
+        k: &k,
+        got: Vec::new(),
+    };
+    let url = format!("{o}/v1/forecast");
+    let hello = s
+        .exchange("hello", "dev-ed", &k.ed, "hello", HELLO_WASM, 41, &[])
+        .await
+        .expect("hello");
+    let hostile = s
+        .exchange("hostile", "dev-ed", &k.ed, "hostile", HOSTILE_WASM, 42, &[])
+        .await
+        .expect("hostile");
+    assert_eq!(
+        s.get("hello, first deploy", &hello, &url).await.status(),
+        200
+    );
+    assert_eq!(
+        s.get("hostile, first deploy", &hostile, &url)
+            .await
+            .status(),
+        200
+    );
+
+    // Redeploy: hello may now also run on dev-other (its device list
+    // changed), hostile is gone.
+    let second = first
+        .replace(
+            "devices = [\"dev-ed\", \"dev-es\"]",
+            "devices = [\"dev-ed\", \"dev-es\", \"dev-other\"]",
+        )
+        .replace("name = \"hostile\"", "name = \"hostile-gone\"");
+    assert_ne!(second, first);
+    let b2 = spin_backend(deploy(second).await, db.clone(), TempDir::new("unused"));
+    let mut s2 = Steps {
+        b: &b2,
+        k: &k,
+        got: Vec::new(),
+    };
+    let detail = |r: &http::Response<Bytes>| -> String {
+        let v: Value = serde_json::from_slice(r.body()).unwrap_or_default();
+        v["detail"].as_str().unwrap_or_default().to_owned()
+    };
+    let r = s2.get("hello after the change", &hello, &url).await;
+    assert_eq!(outcome(&r).code, "revoked");
+    assert!(detail(&r).contains("generation 2"), "{}", detail(&r));
+    let r = s2.get("hostile after its removal", &hostile, &url).await;
+    assert_eq!(outcome(&r).code, "revoked");
+    assert!(detail(&r).contains("no longer exists"), "{}", detail(&r));
+    let fresh = s2
+        .exchange(
+            "hello at generation 2",
+            "dev-other",
+            &k.other,
+            "hello",
+            HELLO_WASM,
+            43,
+            &[],
+        )
+        .await
+        .expect("dev-other may run hello now");
+    assert_eq!(s2.get("fresh", &fresh, &url).await.status(), 200);
+
+    // The old deploy still serving during the rollout imports nothing: the
+    // new generation stands.
+    let r = s.get("old deploy, old token", &hello, &url).await;
+    assert_eq!(outcome(&r).code, "revoked");
+
+    // Back to the first config under a new text: hostile returns above its
+    // tombstone, so its old token stays dead.
+    let third = format!("{first}\n# redeployed\n");
+    let b3 = spin_backend(deploy(third).await, db.clone(), TempDir::new("unused"));
+    let mut s3 = Steps {
+        b: &b3,
+        k: &k,
+        got: Vec::new(),
+    };
+    let r = s3.get("hostile's old token", &hostile, &url).await;
+    assert_eq!(outcome(&r).code, "revoked");
+    assert!(detail(&r).contains("generation 2"), "{}", detail(&r));
+    assert!(
+        s3.exchange(
+            "hostile again",
+            "dev-ed",
+            &k.ed,
+            "hostile",
+            HOSTILE_WASM,
+            44,
+            &[]
+        )
+        .await
+        .is_some()
+    );
+}

@@ -338,7 +338,7 @@ pub fn reissue(
     let Some(agent) = service.settings.config.agent(name) else {
         return refuse(format!("agent {name} does not exist"));
     };
-    let Ok(generation) = service.store.reissue(&agent.name, agent.generation) else {
+    let Ok(generation) = service.store.reissue(&agent.name) else {
         return oauth_error(
             StatusCode::SERVICE_UNAVAILABLE,
             "temporarily_unavailable",

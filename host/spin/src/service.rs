@@ -46,6 +46,31 @@ pub fn random(buf: &mut [u8]) -> Result<(), StoreError> {
     getrandom::fill(buf).map_err(|_| StoreError::from_text("the random source is unavailable"))
 }
 
+/// What a change of which moves an agent to its next generation, as the
+/// native import has it: its digests, devices and grants.
+fn fingerprint(a: &edgeward_core::config::AgentConfig) -> String {
+    use sha2::Digest as _;
+    let mut h = sha2::Sha256::new();
+    let mut digests: Vec<String> = a.digests.iter().map(ToString::to_string).collect();
+    let mut devices = a.devices.clone();
+    let mut grants: Vec<&str> = a.grants.iter().map(|g| g.as_str()).collect();
+    digests.sort();
+    devices.sort();
+    grants.sort();
+    for list in [
+        digests.iter().map(String::as_str).collect::<Vec<_>>(),
+        devices.iter().map(String::as_str).collect(),
+        grants,
+    ] {
+        for item in list {
+            h.update(item.as_bytes());
+            h.update([0]);
+        }
+        h.update([1]);
+    }
+    hex::encode(h.finalize())
+}
+
 /// The service could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -79,12 +104,29 @@ fn fail_closed(_: StoreError) -> AccessError {
 }
 
 impl Service {
-    /// Build from loaded settings and an open database. Agents re-issued
-    /// through the admin route are at their stored generation.
+    /// Build from loaded settings and an open database: the config is
+    /// imported into the registry if this text is new (see
+    /// [`Store::import`]), and agents are at the registry's generations.
     pub fn new(mut settings: Settings, store: Store) -> Result<Service, ServiceError> {
-        for (name, generation) in store.generations()? {
-            if let Some(a) = settings.config.agents.iter_mut().find(|a| a.name == name) {
-                a.generation = a.generation.max(generation);
+        let agents: Vec<(&str, String)> = settings
+            .config
+            .agents
+            .iter()
+            .map(|a| (a.name.as_str(), fingerprint(a)))
+            .collect();
+        store.import(&settings.config_sha256, &agents, now())?;
+        let generations: std::collections::HashMap<String, u64> =
+            store.generations()?.into_iter().collect();
+        // The registry decides: an agent a newer config removed (this
+        // instance still serving an older text during a deploy) no longer
+        // exists here either.
+        settings
+            .config
+            .agents
+            .retain(|a| generations.contains_key(&a.name));
+        for a in settings.config.agents.iter_mut() {
+            if let Some(g) = generations.get(&a.name) {
+                a.generation = *g;
             }
         }
         let b = &settings.config.backend;

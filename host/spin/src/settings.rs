@@ -58,6 +58,9 @@ pub struct GrantSecrets {
 pub struct Settings {
     /// The verified config.
     pub config: Config,
+    /// SHA-256 (hex) of the config text: the registry imports each text
+    /// once.
+    pub config_sha256: String,
     /// Token signing seed.
     pub signing_seed: Zeroizing<[u8; 32]>,
     /// Nonce HMAC key (and caveat chain root).
@@ -131,7 +134,12 @@ impl Settings {
     /// Load from variables. Policies are refused, not ignored: their state
     /// and approvals live in the native backend only.
     pub fn load(read: &dyn Fn(&str) -> Option<String>) -> Result<Settings, SettingsError> {
-        let config = Config::parse(&required(read, CONFIG_VAR)?)?;
+        let text = required(read, CONFIG_VAR)?;
+        let config = Config::parse(&text)?;
+        let config_sha256 = {
+            use sha2::Digest as _;
+            hex::encode(sha2::Sha256::digest(text.as_bytes()))
+        };
         if !config.policies.is_empty() {
             return Err(SettingsError::Invalid {
                 name: CONFIG_VAR.into(),
@@ -180,6 +188,7 @@ impl Settings {
         }
         Ok(Settings {
             config,
+            config_sha256,
             signing_seed,
             nonce_key,
             admin_hash,

@@ -1,4 +1,5 @@
-//! Durable state in Spin's SQLite database (`default`): used nonces and
+//! Durable state in Spin's SQLite database (`default`): the registry
+//! (agents' generations and tombstones, imported configs), used nonces and
 //! proofs, revocations, issued tokens, and the hash-chained audit log.
 //!
 //! Spin's key-value store has no compare-and-swap, so single use is a
@@ -23,8 +24,11 @@ const SCHEMA: &[&str] = &[
     "CREATE INDEX IF NOT EXISTS used_nonces_expiry ON used_nonces (expires_at)",
     "CREATE TABLE IF NOT EXISTS used_proofs (key TEXT PRIMARY KEY, expires_at INTEGER NOT NULL)",
     "CREATE INDEX IF NOT EXISTS used_proofs_expiry ON used_proofs (expires_at)",
-    // An agent's generation, once re-issued (absent: the config's, 1).
-    "CREATE TABLE IF NOT EXISTS agent_generations (agent TEXT PRIMARY KEY, generation INTEGER NOT NULL)",
+    // The registry's durable side: each agent's generation and what it was
+    // at (digests, devices, grants), and tombstones of removed agents.
+    "CREATE TABLE IF NOT EXISTS registry_agents (name TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, generation INTEGER NOT NULL, removed_at INTEGER)",
+    // Every config text imported, once each.
+    "CREATE TABLE IF NOT EXISTS registry_imports (config_sha256 TEXT PRIMARY KEY, imported_at INTEGER NOT NULL)",
     "CREATE TABLE IF NOT EXISTS revocations (kind TEXT NOT NULL, target TEXT NOT NULL, before_generation INTEGER, at INTEGER NOT NULL, by TEXT NOT NULL, reason TEXT NOT NULL, PRIMARY KEY (kind, target))",
     "CREATE TABLE IF NOT EXISTS tokens (jti TEXT PRIMARY KEY, instance_id TEXT NOT NULL, agent TEXT NOT NULL, device TEXT NOT NULL, issued_at INTEGER NOT NULL, expires_at INTEGER NOT NULL)",
     "CREATE INDEX IF NOT EXISTS tokens_live ON tokens (agent, device, expires_at)",
@@ -260,12 +264,12 @@ impl Store {
         })
     }
 
-    /// Every agent's re-issued generation (agents never re-issued are at
-    /// the config's).
+    /// The registry as the database has it: live agents' generations.
     pub fn generations(&self) -> Result<Vec<(String, u64)>, StoreError> {
-        let q = self
-            .conn
-            .execute("SELECT agent, generation FROM agent_generations", &[])?;
+        let q = self.conn.execute(
+            "SELECT name, generation FROM registry_agents WHERE removed_at IS NULL",
+            &[],
+        )?;
         Ok(q.rows
             .iter()
             .filter_map(|r| {
@@ -276,21 +280,95 @@ impl Store {
             .collect())
     }
 
-    /// Re-issue an agent: its generation goes up by one from `current`
-    /// (every token of earlier generations is refused, and a revocation of
-    /// them no longer applies to new exchanges). Returns the new one.
-    pub fn reissue(&self, agent: &str, current: u64) -> Result<u64, StoreError> {
-        let next = current.saturating_add(1);
+    /// Import a config into the registry, once per config text (a stale
+    /// instance still serving an older text during a deploy changes
+    /// nothing). As natively: a new agent starts at generation 1, or above
+    /// its tombstone; a changed digest, device or grant list moves it to
+    /// the next generation (its tokens die); an agent no longer in the
+    /// config is tombstoned (its tokens die). Covered tokens stop counting
+    /// as live instances.
+    pub fn import(
+        &self,
+        config_sha256: &str,
+        agents: &[(&str, String)],
+        now: u64,
+    ) -> Result<(), StoreError> {
+        let seen = self.conn.execute(
+            "SELECT 1 FROM registry_imports WHERE config_sha256 = ?",
+            &[text(config_sha256)],
+        )?;
+        if !seen.rows.is_empty() {
+            return Ok(());
+        }
         self.transaction(|s| {
-            s.conn.execute(
-                "INSERT INTO agent_generations (agent, generation) VALUES (?, ?) \
-                 ON CONFLICT (agent) DO UPDATE SET generation = max(agent_generations.generation, excluded.generation)",
-                &[text(agent), int(next)],
+            // Another instance may have imported it meanwhile.
+            let inserted = s.conn.execute(
+                "INSERT INTO registry_imports (config_sha256, imported_at) VALUES (?, ?) ON CONFLICT DO NOTHING RETURNING 1",
+                &[text(config_sha256), int(now)],
+            )?;
+            if inserted.rows.is_empty() {
+                return Ok(());
+            }
+            let stored = s.conn.execute(
+                "SELECT name, fingerprint, removed_at IS NOT NULL FROM registry_agents",
+                &[],
+            )?;
+            let mut known = std::collections::HashMap::new();
+            for r in &stored.rows {
+                if let (Some(name), Some(fp), Some(removed)) =
+                    (r.get::<&str>(0), r.get::<&str>(1), r.get::<bool>(2))
+                {
+                    known.insert(name.to_owned(), (fp.to_owned(), removed));
+                }
+            }
+            for (name, fingerprint) in agents {
+                let bump = match known.remove(*name) {
+                    None => {
+                        s.conn.execute(
+                            "INSERT INTO registry_agents (name, fingerprint, generation, removed_at) VALUES (?, ?, 1, NULL)",
+                            &[text(name), text(fingerprint)],
+                        )?;
+                        false
+                    }
+                    Some((fp, removed)) => removed || &fp != fingerprint,
+                };
+                if bump {
+                    s.conn.execute(
+                        "UPDATE registry_agents SET fingerprint = ?, generation = generation + 1, removed_at = NULL WHERE name = ?",
+                        &[text(fingerprint), text(name)],
+                    )?;
+                    s.conn
+                        .execute("DELETE FROM tokens WHERE agent = ?", &[text(name)])?;
+                }
+            }
+            for (name, (_, removed)) in known {
+                if !removed {
+                    s.conn.execute(
+                        "UPDATE registry_agents SET removed_at = ? WHERE name = ?",
+                        &[int(now), text(&name)],
+                    )?;
+                    s.conn
+                        .execute("DELETE FROM tokens WHERE agent = ?", &[text(&name)])?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Re-issue an agent: its generation goes up by one (every token of
+    /// earlier generations is refused, and a revocation of them no longer
+    /// applies to new exchanges). Returns the new one.
+    pub fn reissue(&self, agent: &str) -> Result<u64, StoreError> {
+        self.transaction(|s| {
+            let q = s.conn.execute(
+                "UPDATE registry_agents SET generation = generation + 1 WHERE name = ? AND removed_at IS NULL RETURNING generation",
+                &[text(agent)],
             )?;
             s.conn.execute("DELETE FROM tokens WHERE agent = ?", &[text(agent)])?;
-            Ok(())
-        })?;
-        Ok(next)
+            first_int(&q)
+                .and_then(|g| u64::try_from(g).ok())
+                .ok_or_else(|| StoreError::from_text("no such agent in the registry"))
+        })
     }
 
     /// Instance ids with a token still valid for this agent on this device.
