@@ -1057,6 +1057,33 @@ async fn scenario(b: &Backend, up: &Upstream) -> Vec<(String, Outcome)> {
     s.got
 }
 
+/// The Spin database's audit records, after checking that each links to
+/// the one before and its hash covers it.
+fn audit_chain(db: &std::path::Path) -> Vec<String> {
+    let conn = rusqlite::Connection::open(db).expect("open the Spin database");
+    let mut stmt = conn
+        .prepare("SELECT record, prev, hash FROM audit ORDER BY seq")
+        .expect("audit query");
+    let rows: Vec<(String, String, String)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .expect("audit rows")
+        .collect::<Result<_, _>>()
+        .expect("audit rows");
+    let mut prev = String::new();
+    for (record, p, hash) in &rows {
+        assert_eq!(p, &prev, "the chain links");
+        let mut h = Sha256::new();
+        h.update(b"edgeward-spin-audit-v1\0");
+        h.update(p.as_bytes());
+        h.update([0]);
+        h.update(record.as_bytes());
+        let want: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hash, &want, "the hash covers the record");
+        prev = hash.clone();
+    }
+    rows.into_iter().map(|(r, _, _)| r).collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn native_and_spin_decide_every_case_alike() {
     let up = upstream().await;
@@ -1100,37 +1127,14 @@ async fn native_and_spin_decide_every_case_alike() {
         0,
         "only the grant's origin was called"
     );
-    let conn = rusqlite::Connection::open(db).expect("open the Spin database");
-    let mut stmt = conn
-        .prepare("SELECT record, prev, hash FROM audit ORDER BY seq")
-        .expect("audit query");
-    let rows: Vec<(String, String, String)> = stmt
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        .expect("audit rows")
-        .collect::<Result<_, _>>()
-        .expect("audit rows");
+    let rows = audit_chain(db);
     assert!(rows.len() >= CASES.len(), "every step left a record");
-    let mut prev = String::new();
-    for (record, p, hash) in &rows {
-        assert_eq!(p, &prev, "the chain links");
-        let mut h = Sha256::new();
-        h.update(b"edgeward-spin-audit-v1\0");
-        h.update(p.as_bytes());
-        h.update([0]);
-        h.update(record.as_bytes());
-        let want: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
-        assert_eq!(hash, &want, "the hash covers the record");
-        prev = hash.clone();
-    }
-    let all: Vec<String> = rows.iter().map(|(r, _, _)| r.clone()).collect();
-    let joined = all.join("\n");
+    let joined = rows.join("\n");
     assert!(joined.contains("\"kind\":\"egress\"") && joined.contains("upstream answered 200"));
     assert!(
         joined.contains("revoked instance"),
         "the admin revocation is audited"
     );
-    drop(stmt);
-    drop(conn);
     let bytes = std::fs::read(db).expect("database file");
     assert_no_secret(&String::from_utf8_lossy(&bytes), KEY, "the Spin database");
 }
@@ -1614,4 +1618,98 @@ async fn a_redeployed_config_is_imported_into_the_registry() {
         .await
         .is_some()
     );
+}
+
+/// Single use holds across concurrent instances (each request is its own
+/// instance with its own database connection): of eight racing exchanges
+/// with one attestation, and eight racing calls with one proof, exactly one
+/// goes through; the audit chain stays linked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_use_holds_under_concurrent_instances() {
+    let up = upstream().await;
+    let k = keys();
+    let b = spin(&config(&up.origin(), &k), &up.origin()).await;
+    let s = Steps {
+        b: &b,
+        k: &k,
+        got: Vec::new(),
+    };
+    let key = Ed25519Signer::generate(&mut SeededEntropy::new(51)).expect("key");
+    let nonce = s.nonce().await;
+    let att = s.attestation(&nonce, "dev-ed", &k.ed, "hello", HELLO_WASM, &key, &[]);
+    let racing = (0..8).map(|_| s.exchange_with(&att, &att));
+    let answers = futures_join_all(racing).await;
+    let granted: Vec<&http::Response<Bytes>> =
+        answers.iter().filter(|r| r.status() == 200).collect();
+    assert_eq!(granted.len(), 1, "one exchange per nonce");
+    // The others were refused for the nonce, not failed (no 5xx).
+    for r in answers.iter().filter(|r| r.status() != 200) {
+        assert_eq!(
+            (r.status().as_u16(), outcome(r).code.as_str()),
+            (400, "invalid_grant")
+        );
+        let v: Value = serde_json::from_slice(r.body()).expect("json");
+        assert_eq!(v["error_description"], "nonce refused: it was already used");
+    }
+    let v: Value = serde_json::from_slice(granted[0].body()).expect("token");
+    let token = v["access_token"].as_str().expect("token");
+    let url = format!("{}/v1/forecast", up.origin());
+    let p = proof(&key, "GET", &url, token);
+    let racing = (0..8).map(|_| {
+        let req = egress_request(
+            &b,
+            "GET",
+            &format!("DPoP {token}"),
+            Some(&p),
+            Some(&url),
+            "api",
+        );
+        b.send(req.body(Bytes::new()).expect("request"))
+    });
+    let answers = futures_join_all(racing).await;
+    let passed = answers.iter().filter(|r| r.status() == 200).count();
+    assert_eq!(passed, 1, "one call per proof");
+    for r in answers.iter().filter(|r| r.status() != 200) {
+        assert_eq!(
+            (r.status().as_u16(), outcome(r).code.as_str()),
+            (401, "denied")
+        );
+    }
+    assert_eq!(up.received().len(), 1);
+    let Kind::Spin { db, .. } = &b.kind else {
+        unreachable!("a Spin backend")
+    };
+    assert!(
+        audit_chain(db).len() >= 16,
+        "every racing request left a record"
+    );
+}
+
+/// Await every future, concurrently (no extra dependency for join_all).
+async fn futures_join_all<F: std::future::Future>(
+    futures: impl Iterator<Item = F>,
+) -> Vec<F::Output> {
+    let mut set = Vec::new();
+    for f in futures {
+        set.push(Box::pin(f));
+    }
+    let mut out: Vec<Option<F::Output>> = set.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (i, f) in set.iter_mut().enumerate() {
+            if out[i].is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => out[i] = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    out.into_iter().flatten().collect()
 }
