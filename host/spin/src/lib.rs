@@ -20,6 +20,7 @@
 //! audit log from Spin's SQLite database ([`store`]).
 #![deny(unsafe_code)]
 
+pub mod admin;
 pub mod egress;
 pub mod exchange;
 pub mod revoke;
@@ -97,8 +98,8 @@ fn route(req: IncomingRequest) -> http::Response<Bytes> {
         (Method::POST, "/v1/egress") => egress::handle(&service, parts, req),
         (Method::GET, "/v1/stop") => revoke::stop(&service, &parts),
         (Method::POST, "/v1/revoke") => revoke::rfc7009(&service, &parts, req),
-        (Method::POST, "/v1/admin/revoke") => revoke::admin(&service, &parts, req),
-        (Method::POST, "/v1/admin/reissue") => revoke::reissue(&service, &parts, req),
+        (Method::POST, "/v1/admin/revoke") => admin::revoke(&service, &parts, req),
+        (Method::POST, "/v1/admin/reissue") => admin::reissue(&service, &parts, req),
         _ => json(
             StatusCode::NOT_FOUND,
             &serde_json::json!({ "error": "not_found", "error_description": "no such route" }),
