@@ -112,16 +112,15 @@ fn forward(
     let token = &access.token;
     let agent = access.agent;
     let segment = crossing::spiffe_segment;
-    let taken = std::mem::take(entry);
-    *entry = taken
-        .with("agent", Some(token.agent()))
-        .with("instance", segment(token.instance(), "/instance/"))
-        .with("device", segment(token.device(), "/device/"))
-        .with("jti", Some(token.jti()))
-        .with("user", token.on_behalf_of());
+    entry.set("agent", Some(token.agent()));
+    entry.set("instance", segment(token.instance(), "/instance/"));
+    entry.set("device", segment(token.device(), "/device/"));
+    entry.set("jti", Some(token.jti()));
+    entry.set("user", token.on_behalf_of());
     let limit = agent.limits.max_request_bytes;
     let body = wire::read_body(req, limit).map_err(|e| match e {
         BodyError::TooLarge => crossing::request_too_large(limit),
+        BodyError::TooSlow => Refusal::invalid("the request body did not arrive in time"),
         BodyError::Unreadable => Refusal::invalid("the request body could not be read"),
     })?;
     service
@@ -179,13 +178,11 @@ fn forward(
         match crossing::scan_outbound(&guards.scanner, grant.outbound_secrets, &mut parts, body) {
             Ok((body, OutboundScan::Clean { .. })) => body,
             Ok((body, OutboundScan::Audited { rules } | OutboundScan::Redacted { rules })) => {
-                let taken = std::mem::take(entry);
-                *entry = taken.with("outbound_findings", Some(rules));
+                entry.set("outbound_findings", Some(rules));
                 body
             }
             Err((refusal, rules)) => {
-                let taken = std::mem::take(entry);
-                *entry = taken.with("outbound_findings", Some(rules));
+                entry.set("outbound_findings", Some(rules));
                 return Err(refusal);
             }
         };
@@ -225,14 +222,12 @@ fn forward(
         // What the upstream sent (a coding name) is for the audit record,
         // scrubbed there; the guest gets the refusal only.
         if let Some(log) = u.log {
-            let taken = std::mem::take(entry);
-            *entry = taken.with("upstream", Some(log));
+            entry.set("upstream", Some(log));
         }
         u.refusal
     })?;
     if !findings.is_empty() {
-        let taken = std::mem::take(entry);
-        *entry = taken.with("response_findings", Some(findings));
+        entry.set("response_findings", Some(findings));
     }
     Ok(response)
 }

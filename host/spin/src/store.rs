@@ -73,7 +73,7 @@ fn first_int(q: &QueryResult) -> Option<i64> {
 }
 
 /// One audit record, as written (JSON, hashed into the chain).
-#[derive(Debug, Default, Clone)]
+#[derive(Debug)]
 pub struct AuditEntry {
     /// exchange, egress, revoke, stop, admin.
     pub kind: &'static str,
@@ -96,10 +96,15 @@ impl AuditEntry {
 
     /// Set a field (skipped when `None`).
     pub fn with(mut self, name: &'static str, value: Option<impl Into<String>>) -> AuditEntry {
+        self.set(name, value);
+        self
+    }
+
+    /// [`AuditEntry::with`] on a borrowed record.
+    pub fn set(&mut self, name: &'static str, value: Option<impl Into<String>>) {
         if let Some(v) = value {
             self.fields.push((name, v.into()));
         }
-        self
     }
 }
 
@@ -163,45 +168,45 @@ impl Store {
         agents: &[&str],
         devices: &[&str],
     ) -> Result<RevocationSet, StoreError> {
-        let mut set = RevocationSet::default();
-        let mut ask = |kind: &str, targets: &[&str]| -> Result<(), StoreError> {
-            for target in targets {
-                let q = self.conn.execute(
-                    "SELECT before_generation FROM revocations WHERE kind = ? AND target = ?",
-                    &[text(kind), text(target)],
-                )?;
-                for row in &q.rows {
-                    let before = row.get::<i64>(0).map(|g| u64::try_from(g).unwrap_or(0));
-                    set.add(&match kind {
-                        "token" => RevocationKind::Token {
-                            jti: (*target).to_owned(),
-                        },
-                        "instance" => RevocationKind::Instance {
-                            id: (*target).to_owned(),
-                        },
-                        "agent" => RevocationKind::Agent {
-                            name: (*target).to_owned(),
-                            before_generation: before,
-                        },
-                        _ => RevocationKind::Device {
-                            id: (*target).to_owned(),
-                        },
-                    });
-                }
+        // One statement for every name the check needs (a call's hot
+        // path): each kind's targets as a parameter list, and any kill
+        // switch.
+        let mut sql = String::from(
+            "SELECT kind, target, before_generation, at FROM revocations WHERE kind = 'all'",
+        );
+        let mut params = Vec::new();
+        for (kind, targets) in [
+            ("token", jtis),
+            ("instance", instances),
+            ("agent", agents),
+            ("device", devices),
+        ] {
+            if targets.is_empty() {
+                continue;
             }
-            Ok(())
-        };
-        ask("token", jtis)?;
-        ask("instance", instances)?;
-        ask("agent", agents)?;
-        ask("device", devices)?;
-        let all = self.conn.execute(
-            "SELECT at FROM revocations WHERE kind = 'all' AND target = ''",
-            &[],
-        )?;
-        if let Some(at) = first_int(&all) {
-            set.add(&RevocationKind::All {
-                at: u64::try_from(at).unwrap_or(0),
+            let marks = vec!["?"; targets.len()].join(", ");
+            sql.push_str(&format!(" OR (kind = '{kind}' AND target IN ({marks}))"));
+            params.extend(targets.iter().map(|t| text(t)));
+        }
+        let q = self.conn.execute(&sql, &params)?;
+        let mut set = RevocationSet::default();
+        for row in &q.rows {
+            let (Some(kind), Some(target)) = (row.get::<&str>(0), row.get::<&str>(1)) else {
+                continue;
+            };
+            let target = target.to_owned();
+            let number = |i| row.get::<i64>(i).map(|n| u64::try_from(n).unwrap_or(0));
+            set.add(&match kind {
+                "token" => RevocationKind::Token { jti: target },
+                "instance" => RevocationKind::Instance { id: target },
+                "agent" => RevocationKind::Agent {
+                    name: target,
+                    before_generation: number(2),
+                },
+                "device" => RevocationKind::Device { id: target },
+                _ => RevocationKind::All {
+                    at: number(3).unwrap_or(0),
+                },
             });
         }
         Ok(set)

@@ -55,11 +55,15 @@ pub fn request_head(req: &IncomingRequest) -> Result<http::request::Parts, &'sta
         .map_err(|_| "the request line or a header is not valid")
 }
 
-/// Read the request body, refusing it as soon as it is over `limit`.
+/// Time allowed to receive a request body (as natively).
+const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Read the request body, refusing it as soon as it is over `limit` or
+/// has not arrived within [`BODY_READ_TIMEOUT`].
 pub fn read_body(req: IncomingRequest, limit: usize) -> Result<Bytes, BodyError> {
     let body = req.consume().map_err(|()| BodyError::Unreadable)?;
     let stream = body.stream().map_err(|()| BodyError::Unreadable)?;
-    let out = read_stream(&stream, limit)?;
+    let out = read_stream(&stream, limit, &Deadline::after(BODY_READ_TIMEOUT))?;
     drop(stream);
     drop(body);
     Ok(out)
@@ -70,24 +74,10 @@ pub fn read_body(req: IncomingRequest, limit: usize) -> Result<Bytes, BodyError>
 pub enum BodyError {
     /// Over the limit.
     TooLarge,
+    /// Not complete by the deadline.
+    TooSlow,
     /// The stream failed.
     Unreadable,
-}
-
-fn read_stream(stream: &wasi::io::streams::InputStream, limit: usize) -> Result<Bytes, BodyError> {
-    let mut out = Vec::new();
-    loop {
-        match stream.blocking_read(CHUNK) {
-            Ok(chunk) => {
-                if out.len() + chunk.len() > limit {
-                    return Err(BodyError::TooLarge);
-                }
-                out.extend_from_slice(&chunk);
-            }
-            Err(StreamError::Closed) => return Ok(Bytes::from(out)),
-            Err(StreamError::LastOperationFailed(_)) => return Err(BodyError::Unreadable),
-        }
-    }
 }
 
 /// Send a response. A failure past this point has nowhere to go: the
@@ -184,7 +174,9 @@ pub fn send(
     // One deadline over the answer and its whole body, as natively: the
     // first-byte and between-bytes timeouts alone let a slow drip run on.
     let deadline = Deadline::after(timeout);
-    deadline.wait(&pending.subscribe())?;
+    if !deadline.wait(&pending.subscribe()) {
+        return Err(UpstreamError::Timeout);
+    }
     let response = match pending.get() {
         Some(Ok(Ok(r))) => r,
         Some(Ok(Err(code))) => return Err(map_code(code)),
@@ -198,7 +190,11 @@ pub fn send(
     }
     let incoming = response.consume().map_err(|()| UpstreamError::Failed)?;
     let stream = incoming.stream().map_err(|()| UpstreamError::Failed)?;
-    let body = read_stream_until(&stream, max_response, &deadline)?;
+    let body = read_stream(&stream, max_response, &deadline).map_err(|e| match e {
+        BodyError::TooLarge => UpstreamError::TooLarge,
+        BodyError::TooSlow => UpstreamError::Timeout,
+        BodyError::Unreadable => UpstreamError::Failed,
+    })?;
     drop(stream);
     drop(incoming);
     drop(response);
@@ -214,36 +210,36 @@ impl Deadline {
         Deadline(wasi::clocks::monotonic_clock::now().saturating_add(nanos))
     }
 
-    /// Block until `ready` is, or the deadline passes (then `Timeout`).
-    fn wait(&self, ready: &wasi::io::poll::Pollable) -> Result<(), UpstreamError> {
+    /// Block until `ready` is; false if the deadline passed first.
+    fn wait(&self, ready: &wasi::io::poll::Pollable) -> bool {
         let timer = wasi::clocks::monotonic_clock::subscribe_instant(self.0);
-        let woke = wasi::io::poll::poll(&[ready, &timer]);
-        if woke.contains(&0) {
-            Ok(())
-        } else {
-            Err(UpstreamError::Timeout)
-        }
+        wasi::io::poll::poll(&[ready, &timer]).contains(&0)
     }
 }
 
-/// Read a body to its end within `limit` bytes and by `deadline`.
-fn read_stream_until(
+/// Read a body (a request's or an upstream answer's) to its end within
+/// `limit` bytes and by `deadline`.
+fn read_stream(
     stream: &wasi::io::streams::InputStream,
     limit: usize,
     deadline: &Deadline,
-) -> Result<Bytes, UpstreamError> {
+) -> Result<Bytes, BodyError> {
     let mut out = Vec::new();
     loop {
         match stream.read(CHUNK) {
-            Ok(chunk) if chunk.is_empty() => deadline.wait(&stream.subscribe())?,
+            Ok(chunk) if chunk.is_empty() => {
+                if !deadline.wait(&stream.subscribe()) {
+                    return Err(BodyError::TooSlow);
+                }
+            }
             Ok(chunk) => {
                 if out.len() + chunk.len() > limit {
-                    return Err(UpstreamError::TooLarge);
+                    return Err(BodyError::TooLarge);
                 }
                 out.extend_from_slice(&chunk);
             }
             Err(StreamError::Closed) => return Ok(Bytes::from(out)),
-            Err(StreamError::LastOperationFailed(_)) => return Err(UpstreamError::Failed),
+            Err(StreamError::LastOperationFailed(_)) => return Err(BodyError::Unreadable),
         }
     }
 }
