@@ -112,11 +112,12 @@ grants = ["api"]
     .expect("join");
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    // Trace-level host logging of every crate, and still no key (checked
+    // before any assertion prints the output).
+    assert!(!stdout.contains(KEY) && !stderr.contains(KEY));
     assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
     assert_eq!(stdout.trim(), "hello, echo=[REDACTED]");
-    // Trace-level host logging of every crate, and still no key.
     assert!(stderr.contains("egress forwarded"), "{stderr}");
-    assert!(!stdout.contains(KEY) && !stderr.contains(KEY));
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -218,6 +219,8 @@ grants = ["api"]
     .expect("join");
     let stdout = String::from_utf8_lossy(&ok.stdout).to_string();
     let stderr = String::from_utf8_lossy(&ok.stderr).to_string();
+    // Before anything prints the output: the assertion itself must not leak.
+    assert!(!stdout.contains(&jwt) && !stderr.contains(&jwt));
     assert!(ok.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
     let outer: serde_json::Value = serde_json::from_str(stdout.trim()).expect("json");
     let who: serde_json::Value =
@@ -229,7 +232,10 @@ grants = ["api"]
     let stderr = String::from_utf8_lossy(&refused.stderr).to_string();
     assert!(!refused.status.success());
     assert!(stderr.contains("does not hold one compact JWT"), "{stderr}");
-    assert!(!stderr.contains("secret-ish"), "{stderr}");
+    assert!(
+        !stderr.contains("secret-ish"),
+        "the refusal quotes the file's content"
+    );
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -258,13 +264,17 @@ secret = "sk_live_pasted_here_by_mistake"
         .output()
         .expect("run");
     let stderr = String::from_utf8_lossy(&out.stderr);
+    // First, and without printing it: the refusal must not quote the secret.
+    assert!(
+        !stderr.contains("sk_live"),
+        "the config error quotes the pasted secret"
+    );
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("line 8"), "{stderr}");
     assert!(
         stderr.contains("secrets are never written in the config"),
         "{stderr}"
     );
-    assert!(!stderr.contains("sk_live"), "{stderr}");
     std::fs::remove_dir_all(&dir).ok();
 }
 

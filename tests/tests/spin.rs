@@ -1160,7 +1160,11 @@ async fn a_split_mode_runtime_works_against_the_spin_backend_unchanged() {
     assert_no_secret(&guest_visible(&report), KEY, "guest-visible output");
     let upstream_saw = up.received();
     assert_eq!(upstream_saw.len(), 1);
-    assert_eq!(upstream_saw[0].headers["x-api-key"], KEY);
+    // Compared without printing: a failure must not show the credential.
+    assert!(
+        upstream_saw[0].headers["x-api-key"] == KEY,
+        "the upstream did not get the credential"
+    );
 
     // Revoked through the admin route: the next call is refused, and the
     // stop channel tells the running instance.
@@ -1171,6 +1175,12 @@ async fn a_split_mode_runtime_works_against_the_spin_backend_unchanged() {
     .await;
     let report = instance.run(&format!("{}/v1/forecast", up.origin())).await;
     assert_ne!(report.outcome, Ok(Ok("ok /v1/forecast".into())));
+    // Refused as revoked (the guest sees the problem type), not failed.
+    assert!(
+        guest_visible(&report).contains("revoked"),
+        "{:?}",
+        report.outcome
+    );
     assert_eq!(
         up.received().len(),
         1,
@@ -1281,8 +1291,8 @@ async fn a_misconfigured_spin_backend_names_the_variable_and_fails_closed() {
         assert_eq!(r.status(), 500, "{name}");
         let v: Value = serde_json::from_slice(r.body()).expect("json");
         let text = v["error_description"].as_str().unwrap_or_default();
-        assert!(text.contains(says), "{name}: {text}");
         assert_no_secret(text, KEY, "a configuration error");
+        assert!(text.contains(says), "{name}: {text}");
     }
 }
 

@@ -628,7 +628,10 @@ pub fn path_problem(path: &str) -> Option<String> {
     if path.split('/').count() > MAX_SEGMENTS + 1 {
         return Some("it has more than 256 segments".into());
     }
-    if path.len() > 1 && path[1..].trim_end_matches('/').contains("//") {
+    // Anywhere, trailing ones included: the matcher ignores one trailing
+    // slash, and an upstream that merges slashes would read `/a/b//` as
+    // `/a/b`, which a deny rule for `/a/b` must catch.
+    if path.contains("//") {
         return Some("it has an empty segment (//)".into());
     }
     if path.contains(';') {

@@ -386,6 +386,18 @@ fn paths_an_upstream_would_read_as_another_are_denied_before_any_rule() {
             "{sneaky}"
         );
     }
+    // A deny rule on an exact path is not passed by trailing slashes an
+    // upstream would merge.
+    let exact = Policy::from_toml(
+        "agent = \"courier\"\n[[rule]]\nname = \"no-admin\"\npath = \"/v1/admin\"\neffect = \"deny\"\n[[rule]]\nname = \"rest\"\neffect = \"allow\"\n",
+    )
+    .expect("policy");
+    let e = |path: &str| static_decision(&[&exact], &call("weather", "GET", path, None));
+    assert_eq!(e("/v1/admin/").outcome, Outcome::Deny);
+    for sneaky in ["/v1/admin//", "/v1/admin///", "//v1/admin"] {
+        let r = e(sneaky);
+        assert_eq!((r.outcome, r.rule.as_str()), (Outcome::Deny, "path form"), "{sneaky}");
+    }
     // Escapes of other characters are ordinary.
     assert_eq!(d("/v1/a%20b").outcome, Outcome::Allow);
     // Without a policy, the grants alone decide: nothing is refused here.
