@@ -1048,8 +1048,7 @@ fn scrub_entry(scanner: &edgeward_core::scan::Scanner, entry: &mut AuditEntry) {
     }
 }
 
-/// The `iat` claim of a JWT, read without verifying anything: only used to
-/// choose the time at which the real verification runs.
+/// A store failure during an exchange: the server's, never the caller's.
 fn store_failure(e: StoreError) -> ExchangeError {
     ExchangeError::after("server_error", format!("registry unavailable: {e}"))
 }

@@ -1,6 +1,6 @@
 //! The egress proxy: check, inject, forward, decode, redact.
 
-use crate::exchange::{AccessError, TokenService};
+use crate::exchange::TokenService;
 use crate::resolve::PublicResolver;
 use crate::secrets::{SecretError, resolve_secret};
 use crate::store::AuditEntry;
@@ -218,7 +218,7 @@ impl Backend {
             .inner
             .tokens
             .check_access(token)
-            .map_err(|e| token_refusal(&e))?;
+            .map_err(|e| e.refusal())?;
         Ok(access.agent.limits.max_request_bytes)
     }
 
@@ -288,11 +288,6 @@ impl edgeward_core::egress::ApprovalChannel for Backend {
                 .map_err(|e| ExchangeFailure::Unreachable(e.to_string()))
         })
     }
-}
-
-/// How a bad access token reaches the guest.
-fn token_refusal(e: &AccessError) -> Refusal {
-    e.refusal()
 }
 
 pub(crate) fn tls_config() -> Result<rustls::ClientConfig, BackendError> {
@@ -430,7 +425,7 @@ impl Egress for Backend {
                 }
                 Err(e) => {
                     tracing::warn!(%grant, "access token refused: {e}");
-                    ("-".to_owned(), "-".to_owned(), Err(token_refusal(&e)))
+                    ("-".to_owned(), "-".to_owned(), Err(e.refusal()))
                 }
             };
             // The path is the guest's text: scanned before it is logged.

@@ -10,7 +10,6 @@
 pub use edgeward_core::crossing::spiffe_segment;
 pub use edgeward_core::revocation::RevocationKind;
 use edgeward_core::revocation::RevocationSet;
-use edgeward_core::token::VerifiedToken;
 use std::sync::RwLock;
 
 /// The in-memory revocation set, with a change counter for long polls.
@@ -40,15 +39,6 @@ impl Revocations {
         self.changed.send_modify(|n| *n += 1);
     }
 
-    /// Forget revocations of an agent name (re-registration after a
-    /// deprovision: the new agent's generations start above the old ones,
-    /// so old tokens stay refused by generation).
-    pub fn clear_agent(&self, name: &str) {
-        if let Ok(mut s) = self.set.write() {
-            s.clear_agent(name);
-        }
-    }
-
     fn read<T>(&self, f: impl FnOnce(&RevocationSet) -> Option<T>) -> Option<T>
     where
         T: From<&'static str>,
@@ -65,16 +55,6 @@ impl Revocations {
         self.set.read().map(|s| f(&s)).map_err(|_| UNAVAILABLE)
     }
 
-    /// Why this token is revoked, if it is.
-    pub fn check(&self, t: &VerifiedToken) -> Option<String> {
-        self.read(|s| s.check(t))
-    }
-
-    /// Why an ancestor of a delegated child's token is revoked, if it is.
-    pub fn check_ancestor(&self, a: &edgeward_core::token::Ancestor) -> Option<String> {
-        self.read(|s| s.check_ancestor(a))
-    }
-
     /// Whether new exchanges for this device, agent or instance are refused.
     pub fn refuses_exchange(&self, device: &str, agent: &str, instance: &str) -> Option<String> {
         self.read(|s| s.refuses_exchange(device, agent, instance))
@@ -83,11 +63,6 @@ impl Revocations {
     /// Whether an agent's current generation is revoked.
     pub fn refuses_generation(&self, agent: &str, generation: u64) -> Option<String> {
         self.read(|s| s.refuses_generation(agent, generation))
-    }
-
-    /// Whether an agent (at this generation) is revoked as a sub-agent.
-    pub fn refuses_agent(&self, agent: &str, generation: u64) -> Option<String> {
-        self.read(|s| s.refuses_agent(agent, generation))
     }
 
     /// A receiver that sees every change (for long polls).

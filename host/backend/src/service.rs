@@ -30,7 +30,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use edgeward_core::crossing::{METHOD_HEADER, TARGET_HEADER};
 /// Largest token request body.
 const MAX_FORM_BYTES: usize = 16 * 1024;
 /// Time allowed to receive an egress request body.

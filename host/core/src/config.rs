@@ -690,7 +690,8 @@ impl RawGrant {
         }
         let mut methods = Vec::new();
         for m in &self.methods {
-            let ok = !m.is_empty() && m.bytes().all(|b| b.is_ascii_uppercase());
+            // The same rule caveats and policies name methods by.
+            let ok = crate::grant::is_method_name(m);
             let method = Method::from_bytes(m.as_bytes())
                 .ok()
                 .filter(|_| ok)
@@ -944,20 +945,13 @@ fn webhook_ok(url: &str) -> bool {
     if url.len() > 2048 {
         return false;
     }
-    let Ok(uri) = url.parse::<http::Uri>() else {
-        return false;
-    };
-    let Some(authority) = uri.authority() else {
-        return false;
-    };
-    if authority.as_str().contains('@') {
-        return false;
-    }
-    match uri.scheme_str() {
-        Some("https") => !authority.host().is_empty(),
-        Some("http") => authority.host() == "127.0.0.1",
-        _ => false,
-    }
+    // The grant's origin rules (scheme, no user info, a host), then the
+    // webhook's own: plain http only to exactly 127.0.0.1.
+    let origin = url
+        .parse::<http::Uri>()
+        .ok()
+        .and_then(|u| crate::grant::Origin::of_uri(&u));
+    origin.is_some_and(|o| o.scheme() == crate::grant::Scheme::Https || o.host() == "127.0.0.1")
 }
 
 /// The id of the in-process device of embedded mode: the runtime and the

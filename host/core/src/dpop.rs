@@ -217,6 +217,28 @@ impl UnverifiedProof {
     }
 }
 
+/// A proof that verified, and how to remember it against replay: the key
+/// (the holder's thumbprint and the proof's `jti`) and until when it could
+/// still verify. Remember it only after it verified, so forged proofs
+/// cannot fill a replay cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fresh {
+    /// Replay-cache key: `<jkt>.<jti>`.
+    pub key: String,
+    /// Unix time after which the proof no longer verifies anyway.
+    pub until: u64,
+}
+
+/// Parse and verify a proof; the caller then uses up [`Fresh::key`] in its
+/// replay cache (in memory, or a database row) and refuses a second use.
+pub fn verify_fresh(proof: &str, expected: &Expected<'_>) -> Result<Fresh, DpopError> {
+    let claims = UnverifiedProof::parse(proof)?.verify(expected)?;
+    Ok(Fresh {
+        key: format!("{}.{}", expected.jkt, claims.jti),
+        until: claims.iat + MAX_SKEW_SECS + 1,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -346,26 +368,4 @@ mod tests {
             Some(DpopError::WrongAlgorithm)
         );
     }
-}
-
-/// A proof that verified, and how to remember it against replay: the key
-/// (the holder's thumbprint and the proof's `jti`) and until when it could
-/// still verify. Remember it only after it verified, so forged proofs
-/// cannot fill a replay cache.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Fresh {
-    /// Replay-cache key: `<jkt>.<jti>`.
-    pub key: String,
-    /// Unix time after which the proof no longer verifies anyway.
-    pub until: u64,
-}
-
-/// Parse and verify a proof; the caller then uses up [`Fresh::key`] in its
-/// replay cache (in memory, or a database row) and refuses a second use.
-pub fn verify_fresh(proof: &str, expected: &Expected<'_>) -> Result<Fresh, DpopError> {
-    let claims = UnverifiedProof::parse(proof)?.verify(expected)?;
-    Ok(Fresh {
-        key: format!("{}.{}", expected.jkt, claims.jti),
-        until: claims.iat + MAX_SKEW_SECS + 1,
-    })
 }

@@ -87,12 +87,6 @@ impl RevocationSet {
         }
     }
 
-    /// Forget revocations of an agent name (re-registration after a
-    /// deprovision).
-    pub fn clear_agent(&mut self, name: &str) {
-        self.agents_all.remove(name);
-    }
-
     /// Why this token is revoked, if it is.
     pub fn check(&self, t: &VerifiedToken) -> Option<String> {
         let s = self;

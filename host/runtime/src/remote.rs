@@ -20,11 +20,6 @@ use hyper_util::rt::TokioExecutor;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Header carrying the guest request's absolute URL (see the backend's
-/// service module).
-const TARGET_HEADER: &str = "edgeward-target";
-/// Header carrying the guest request's method.
-const METHOD_HEADER: &str = "edgeward-method";
 /// Largest backend answer read (the backend applies the agent's own limit).
 const MAX_RESPONSE_BYTES: usize = 64 << 20;
 const MAX_TOKEN_RESPONSE_BYTES: usize = 64 * 1024;
@@ -418,9 +413,9 @@ impl Egress for RemoteBackend {
             headers.remove(http::header::HOST);
             let target = HeaderValue::from_str(&parts.uri.to_string())
                 .map_err(|_| Refusal::invalid("the request URL cannot be forwarded"))?;
-            headers.insert(TARGET_HEADER, target);
+            headers.insert(edgeward_core::crossing::TARGET_HEADER, target);
             headers.insert(
-                METHOD_HEADER,
+                edgeward_core::crossing::METHOD_HEADER,
                 HeaderValue::from_str(parts.method.as_str())
                     .map_err(|_| Refusal::invalid("the request method cannot be forwarded"))?,
             );

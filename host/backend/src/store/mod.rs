@@ -780,11 +780,7 @@ pub trait Store: Send + Sync {
     fn policies_for(
         &self,
         agent: &str,
-    ) -> Result<Vec<std::sync::Arc<edgeward_core::policy::Policy>>, StoreError> {
-        let own = self.policy(agent)?;
-        let global = self.policy(edgeward_core::policy::GLOBAL)?;
-        Ok(own.into_iter().chain(global).collect())
-    }
+    ) -> Result<Vec<std::sync::Arc<edgeward_core::policy::Policy>>, StoreError>;
 
     // --- approvals ---
 

@@ -396,7 +396,11 @@ fn paths_an_upstream_would_read_as_another_are_denied_before_any_rule() {
     assert_eq!(e("/v1/admin/").outcome, Outcome::Deny);
     for sneaky in ["/v1/admin//", "/v1/admin///", "//v1/admin"] {
         let r = e(sneaky);
-        assert_eq!((r.outcome, r.rule.as_str()), (Outcome::Deny, "path form"), "{sneaky}");
+        assert_eq!(
+            (r.outcome, r.rule.as_str()),
+            (Outcome::Deny, "path form"),
+            "{sneaky}"
+        );
     }
     // Escapes of other characters are ordinary.
     assert_eq!(d("/v1/a%20b").outcome, Outcome::Allow);
