@@ -773,3 +773,30 @@ async fn policy_state_survives_a_restart_of_the_backend() {
         .expect_err("limit");
     assert_eq!(limited.class.as_str(), "limit-exceeded");
 }
+
+/// The stored policy events carry the guest's path: scrubbed like the
+/// audit record they sit beside, so a secret a guest puts in a path is not
+/// kept there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stored_policy_events_do_not_keep_a_secret_from_the_path() {
+    let s = setup(POLICY, false).await;
+    let a = instance(&s.svc, "hostile", 1).await;
+    // Built from pieces: a GitHub token shape in a path segment.
+    let token = format!("ghp_{}", "aB3dE6gH9jK2mN5pQ8rS1tU4vW7xY0zA1bC2");
+    let r = call(&s, &a, "GET", &format!("/v1/{token}"), "weather", &[], b"").await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let events = s.svc.tokens.store().policy_events_since(0).expect("events");
+    let ours: Vec<_> = events
+        .iter()
+        .filter(|(_, e)| e.grant == "weather")
+        .collect();
+    assert_eq!(ours.len(), 1);
+    assert!(
+        !ours[0].1.path.contains(&token),
+        "the event keeps the secret"
+    );
+    assert!(ours[0].1.path.starts_with("/v1/"));
+    for reason in audit_reasons(&s.svc) {
+        assert!(!reason.contains(&token));
+    }
+}

@@ -37,8 +37,8 @@ pub const CLOCK_TOLERANCE: u64 = 5;
 
 pub use edgeward_core::exchange::ExchangeError;
 
-/// The result of a successful exchange.
-#[derive(Debug, Clone)]
+/// The result of a successful exchange. Its `Debug` never shows the token.
+#[derive(Clone)]
 pub struct Minted {
     /// The access token.
     pub token: String,
@@ -62,6 +62,19 @@ pub struct Minted {
     pub jti: String,
     /// For a delegated child: its line, e.g. `courier (instance …) > reader`.
     pub delegated_by: Option<String>,
+}
+
+impl std::fmt::Debug for Minted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Minted")
+            .field("token", &"[REDACTED]")
+            .field("expires_in", &self.expires_in)
+            .field("instance_id", &self.instance_id)
+            .field("agent", &self.agent)
+            .field("device", &self.device)
+            .field("jti", &self.jti)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Fail closed: no verdict on a token without the registry.
@@ -1013,7 +1026,20 @@ impl TokenService {
 /// Replace secrets in every text field of an audit record (the rule names
 /// are appended to the reason, so the record says what was removed).
 fn scrub_entry(scanner: &edgeward_core::scan::Scanner, entry: &mut AuditEntry) {
-    let mut rules: Vec<&'static str> = Vec::new();
+    let mut found: Vec<edgeward_core::scan::Finding> = Vec::new();
+    let mut scrub = |text: &mut String| {
+        let scanned = scanner.apply(text.as_bytes());
+        let acting: Vec<_> = scanned
+            .findings
+            .iter()
+            .filter(|f| f.action != edgeward_core::scan::Action::AuditOnly)
+            .cloned()
+            .collect();
+        if !acting.is_empty() {
+            found.extend(acting);
+            *text = String::from_utf8_lossy(&scanned.bytes).into_owned();
+        }
+    };
     let fields: [&mut Option<String>; 11] = [
         &mut entry.agent,
         &mut entry.instance,
@@ -1027,23 +1053,23 @@ fn scrub_entry(scanner: &edgeward_core::scan::Scanner, entry: &mut AuditEntry) {
         &mut entry.jti,
         &mut entry.admin,
     ];
-    for field in fields {
-        if let Some(text) = field.as_mut() {
-            let scanned = scanner.apply(text.as_bytes());
-            let acting: Vec<_> = scanned
-                .findings
-                .iter()
-                .filter(|f| f.action != edgeward_core::scan::Action::AuditOnly)
-                .collect();
-            if !acting.is_empty() {
-                rules.extend(acting.iter().map(|f| f.rule.name()));
-                *text = String::from_utf8_lossy(&scanned.bytes).into_owned();
-            }
+    for text in fields.into_iter().flatten() {
+        scrub(text);
+    }
+    // The policy event is stored beside the record and carries the guest's
+    // path too. (A rule naming a secret-looking path segment no longer
+    // matches the scrubbed event on replay.)
+    if let Some(e) = entry.policy_event.as_mut() {
+        scrub(&mut e.path);
+        if let Some(user) = e.user.as_mut() {
+            scrub(user);
         }
     }
-    if !rules.is_empty() {
-        rules.dedup();
-        let note = format!(" [secrets removed: {}]", rules.join(","));
+    if !found.is_empty() {
+        let note = format!(
+            " [secrets removed: {}]",
+            edgeward_core::crossing::rules_of(&found)
+        );
         entry.reason = Some(entry.reason.take().unwrap_or_default() + &note);
     }
 }

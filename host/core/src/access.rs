@@ -56,13 +56,23 @@ impl AccessError {
 }
 
 /// A presented token: the access token, and the caveats of the chain it
-/// came in (none for a bare token), verified.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// came in (none for a bare token), verified. Its `Debug` shows the
+/// caveats, never the token.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Presented<'a> {
     /// The access token (still to be verified by the caller).
     pub token: &'a str,
     /// The chain's caveats, verified against the root.
     pub caveats: Vec<Caveat>,
+}
+
+impl std::fmt::Debug for Presented<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Presented")
+            .field("token", &"[REDACTED]")
+            .field("caveats", &self.caveats)
+            .finish()
+    }
 }
 
 impl<'a> Presented<'a> {

@@ -193,8 +193,8 @@ pub const METHOD_HEADER: &str = "edgeward-method";
 
 /// The egress route's envelope (split mode): the token and its proof, the
 /// grant, and the guest request's method and URL, taken out of the route's
-/// headers (what is left are the guest's own headers).
-#[derive(Debug)]
+/// headers (what is left are the guest's own headers). Its `Debug` never
+/// shows the token or the proof.
 pub struct Envelope {
     /// The presented token (`authorization: DPoP <token>`).
     pub token: String,
@@ -206,6 +206,17 @@ pub struct Envelope {
     pub method: http::Method,
     /// The guest request's absolute URL.
     pub target: http::Uri,
+}
+
+impl std::fmt::Debug for Envelope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Envelope")
+            .field("token", &"[REDACTED]")
+            .field("grant", &self.grant)
+            .field("method", &self.method)
+            .field("target", &"[URL]")
+            .finish_non_exhaustive()
+    }
 }
 
 impl Envelope {

@@ -71,8 +71,9 @@ impl ExchangeError {
     }
 }
 
-/// Whom the exchanged token is for, besides the attested instance.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Whom the exchanged token is for, besides the attested instance. Its
+/// `Debug` names the kind, never the assertion or the chain.
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Subject<'a> {
     /// The instance itself.
     Instance,
@@ -101,13 +102,33 @@ impl<'a> Subject<'a> {
     }
 }
 
-/// A parsed exchange request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+impl std::fmt::Debug for Subject<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Subject::Instance => "Instance",
+            Subject::User(_) => "User([REDACTED])",
+            Subject::Delegation(_) => "Delegation([REDACTED])",
+        })
+    }
+}
+
+/// A parsed exchange request. Its `Debug` never shows the attestation,
+/// the assertion or the chain.
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub struct ExchangeRequest<'a> {
     /// The device-signed attestation.
     pub actor: &'a str,
     /// Whom the token is for.
     pub subject: Subject<'a>,
+}
+
+impl std::fmt::Debug for ExchangeRequest<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExchangeRequest")
+            .field("actor", &"[REDACTED]")
+            .field("subject", &self.subject)
+            .finish()
+    }
 }
 
 impl<'a> ExchangeRequest<'a> {
