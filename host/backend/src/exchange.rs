@@ -79,7 +79,7 @@ impl std::fmt::Debug for Minted {
 
 /// Fail closed: no verdict on a token without the registry.
 fn registry_unavailable(e: StoreError) -> AccessError {
-    AccessError::Revoked(format!("registry unavailable: {e}"))
+    AccessError::Unavailable(format!("registry unavailable: {e}"))
 }
 
 /// What a delegated child's token descends from (none for an instance).
@@ -798,7 +798,7 @@ impl TokenService {
         let rights = self
             .revocations
             .with(|set| check_lineage(&verified, &presented.caveats, set, lookup))
-            .map_err(|e| AccessError::Revoked(e.into()))??;
+            .map_err(|e| AccessError::Unavailable(e.into()))??;
         check_users(&self.settings.user_issuers, &verified, &rights)?;
         let agent = agent.ok_or_else(|| {
             AccessError::Revoked(format!("agent {} no longer exists", verified.agent()))

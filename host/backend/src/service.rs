@@ -211,7 +211,20 @@ async fn stop(backend: &Backend, req: hyper::Request<hyper::body::Incoming>) -> 
             StatusCode::OK,
             &serde_json::json!({ "stop": false, "lease": lease_secs }),
         ),
-        Err(e) => json(
+        Err(e) => access_refused(&e),
+    }
+}
+
+/// A long poll's refusal: an unusable token is the caller's (401), an
+/// unavailable backend is not (503, no stop order; the runtime keeps its
+/// lease and asks again).
+fn access_refused(e: &crate::exchange::AccessError) -> Response {
+    match e {
+        crate::exchange::AccessError::Unavailable(_) => json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &serde_json::json!({ "error": "temporarily_unavailable", "error_description": "the backend cannot check the token now" }),
+        ),
+        e => json(
             StatusCode::UNAUTHORIZED,
             &serde_json::json!({ "error": "invalid_token", "error_description": e.to_string() }),
         ),
@@ -245,10 +258,7 @@ async fn wait_ticket(backend: &Backend, req: hyper::Request<hyper::body::Incomin
             StatusCode::OK,
             &serde_json::json!({ "state": state.as_str() }),
         ),
-        Err(e) => json(
-            StatusCode::UNAUTHORIZED,
-            &serde_json::json!({ "error": "invalid_token", "error_description": e.to_string() }),
-        ),
+        Err(e) => access_refused(&e),
     }
 }
 

@@ -35,6 +35,10 @@ pub enum AccessError {
     /// valid rights.
     #[error("delegation: {0}")]
     Chain(#[from] CaveatError),
+    /// The backend cannot tell now (its registry or revocation state is
+    /// unavailable): refused, but not a revocation, so no stop order.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl AccessError {
@@ -51,6 +55,11 @@ impl AccessError {
             }
             AccessError::Token(_) => Refusal::denied("the instance's access token is not valid")
                 .with_status(http::StatusCode::UNAUTHORIZED),
+            // The cause is the backend's own (a store error): not shown.
+            AccessError::Unavailable(_) => {
+                Refusal::upstream("the backend cannot check the access token now; try again")
+                    .with_status(http::StatusCode::SERVICE_UNAVAILABLE)
+            }
         }
     }
 }

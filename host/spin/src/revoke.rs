@@ -39,7 +39,7 @@ pub fn stop(service: &Service, parts: &http::request::Parts) -> http::Response<B
         match service.check_access(token) {
             Ok(_) => {}
             // Not a stop order: the runtime keeps its lease and asks again.
-            Err(AccessError::Revoked(reason)) if reason == crate::service::STATE_UNAVAILABLE => {
+            Err(AccessError::Unavailable(_)) => {
                 return oauth_error(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "temporarily_unavailable",

@@ -95,12 +95,9 @@ pub struct Service {
     pub caveat_root: Zeroizing<[u8; 32]>,
 }
 
-/// The reason when the database cannot say whether a token is revoked.
-pub const STATE_UNAVAILABLE: &str = "revocation state unavailable";
-
-/// Fail closed, without internal detail on the wire.
+/// Fail closed when the database cannot say whether a token is revoked.
 fn fail_closed(_: StoreError) -> AccessError {
-    AccessError::Revoked(STATE_UNAVAILABLE.into())
+    AccessError::Unavailable("the revocation state is unavailable".into())
 }
 
 impl Service {
