@@ -35,6 +35,10 @@ pub enum ImportError {
     /// act, never a side effect of an import.
     #[error("device {0} is already enrolled with another public key")]
     DeviceKeyChanged(String),
+    /// A policy names an agent neither the config nor the registry has: a
+    /// misspelt name would leave the intended agent with no policy at all.
+    #[error("policy for agent {0}: no such agent in the config or the registry")]
+    PolicyForUnknownAgent(String),
 }
 
 /// Apply a config to the store. `new_id` makes the random, immutable id of a
@@ -47,6 +51,19 @@ pub fn import(
 ) -> Result<ImportSummary, ImportError> {
     let mut summary = ImportSummary::default();
     let at = |entry: String| move |source| ImportError::Store { entry, source };
+    // Checked before anything is applied: this refusal changes nothing.
+    for p in &config.policies {
+        let name = p.agent();
+        let known = name == edgeward_core::policy::GLOBAL
+            || config.agent(name).is_some()
+            || store
+                .agent(name)
+                .map_err(at(format!("policy {name}")))?
+                .is_some();
+        if !known {
+            return Err(ImportError::PolicyForUnknownAgent(name.to_owned()));
+        }
+    }
     for g in &config.grants {
         store
             .put_grant(g, now)

@@ -672,6 +672,9 @@ impl AdminContext {
             ImportError::DeviceKeyChanged(id) => AdminError::Conflict(format!(
                 "device {id} is already enrolled with another public key"
             )),
+            e @ ImportError::PolicyForUnknownAgent(_) => {
+                AdminError::invalid("toml", format!("{e} (nothing was applied)"))
+            }
         })?;
         for agent in self.store().agents()? {
             if before

@@ -229,6 +229,12 @@ fn bad_input_names_the_field_and_changes_nothing() {
         ("/v1/revoke", json!({"all": false}), "all"),
         ("/v1/revoke", json!({"token": "a b"}), "token"),
         ("/v1/import", json!({"toml": "[[grant]]\nname = 1"}), "toml"),
+        // A policy for a misspelt agent would leave the real one unbound.
+        (
+            "/v1/import",
+            json!({"toml": "[[policy]]\nagent = \"bott\"\n[[policy.rule]]\nname = \"all\"\neffect = \"allow\"\n"}),
+            "toml",
+        ),
         (
             "/v1/admins/add",
             json!({"name": "bob", "role": "root"}),
@@ -249,6 +255,7 @@ fn bad_input_names_the_field_and_changes_nothing() {
     assert!(store.devices().unwrap().is_empty());
     assert!(store.agents().unwrap().is_empty());
     assert!(store.revocations().unwrap().is_empty());
+    assert!(store.policies().unwrap().is_empty());
     assert_eq!(store.admins().unwrap().len(), 3);
     // Not-found targets change nothing either.
     let (status, _) = admin(&ctx, "/v1/revoke", json!({"agent": "ghost"}));
