@@ -635,3 +635,64 @@ async fn a_standalone_child_needs_a_hand_off_and_dies_with_its_parents_generatio
         (401, "revoked".into())
     );
 }
+
+/// A parent whose task may run longer than its agent's longest token: a
+/// child needs the parent's token to outlive the child's deadline, which
+/// the backend can never grant. That must not re-attest on every child (it
+/// once did: a device-signed exchange per `run-child`); the token is
+/// renewed at most once per quarter of its lifetime.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn children_of_a_long_task_do_not_re_attest_every_time() {
+    let up = Upstream::start(|r| {
+        if r.headers.get("x-api-key").map(|v| v.as_bytes()) == Some(KEY.as_bytes()) {
+            respond(200, &[], format!("ok {}", r.uri))
+        } else {
+            respond(401, &[], "no key")
+        }
+    })
+    .await;
+    // The agent's tokens live at most 60 s; its tasks may run 120 s.
+    let text = config(&up.origin()).replacen(
+        "\n[[agent]]\nname = \"courier\"",
+        "\n[[agent]]\nmax_token_lifetime_s = 60\nlimits = { task_timeout_ms = 120000 }\nname = \"courier\"",
+        1,
+    );
+    assert!(text.contains("max_token_lifetime_s = 60"));
+    let svc = Service::start(&text, &[("API_KEY", KEY)], Arc::new(SystemClock))
+        .await
+        .expect("service");
+    let parent = attest(&svc, &load("courier", COURIER_WASM), 1)
+        .await
+        .with_sub_agents(
+            vec![Arc::new(load("reader", COURIER_WASM))],
+            Box::new(SeededEntropy::new(78)),
+        );
+    let exchanges = || {
+        svc.tokens
+            .store()
+            .audit_range(1, 10_000)
+            .expect("audit")
+            .into_iter()
+            .filter(|r| r.entry.kind == "exchange" && r.entry.decision == "allow")
+            .count()
+    };
+    assert_eq!(exchanges(), 1, "the parent's own attestation");
+    let narrow = json!({ "grants": ["api"], "methods": ["GET"] });
+    for _ in 0..3 {
+        let c = run(
+            &parent,
+            child(
+                "reader",
+                json!({ "fetch": format!("{}/v1/x", up.origin()) }),
+                narrow.clone(),
+            ),
+        )
+        .await;
+        assert_eq!(child_answer(&c)["status"], 200, "{c}");
+    }
+    assert!(
+        exchanges() <= 2,
+        "three children made {} exchanges",
+        exchanges()
+    );
+}

@@ -284,10 +284,15 @@ impl InstanceToken {
         let of = |c: &Current| (c.token.clone(), c.chain_key.clone(), c.expires_at);
         if let Some(c) = current.as_ref() {
             // Renew once three quarters of the lifetime are gone, so a call
-            // never leaves with a token about to expire in flight.
-            let margin = (c.expires_at.saturating_sub(c.issued_at) / 4)
+            // never leaves with a token about to expire in flight. A
+            // `min_left` longer than the backend grants at all is capped at
+            // three quarters of it: asking for more would re-attest on every
+            // call (a delegation's deadline beyond the agent's max lifetime)
+            // and never get it.
+            let lifetime = c.expires_at.saturating_sub(c.issued_at);
+            let margin = (lifetime / 4)
                 .max(1)
-                .max(min_left);
+                .max(min_left.min(lifetime - lifetime / 4));
             if now.saturating_add(margin) < c.expires_at {
                 return Ok(of(c));
             }
