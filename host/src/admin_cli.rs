@@ -868,26 +868,43 @@ impl Client {
 
 /// Read a credential file, refusing one that others can read.
 fn read_credential(path: &Path) -> anyhow::Result<Zeroizing<String>> {
+    read_secret_file(path, "an admin credential", 64 * 1024)
+}
+
+/// A file holding one secret (an admin credential, a user assertion):
+/// refused if group or others may read it, over `max_bytes`, or empty;
+/// trimmed; the text is wiped when dropped, and never quoted in an error.
+pub(crate) fn read_secret_file(
+    path: &Path,
+    what: &str,
+    max_bytes: u64,
+) -> anyhow::Result<Zeroizing<String>> {
+    let meta =
+        std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt as _;
-        let meta =
-            std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
         if meta.permissions().mode() & 0o077 != 0 {
             bail!(
-                "{} is readable by group or others; it holds an admin credential: chmod 600 it",
+                "{} is readable by group or others; it holds {what}: chmod 600 it",
                 path.display()
             );
         }
     }
+    if meta.len() > max_bytes {
+        bail!(
+            "{} is over {max_bytes} bytes; it should hold {what}",
+            path.display()
+        );
+    }
     let text = Zeroizing::new(
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?,
+        std::fs::read_to_string(path).with_context(|| format!("{} is not text", path.display()))?,
     );
-    let credential = text.trim();
-    if credential.is_empty() {
+    let secret = text.trim();
+    if secret.is_empty() {
         bail!("{} is empty", path.display());
     }
-    Ok(Zeroizing::new(credential.to_owned()))
+    Ok(Zeroizing::new(secret.to_owned()))
 }
 
 fn parse<T: serde::de::DeserializeOwned>(v: Value) -> anyhow::Result<T> {
@@ -1123,7 +1140,7 @@ pub(crate) fn table(headers: &[&str], rows: Vec<Vec<String>>) {
 }
 
 /// Unix seconds as a UTC date and time, `2026-01-31 12:00:00Z`.
-fn time(secs: u64) -> String {
+pub(crate) fn time(secs: u64) -> String {
     let days = secs / 86_400;
     let rem = secs % 86_400;
     // Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).

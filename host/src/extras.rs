@@ -92,17 +92,7 @@ impl Extras {
 }
 
 fn read_assertion(path: &Path) -> anyhow::Result<BearerToken> {
-    let meta = std::fs::metadata(path)
-        .with_context(|| format!("cannot read the user assertion {}", path.display()))?;
-    if meta.len() > MAX_ASSERTION_BYTES {
-        bail!(
-            "the user assertion {} is over {MAX_ASSERTION_BYTES} bytes; it should hold one JWT",
-            path.display()
-        );
-    }
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("the user assertion {} is not text", path.display()))?;
-    let jwt = text.trim();
+    let jwt = crate::admin_cli::read_secret_file(path, "a user assertion", MAX_ASSERTION_BYTES)?;
     // Only the shape is checked here (never echoing the content): the
     // backend verifies the assertion itself.
     if jwt.split('.').count() != 3 || jwt.chars().any(char::is_whitespace) {
@@ -111,5 +101,5 @@ fn read_assertion(path: &Path) -> anyhow::Result<BearerToken> {
             path.display()
         );
     }
-    Ok(BearerToken::new(jwt.to_owned()))
+    Ok(BearerToken::new(jwt.as_str().to_owned()))
 }

@@ -214,7 +214,7 @@ pub async fn approvals(c: &Client, cmd: ApprovalsCmd) -> anyhow::Result<ExitCode
                 shown(&id),
                 shown_field(&t, "method"),
                 shown_field(&t, "url"),
-                t["expires_at"]
+                when(&t["expires_at"])
             );
         }
         ApprovalsCmd::Deny { id } => {
@@ -308,12 +308,22 @@ fn print_ticket(t: &Value) {
         println!("         | {}", shown(line));
     }
     println!("rule     {}", shown_field(t, "rule"));
-    println!("opened   {}  expires {}", t["created_at"], t["expires_at"]);
+    println!(
+        "opened   {}  expires {}",
+        when(&t["created_at"]),
+        when(&t["expires_at"])
+    );
     if !t["decided_by"].is_null() {
         println!(
             "decided  by {} at {}",
             shown_field(t, "decided_by"),
-            t["decided_at"]
+            when(&t["decided_at"])
         );
     }
+}
+
+/// A Unix time from the API as the admin CLI prints every time.
+fn when(v: &serde_json::Value) -> String {
+    v.as_u64()
+        .map_or_else(|| "-".to_owned(), crate::admin_cli::time)
 }

@@ -184,6 +184,11 @@ grants = ["api"]
     std::fs::write(&assertion, format!("{jwt}\n")).expect("assertion");
     let junk = dir.join("junk.jwt");
     std::fs::write(&junk, "not a jwt but a secret-ish line").expect("junk");
+    // A user assertion is a bearer secret: only its owner may read the file.
+    for f in [&assertion, &junk] {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    }
     let task = serde_json::json!({
         "child": { "agent": "reader", "task": { "who": true }, "rights": { "methods": ["GET"] } }
     })
