@@ -211,15 +211,16 @@ impl Backend {
         &self.inner.redactor
     }
 
-    /// Check a presented token (valid, not revoked) and return its agent's
-    /// request body limit — before any body is read.
-    pub fn body_limit_for(&self, token: &str) -> Result<usize, Refusal> {
-        let access = self
-            .inner
-            .tokens
-            .check_access(token)
-            .map_err(|e| e.refusal())?;
-        Ok(access.agent.limits.max_request_bytes)
+    /// Forward a call whose token the caller already checked (split mode
+    /// checks it before reading the body, to cap the body by the agent's
+    /// limit): the same path as [`Egress::forward`], without checking the
+    /// token a second time.
+    pub async fn forward_checked(
+        &self,
+        access: crate::exchange::Access,
+        call: EgressCall,
+    ) -> Result<http::Response<Bytes>, Refusal> {
+        self.inner.forward_call(Ok(access), call).await
     }
 
     /// The token service.
@@ -306,207 +307,216 @@ impl Egress for Backend {
     fn forward(&self, call: EgressCall) -> EgressFuture {
         let inner = Arc::clone(&self.inner);
         Box::pin(async move {
-            let grant = call.grant.clone();
-            let method = call.request.method().clone();
-            // Captured before injection: a query credential must never be logged.
-            let path = call.request.uri().path().to_owned();
-            let origin =
-                edgeward_core::grant::Origin::of_uri(call.request.uri()).map(|o| o.to_string());
-            let mut entry = AuditEntry {
-                kind: "egress".into(),
-                grant: Some(grant.to_string()),
-                method: Some(method.to_string()),
-                origin,
-                path: Some(path.clone()),
-                ..AuditEntry::default()
-            };
             // Stage spans (target `edgeward::stage`) time the hot path for
             // the benchmarks; disabled, each costs one relaxed load.
             let verify = tracing::trace_span!(target: "edgeward::stage", "token.verify");
             let access = inner.tokens.check_access(call.token.expose());
             drop(verify);
-            // A delegated call says so in the audit log: how many caveats and
-            // which key held the chain.
-            let mut delegated = None;
-            // What policy said, for the audit record.
-            let mut verdict_note: Option<(crate::policy::CallContext, crate::policy::Verdict)> =
-                None;
-            let (agent, instance, result) = match access {
-                Ok(access) => {
-                    if !access.caveats.is_empty() || !access.token.ancestors().is_empty() {
-                        // The whole chain as narrowed: effective rights, not
-                        // secrets (the tag never leaves the chain).
-                        let r = &access.rights;
-                        // The whole chain: the token's agent, then every
-                        // sub-agent it was handed to, in order.
-                        let path = std::iter::once(access.token.agent())
-                            .chain(r.agents.iter().map(String::as_str))
-                            .collect::<Vec<_>>()
-                            .join(" > ");
-                        let mut text = format!(
-                            "delegated: chain {path}, {} caveat(s), holder key {}, grants [{}]",
-                            access.caveats.len() + access.token.inherited_caveats().len(),
-                            r.holder,
-                            r.grants
-                                .iter()
-                                .map(GrantName::as_str)
-                                .collect::<Vec<_>>()
-                                .join(",")
-                        );
-                        if let Some(m) = &r.methods {
-                            text.push_str(&format!(", methods [{}]", m.join(",")));
-                        }
-                        for set in &r.path_prefixes {
-                            text.push_str(&format!(", paths [{}]", set.join(",")));
-                        }
-                        if r.expires_at != u64::MAX {
-                            text.push_str(&format!(", until {}", r.expires_at));
-                        }
-                        text.truncate(1500);
-                        delegated = Some(text);
-                    }
-                    let token = &access.token;
-                    let agent = token.agent().to_owned();
-                    let instance = token.instance().to_owned();
-                    let verify = tracing::trace_span!(target: "edgeward::stage", "proof.verify");
-                    let proof = inner.tokens.check_proof(
-                        &call.proof,
-                        call.request.method(),
-                        call.request.uri(),
-                        call.token.expose(),
-                        // An attenuated token's proofs come from the key its
-                        // last holder caveat names (the child's).
-                        &access.rights.holder,
-                    );
-                    drop(verify);
-                    entry.agent = Some(agent.clone());
-                    entry.instance = crate::revocation::spiffe_segment(&instance, "/instance/")
-                        .map(str::to_owned);
-                    entry.device = crate::revocation::spiffe_segment(token.device(), "/device/")
-                        .map(str::to_owned);
-                    entry.jti = Some(token.jti().to_owned());
-                    // Who the call was for, when not the instance itself.
-                    entry.user = token.on_behalf_of().map(str::to_owned);
-                    // Whom policy keys this call by: the acting (sub-)agent,
-                    // the user, and the agent at the top of the delegation.
-                    let ctx = crate::policy::CallContext {
-                        agent: access
-                            .rights
-                            .agents
-                            .last()
-                            .cloned()
-                            .unwrap_or_else(|| agent.clone()),
-                        instance: entry.instance.clone().unwrap_or_default(),
-                        user: entry.user.clone(),
-                        root: token
-                            .ancestors()
-                            .last()
-                            .map_or_else(|| agent.clone(), |a| a.agent.clone()),
-                        generation: access.agent.generation,
-                    };
-                    let result = match proof {
-                        Ok(()) => match inner
-                            .forward(&access.agent, &access.rights, &ctx, call)
-                            .await
-                        {
-                            Ok((response, verdict)) => {
-                                verdict_note = Some((ctx, verdict));
-                                Ok(response)
-                            }
-                            Err(r) => Err(r),
-                        },
-                        Err(e) => {
-                            tracing::warn!(%grant, "DPoP proof refused: {e}");
-                            Err(Refusal::denied(format!("proof of possession refused: {e}"))
-                                .with_status(StatusCode::UNAUTHORIZED))
-                        }
-                    };
-                    (agent, instance, result)
-                }
-                Err(e) => {
-                    tracing::warn!(%grant, "access token refused: {e}");
-                    ("-".to_owned(), "-".to_owned(), Err(e.refusal()))
-                }
-            };
-            // The path is the guest's text: scanned before it is logged.
-            let logged_path =
-                String::from_utf8_lossy(&inner.scanner.apply(path.as_bytes()).bytes).into_owned();
-            match &result {
-                Ok(resp) => {
-                    tracing::info!(%agent, %instance, %grant, %method, path = %logged_path, status = resp.status().as_u16(), "egress forwarded")
-                }
-                Err(r) => {
-                    let detail =
-                        String::from_utf8_lossy(&inner.scanner.apply(r.detail.as_bytes()).bytes)
-                            .into_owned();
-                    tracing::warn!(%agent, %instance, %grant, %method, path = %logged_path, class = %r.class, %detail, "egress refused")
-                }
-            }
-            // Defence in depth: whatever produced a refusal's detail, it
-            // leaves without any credential in it.
-            let result = result.map_err(|mut r| {
-                r.detail = inner.redactor.redact_str(&r.detail).0;
-                r
-            });
-            match &result {
-                Ok(resp) => {
-                    entry.decision = "allow".into();
-                    let answered = format!("upstream answered {}", resp.status().as_u16());
-                    // Stored with the record: policy state is rebuilt from it.
-                    entry.policy_event =
-                        verdict_note.as_ref().and_then(|(_, v)| v.event().cloned());
-                    use crate::policy::Verdict;
-                    entry.reason = Some(match verdict_note.take() {
-                        Some((ctx, Verdict::Approved { ticket, by, at, .. })) => {
-                            let user = ctx
-                                .user
-                                .as_deref()
-                                .map(|u| format!(" on behalf of {u}"))
-                                .unwrap_or_default();
-                            format!(
-                                "agent {} (instance {}){user} did {method} {}{}, approved by {by} at {at} (ticket {ticket}); {answered}",
-                                ctx.agent,
-                                ctx.instance,
-                                entry.origin.as_deref().unwrap_or(""),
-                                entry.path.as_deref().unwrap_or("")
-                            )
-                        }
-                        Some((_, Verdict::Allowed { rule, .. })) => {
-                            format!("{answered} (policy: allowed by {rule})")
-                        }
-                        _ => answered,
-                    });
-                }
-                Err(r) => {
-                    entry.decision = "deny".into();
-                    let mut reason = format!("{}: {}", r.class, r.detail);
-                    if let Some(rule) = &r.rule {
-                        reason.push_str(&format!(" (rule {rule})"));
-                    }
-                    entry.reason = Some(reason);
-                }
-            }
-            if let (Some(d), Some(reason)) = (&delegated, entry.reason.as_mut()) {
-                reason.push_str(" (");
-                reason.push_str(d);
-                reason.push(')');
-            }
-            // No decision without its record: if the audit log cannot take
-            // it, the guest gets no upstream bytes either.
-            let audit = tracing::trace_span!(target: "edgeward::stage", "audit");
-            let written = inner.tokens.audit_async(entry).await;
-            drop(audit);
-            if let Err(e) = written {
-                tracing::error!("cannot write the audit log: {e}");
-                return Err(Refusal::upstream("the audit log is unavailable")
-                    .with_status(StatusCode::SERVICE_UNAVAILABLE));
-            }
-            result
+            inner.forward_call(access, call).await
         })
     }
 }
 
 impl Inner {
+    /// A call whose token was checked (`access`): proof, rules, policy,
+    /// credential, upstream, redaction, and its audit record.
+    async fn forward_call(
+        &self,
+        access: Result<crate::exchange::Access, crate::exchange::AccessError>,
+        call: EgressCall,
+    ) -> Result<http::Response<Bytes>, Refusal> {
+        let inner = self;
+        let grant = call.grant.clone();
+        let method = call.request.method().clone();
+        // Captured before injection: a query credential must never be logged.
+        let path = call.request.uri().path().to_owned();
+        let origin =
+            edgeward_core::grant::Origin::of_uri(call.request.uri()).map(|o| o.to_string());
+        let mut entry = AuditEntry {
+            kind: "egress".into(),
+            grant: Some(grant.to_string()),
+            method: Some(method.to_string()),
+            origin,
+            path: Some(path.clone()),
+            ..AuditEntry::default()
+        };
+        // A delegated call says so in the audit log: how many caveats and
+        // which key held the chain.
+        let mut delegated = None;
+        // What policy said, for the audit record.
+        let mut verdict_note: Option<(crate::policy::CallContext, crate::policy::Verdict)> = None;
+        let (agent, instance, result) = match access {
+            Ok(access) => {
+                if !access.caveats.is_empty() || !access.token.ancestors().is_empty() {
+                    // The whole chain as narrowed: effective rights, not
+                    // secrets (the tag never leaves the chain).
+                    let r = &access.rights;
+                    // The whole chain: the token's agent, then every
+                    // sub-agent it was handed to, in order.
+                    let path = std::iter::once(access.token.agent())
+                        .chain(r.agents.iter().map(String::as_str))
+                        .collect::<Vec<_>>()
+                        .join(" > ");
+                    let mut text = format!(
+                        "delegated: chain {path}, {} caveat(s), holder key {}, grants [{}]",
+                        access.caveats.len() + access.token.inherited_caveats().len(),
+                        r.holder,
+                        r.grants
+                            .iter()
+                            .map(GrantName::as_str)
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    );
+                    if let Some(m) = &r.methods {
+                        text.push_str(&format!(", methods [{}]", m.join(",")));
+                    }
+                    for set in &r.path_prefixes {
+                        text.push_str(&format!(", paths [{}]", set.join(",")));
+                    }
+                    if r.expires_at != u64::MAX {
+                        text.push_str(&format!(", until {}", r.expires_at));
+                    }
+                    text.truncate(1500);
+                    delegated = Some(text);
+                }
+                let token = &access.token;
+                let agent = token.agent().to_owned();
+                let instance = token.instance().to_owned();
+                let verify = tracing::trace_span!(target: "edgeward::stage", "proof.verify");
+                let proof = inner.tokens.check_proof(
+                    &call.proof,
+                    call.request.method(),
+                    call.request.uri(),
+                    call.token.expose(),
+                    // An attenuated token's proofs come from the key its
+                    // last holder caveat names (the child's).
+                    &access.rights.holder,
+                );
+                drop(verify);
+                entry.agent = Some(agent.clone());
+                entry.instance =
+                    crate::revocation::spiffe_segment(&instance, "/instance/").map(str::to_owned);
+                entry.device = crate::revocation::spiffe_segment(token.device(), "/device/")
+                    .map(str::to_owned);
+                entry.jti = Some(token.jti().to_owned());
+                // Who the call was for, when not the instance itself.
+                entry.user = token.on_behalf_of().map(str::to_owned);
+                // Whom policy keys this call by: the acting (sub-)agent,
+                // the user, and the agent at the top of the delegation.
+                let ctx = crate::policy::CallContext {
+                    agent: access
+                        .rights
+                        .agents
+                        .last()
+                        .cloned()
+                        .unwrap_or_else(|| agent.clone()),
+                    instance: entry.instance.clone().unwrap_or_default(),
+                    user: entry.user.clone(),
+                    root: token
+                        .ancestors()
+                        .last()
+                        .map_or_else(|| agent.clone(), |a| a.agent.clone()),
+                    generation: access.agent.generation,
+                };
+                let result = match proof {
+                    Ok(()) => match inner
+                        .forward(&access.agent, &access.rights, &ctx, call)
+                        .await
+                    {
+                        Ok((response, verdict)) => {
+                            verdict_note = Some((ctx, verdict));
+                            Ok(response)
+                        }
+                        Err(r) => Err(r),
+                    },
+                    Err(e) => {
+                        tracing::warn!(%grant, "DPoP proof refused: {e}");
+                        Err(Refusal::denied(format!("proof of possession refused: {e}"))
+                            .with_status(StatusCode::UNAUTHORIZED))
+                    }
+                };
+                (agent, instance, result)
+            }
+            Err(e) => {
+                tracing::warn!(%grant, "access token refused: {e}");
+                ("-".to_owned(), "-".to_owned(), Err(e.refusal()))
+            }
+        };
+        // The path is the guest's text: scanned before it is logged.
+        let logged_path =
+            String::from_utf8_lossy(&inner.scanner.apply(path.as_bytes()).bytes).into_owned();
+        match &result {
+            Ok(resp) => {
+                tracing::info!(%agent, %instance, %grant, %method, path = %logged_path, status = resp.status().as_u16(), "egress forwarded")
+            }
+            Err(r) => {
+                let detail =
+                    String::from_utf8_lossy(&inner.scanner.apply(r.detail.as_bytes()).bytes)
+                        .into_owned();
+                tracing::warn!(%agent, %instance, %grant, %method, path = %logged_path, class = %r.class, %detail, "egress refused")
+            }
+        }
+        // Defence in depth: whatever produced a refusal's detail, it
+        // leaves without any credential in it.
+        let result = result.map_err(|mut r| {
+            r.detail = inner.redactor.redact_str(&r.detail).0;
+            r
+        });
+        match &result {
+            Ok(resp) => {
+                entry.decision = "allow".into();
+                let answered = format!("upstream answered {}", resp.status().as_u16());
+                // Stored with the record: policy state is rebuilt from it.
+                entry.policy_event = verdict_note.as_ref().and_then(|(_, v)| v.event().cloned());
+                use crate::policy::Verdict;
+                entry.reason = Some(match verdict_note.take() {
+                    Some((ctx, Verdict::Approved { ticket, by, at, .. })) => {
+                        let user = ctx
+                            .user
+                            .as_deref()
+                            .map(|u| format!(" on behalf of {u}"))
+                            .unwrap_or_default();
+                        format!(
+                            "agent {} (instance {}){user} did {method} {}{}, approved by {by} at {at} (ticket {ticket}); {answered}",
+                            ctx.agent,
+                            ctx.instance,
+                            entry.origin.as_deref().unwrap_or(""),
+                            entry.path.as_deref().unwrap_or("")
+                        )
+                    }
+                    Some((_, Verdict::Allowed { rule, .. })) => {
+                        format!("{answered} (policy: allowed by {rule})")
+                    }
+                    _ => answered,
+                });
+            }
+            Err(r) => {
+                entry.decision = "deny".into();
+                let mut reason = format!("{}: {}", r.class, r.detail);
+                if let Some(rule) = &r.rule {
+                    reason.push_str(&format!(" (rule {rule})"));
+                }
+                entry.reason = Some(reason);
+            }
+        }
+        if let (Some(d), Some(reason)) = (&delegated, entry.reason.as_mut()) {
+            reason.push_str(" (");
+            reason.push_str(d);
+            reason.push(')');
+        }
+        // No decision without its record: if the audit log cannot take
+        // it, the guest gets no upstream bytes either.
+        let audit = tracing::trace_span!(target: "edgeward::stage", "audit");
+        let written = inner.tokens.audit_async(entry).await;
+        drop(audit);
+        if let Err(e) = written {
+            tracing::error!("cannot write the audit log: {e}");
+            return Err(Refusal::upstream("the audit log is unavailable")
+                .with_status(StatusCode::SERVICE_UNAVAILABLE));
+        }
+        result
+    }
+
     /// The rest of the egress path, for a caller whose token verified.
     async fn forward(
         &self,

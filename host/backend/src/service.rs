@@ -19,7 +19,7 @@
 use crate::forward::Backend;
 use bytes::Bytes;
 use edgeward_core::egress::{
-    ATTESTATION_TOKEN_TYPE, BearerToken, Egress, EgressCall, TOKEN_EXCHANGE_GRANT, TokenRequest,
+    ATTESTATION_TOKEN_TYPE, BearerToken, EgressCall, TOKEN_EXCHANGE_GRANT, TokenRequest,
 };
 use edgeward_core::problem::Refusal;
 use http::{HeaderValue, Method, StatusCode};
@@ -393,7 +393,7 @@ async fn revoke(
 
 async fn egress(backend: &Backend, req: hyper::Request<hyper::body::Incoming>) -> Response {
     match egress_call(backend, req).await {
-        Ok(call) => match backend.forward(call).await {
+        Ok((access, call)) => match backend.forward_checked(access, call).await {
             Ok(resp) => resp.map(Full::new),
             Err(refusal) => refusal.to_response().map(Full::new),
         },
@@ -401,11 +401,12 @@ async fn egress(backend: &Backend, req: hyper::Request<hyper::body::Incoming>) -
     }
 }
 
-/// Rebuild the guest request from the egress route's envelope.
+/// Rebuild the guest request from the egress route's envelope, with its
+/// token checked (once: the call goes on with this check).
 async fn egress_call(
     backend: &Backend,
     req: hyper::Request<hyper::body::Incoming>,
-) -> Result<EgressCall, Refusal> {
+) -> Result<(crate::exchange::Access, EgressCall), Refusal> {
     let (mut parts, body) = req.into_parts();
     let edgeward_core::crossing::Envelope {
         token,
@@ -417,7 +418,11 @@ async fn egress_call(
     // The token is checked before the body is read: an unauthenticated
     // caller cannot make the backend buffer anything, and an authenticated
     // one only up to its agent's own limit, within a deadline.
-    let limit = backend.body_limit_for(&token)?;
+    let access = backend
+        .tokens()
+        .check_access(&token)
+        .map_err(|e| e.refusal())?;
+    let limit = access.agent.limits.max_request_bytes;
     let body = tokio::time::timeout(BODY_READ_TIMEOUT, Limited::new(body, limit).collect())
         .await
         .map_err(|_| Refusal::invalid("the request body did not arrive in time"))?
@@ -427,12 +432,15 @@ async fn egress_call(
     *request.method_mut() = method;
     *request.uri_mut() = target;
     *request.headers_mut() = parts.headers;
-    Ok(EgressCall {
-        token: BearerToken::new(token),
-        proof,
-        grant,
-        request,
-    })
+    Ok((
+        access,
+        EgressCall {
+            token: BearerToken::new(token),
+            proof,
+            grant,
+            request,
+        },
+    ))
 }
 
 fn json(status: StatusCode, value: &serde_json::Value) -> Response {
