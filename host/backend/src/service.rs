@@ -418,10 +418,10 @@ async fn egress_call(
     // The token is checked before the body is read: an unauthenticated
     // caller cannot make the backend buffer anything, and an authenticated
     // one only up to its agent's own limit, within a deadline.
-    let access = backend
-        .tokens()
-        .check_access(&token)
-        .map_err(|e| e.refusal())?;
+    let verify = tracing::trace_span!(target: "edgeward::stage", "token.verify");
+    let access = backend.tokens().check_access(&token);
+    drop(verify);
+    let access = access.map_err(|e| e.refusal())?;
     let limit = access.agent.limits.max_request_bytes;
     let body = tokio::time::timeout(BODY_READ_TIMEOUT, Limited::new(body, limit).collect())
         .await
