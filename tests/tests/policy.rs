@@ -800,3 +800,88 @@ async fn stored_policy_events_do_not_keep_a_secret_from_the_path() {
         assert!(!reason.contains(&token));
     }
 }
+
+/// A parent's sequence rule sees what its sub-agents do: a child (agent
+/// `other`, with no policy of its own) reading mail sets the parent's
+/// trigger, so the parent cannot launder "no paste after mail" through it —
+/// also after a restart of the backend.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parents_sequence_rules_see_its_sub_agents_calls() {
+    use edgeward_core::caveat::{Caveat, Chain};
+    use edgeward_core::keys::Signer as _;
+    const TREE: &str = r#"
+[[policy]]
+agent = "hostile"
+
+[[policy.rule]]
+name = "all"
+effect = "allow"
+
+[[policy.after]]
+name = "no-paste-after-mail"
+after = { grant = "mail" }
+then = { grant = "paste", methods = ["POST"] }
+effect = "deny"
+"#;
+    let s = setup(TREE, false).await;
+    let parent = instance(&s.svc, "hostile", 7).await;
+    assert_eq!(
+        call(&s, &parent, "POST", "/p/before", "paste", &[], b"x")
+            .await
+            .status,
+        200
+    );
+    let child_key = Ed25519Signer::generate(&mut SeededEntropy::new(71)).expect("key");
+    let chain = Chain::new(
+        parent.token.clone(),
+        parent.chain_key.clone().expect("chain key"),
+    )
+    .append(Caveat::Agent("other".into()))
+    .and_then(|c| c.append(Caveat::Holder(child_key.public_key().jwk_thumbprint())))
+    .expect("caveats")
+    .encode();
+    let url = format!("{}/mail/inbox", s.up.origin());
+    let read = raw_call(&s.svc, &chain, &child_key, "GET", &url, "mail", &[], b"").await;
+    assert_eq!(read.status, 200, "{:?}", read.body);
+    let refused = call(&s, &parent, "POST", "/p/after", "paste", &[], b"x").await;
+    assert_eq!(refused.status, 403, "{:?}", refused.body);
+    assert_eq!(
+        rule_of(&refused),
+        "policy \"hostile\".after \"no-paste-after-mail\""
+    );
+
+    // The child's call is stored as a policy event and replayed: a
+    // restarted backend still holds the parent to it.
+    let restarted = edgeward_backend::Backend::with_secrets(
+        Arc::clone(&s.svc.tokens),
+        edgeward_tests::secrets_from(&[("API_KEY", KEY)]),
+    )
+    .expect("backend");
+    let url = format!("{}/p/after-restart", s.up.origin());
+    let proof = edgeward_core::dpop::create_proof(
+        &parent.key,
+        &http::Method::POST,
+        &url.parse().expect("url"),
+        &parent.token,
+        edgeward_core::clock::SystemClock.now(),
+        &[9; 16],
+    )
+    .expect("proof");
+    let mut request = http::Request::new(bytes::Bytes::from_static(b"x"));
+    *request.method_mut() = http::Method::POST;
+    *request.uri_mut() = url.parse().expect("url");
+    use edgeward_core::egress::Egress as _;
+    let after_restart = restarted
+        .forward(edgeward_core::egress::EgressCall {
+            token: edgeward_core::egress::BearerToken::new(parent.token.clone()),
+            proof,
+            grant: edgeward_core::grant::GrantName::new("paste").expect("grant"),
+            request,
+        })
+        .await
+        .expect_err("still after mail");
+    assert_eq!(
+        after_restart.rule.as_deref(),
+        Some("policy \"hostile\".after \"no-paste-after-mail\"")
+    );
+}

@@ -582,7 +582,7 @@ impl Inner {
         // The call as shown to policy is kept only when a policy applies:
         // with none, nothing is copied.
         let decide = tracing::trace_span!(target: "edgeward::stage", "policy.decide");
-        let held = self.policy.policies_for(&self.tokens, &ctx.agent)?;
+        let held = self.policy.policies_for(&self.tokens, ctx)?;
         let shown = (!held.is_empty()).then(|| (parts.uri.clone(), parts.headers.clone()));
         drop(decide);
         inject_credential(&mut parts, &grant.credential, secret)?;

@@ -65,6 +65,9 @@ pub(crate) struct Action<'a> {
 pub(crate) enum Verdict {
     /// No policy applies: the grants alone decided.
     Unbound,
+    /// No rule of the acting agent's applies, but its delegation tree's
+    /// root has sequence rules: the call counts towards them.
+    Sequenced { event: PolicyEvent },
     /// A rule allowed it.
     Allowed { rule: String, event: PolicyEvent },
     /// A person approved this exact call.
@@ -81,7 +84,9 @@ impl Verdict {
     pub(crate) fn event(&self) -> Option<&PolicyEvent> {
         match self {
             Verdict::Unbound => None,
-            Verdict::Allowed { event, .. } | Verdict::Approved { event, .. } => Some(event),
+            Verdict::Allowed { event, .. }
+            | Verdict::Approved { event, .. }
+            | Verdict::Sequenced { event } => Some(event),
         }
     }
 }
@@ -103,29 +108,54 @@ pub(crate) struct PolicyEngine {
     states: Mutex<HashMap<StateKey, KeyState>>,
 }
 
+/// The policies a call is held to: the acting agent's own and the global
+/// one decide it; the delegation root's own (when another agent acts in
+/// its tree) only sees it, for its sequence triggers, so a parent cannot
+/// launder a sequence through a child.
+pub(crate) struct Held {
+    own: Vec<Arc<Policy>>,
+    root: Option<Arc<Policy>>,
+}
+
+impl Held {
+    /// No policy sees the call: the grants alone decide.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.own.is_empty() && self.root.is_none()
+    }
+}
+
 impl PolicyEngine {
-    /// Decide one call. `scrub` makes guest-sent text safe to store on a
-    /// ticket (known secret formats and every credential held, redacted).
+    /// The policies holding a call by `ctx.agent` in `ctx.root`'s tree.
     pub(crate) fn policies_for(
         &self,
         tokens: &TokenService,
-        agent: &str,
-    ) -> Result<Vec<Arc<Policy>>, Refusal> {
-        tokens.store().policies_for(agent).map_err(unavailable)
+        ctx: &CallContext,
+    ) -> Result<Held, Refusal> {
+        let store = tokens.store();
+        let own = store.policies_for(&ctx.agent).map_err(unavailable)?;
+        let root = if ctx.root != ctx.agent {
+            store.policy(&ctx.root).map_err(unavailable)?
+        } else {
+            None
+        };
+        Ok(Held { own, root })
     }
 
-    /// Decide one call under `held` (from [`Self::policies_for`]).
+    /// Decide one call under `held` (from [`Self::policies_for`]). `scrub`
+    /// makes guest-sent text safe to store on a ticket (known secret
+    /// formats and every credential held, redacted).
     pub(crate) fn decide(
         &self,
         tokens: &TokenService,
         scrub: &dyn Fn(&str) -> String,
         ctx: &CallContext,
-        held: &[Arc<Policy>],
+        held: &Held,
         action: &Action<'_>,
     ) -> Result<Verdict, Refusal> {
         let store = tokens.store();
-        let policies: Vec<&Policy> = held.iter().map(Arc::as_ref).collect();
-        if policies.is_empty() {
+        let policies: Vec<&Policy> = held.own.iter().map(Arc::as_ref).collect();
+        let root: Vec<&Policy> = held.root.iter().map(Arc::as_ref).collect();
+        if policies.is_empty() && root.is_empty() {
             return Ok(Verdict::Unbound);
         }
         let now = tokens.clock().now();
@@ -145,6 +175,15 @@ impl PolicyEngine {
             bytes: sent as u64,
         };
         let key: StateKey = (ctx.user.clone(), ctx.root.clone());
+        if policies.is_empty() {
+            // No rule of its own: the call goes through, and the root's
+            // sequences see it.
+            let mut states = self.states.lock().unwrap_or_else(|p| p.into_inner());
+            policy::record_triggers(&root, states.entry(key).or_default(), &call, now);
+            return Ok(Verdict::Sequenced {
+                event: event_of(ctx, &call),
+            });
+        }
         let decision = {
             let mut states = self.states.lock().unwrap_or_else(|p| p.into_inner());
             if states.len() >= MAX_KEYS && !states.contains_key(&key) {
@@ -159,12 +198,12 @@ impl PolicyEngine {
                     .with_status(StatusCode::SERVICE_UNAVAILABLE));
                 }
             }
-            policy::evaluate(
-                &policies,
-                states.entry(key.clone()).or_default(),
-                &call,
-                now,
-            )
+            let state = states.entry(key.clone()).or_default();
+            let decision = policy::evaluate(&policies, state, &call, now);
+            if decision.outcome == Outcome::Allow {
+                policy::record_triggers(&root, state, &call, now);
+            }
+            decision
         };
         match decision.outcome {
             Outcome::Allow => Ok(Verdict::Allowed {
@@ -186,7 +225,9 @@ impl PolicyEngine {
                         // approval finds it used.
                         if store.use_approval(&t.id, now).map_err(unavailable)? {
                             let mut states = self.states.lock().unwrap_or_else(|p| p.into_inner());
-                            policy::record(&policies, states.entry(key).or_default(), &call, now);
+                            let state = states.entry(key).or_default();
+                            policy::record(&policies, state, &call, now);
+                            policy::record_triggers(&root, state, &call, now);
                             let verdict = Verdict::Approved {
                                 ticket: t.id.clone(),
                                 by: t.decided_by.clone().unwrap_or_default(),
@@ -323,10 +364,16 @@ impl PolicyEngine {
         let mut replayed = 0usize;
         for (at, ev) in store.policy_events_since(since)? {
             let held = store.policies_for(&ev.agent)?;
-            if held.is_empty() {
+            let root = if ev.root != ev.agent {
+                store.policy(&ev.root)?
+            } else {
+                None
+            };
+            if held.is_empty() && root.is_none() {
                 continue;
             }
             let policies: Vec<&Policy> = held.iter().map(Arc::as_ref).collect();
+            let root: Vec<&Policy> = root.iter().map(Arc::as_ref).collect();
             let call = Call {
                 agent: &ev.agent,
                 grant: &ev.grant,
@@ -339,6 +386,7 @@ impl PolicyEngine {
                 .entry((ev.user.clone(), ev.root.clone()))
                 .or_default();
             policy::record(&policies, state, &call, at);
+            policy::record_triggers(&root, state, &call, at);
             replayed += 1;
         }
         drop(states);

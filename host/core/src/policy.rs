@@ -814,13 +814,8 @@ fn prune<T>(q: &mut VecDeque<T>, now: u64, window: u64, time: impl Fn(&T) -> u64
 /// Record a forwarded call: triggers of sequence rules, counts, bytes and
 /// rate tokens.
 pub fn record(policies: &[&Policy], state: &mut KeyState, call: &Call<'_>, now: u64) {
-    state.last_seen = state.last_seen.max(now);
+    record_triggers(policies, state, call, now);
     for p in policies {
-        for a in &p.after {
-            if a.after.matches(call) {
-                state.triggered.insert(a.id.clone(), now);
-            }
-        }
         for l in &p.limits {
             if !l.select.matches(call) {
                 continue;
@@ -845,6 +840,22 @@ pub fn record(policies: &[&Policy], state: &mut KeyState, call: &Call<'_>, now: 
                         *tokens -= 1.0;
                     }
                 }
+            }
+        }
+    }
+}
+
+/// Record only what `policies`' sequence rules remember of a call that went
+/// through: for the other agents of a delegation tree, whose `after`
+/// triggers a sub-agent's call sets too (otherwise a parent could launder
+/// a sequence through a child). Their counts and rates are not touched:
+/// limits stay per acting agent under its own policy.
+pub fn record_triggers(policies: &[&Policy], state: &mut KeyState, call: &Call<'_>, now: u64) {
+    state.last_seen = state.last_seen.max(now);
+    for p in policies {
+        for a in &p.after {
+            if a.after.matches(call) {
+                state.triggered.insert(a.id.clone(), now);
             }
         }
     }
