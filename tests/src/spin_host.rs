@@ -104,6 +104,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(90);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long `open` and each statement wait for a database lock.
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// The most of a component's stderr kept (writes past it fail).
+const STDERR_CAPACITY: usize = 1 << 20;
 /// The one database label a Spin component gets without runtime config.
 const DEFAULT_DATABASE: &str = "default";
 
@@ -161,19 +163,21 @@ impl SpinServer {
             outbound: Arc::new(outbound),
             guests: Mutex::new(Vec::new()),
             read: Mutex::new(std::collections::BTreeSet::new()),
+            stderr: wasmtime_wasi::p2::pipe::MemoryOutputPipe::new(STDERR_CAPACITY),
         });
         let accept = tokio::spawn(accept_loop(listener, Arc::clone(&app)));
         Ok(SpinServer { addr, app, accept })
     }
 
-    /// Where it listens.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
     /// `http://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// What the component wrote to stderr so far (a guest panic's message,
+    /// for instance), for tests to check and show.
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.app.stderr.contents()).into_owned()
     }
 
     /// Every variable name the component asked for so far, defined or not.
@@ -209,6 +213,9 @@ struct App {
     outbound: Arc<Outbound>,
     /// Guest tasks, so that dropping the server cancels them.
     guests: Mutex<Vec<AbortHandle>>,
+    /// What the component wrote to stderr, every instance's: tests check
+    /// that no secret went there.
+    stderr: wasmtime_wasi::p2::pipe::MemoryOutputPipe,
 }
 
 /// The process's engine: compiled components are only valid in the engine
@@ -409,10 +416,10 @@ struct SpinState {
 
 impl SpinState {
     fn new(app: &Arc<App>) -> SpinState {
-        // No preopens, env, args or sockets; stderr is inherited so that a
-        // guest panic shows in the test output.
+        // No preopens, env, args or sockets; stderr is kept (see
+        // `SpinServer::stderr`), so tests can check it holds no secret.
         let wasi = WasiCtxBuilder::new()
-            .inherit_stderr()
+            .stderr(app.stderr.clone())
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)

@@ -1135,6 +1135,10 @@ async fn native_and_spin_decide_every_case_alike() {
         joined.contains("revoked instance"),
         "the admin revocation is audited"
     );
+    // Nothing the component wrote to stderr holds a credential either.
+    let stderr = server.stderr();
+    assert_no_secret(&stderr, KEY, "the Spin component's stderr");
+    assert_no_secret(&stderr, ADMIN, "the Spin component's stderr");
     let bytes = std::fs::read(db).expect("database file");
     assert_no_secret(&String::from_utf8_lossy(&bytes), KEY, "the Spin database");
 }
