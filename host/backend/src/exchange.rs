@@ -109,6 +109,9 @@ pub struct Access {
     /// The caveats of the chain the token was presented with (none for a
     /// bare token).
     pub caveats: Vec<edgeward_core::caveat::Caveat>,
+    /// The registry generation of the agent acting (the chain's last
+    /// sub-agent, else the token's agent): approvals are bound to it.
+    pub acting_generation: u64,
 }
 
 /// The token service. Thread-safe; share it behind an `Arc`.
@@ -795,11 +798,11 @@ impl TokenService {
                 grants: r.grants.into(),
             }))
         };
-        let rights = self
+        let checked = self
             .revocations
             .with(|set| check_lineage(&verified, &presented.caveats, set, lookup))
             .map_err(|e| AccessError::Unavailable(e.into()))??;
-        check_users(&self.settings.user_issuers, &verified, &rights)?;
+        check_users(&self.settings.user_issuers, &verified, &checked.rights)?;
         let agent = agent.ok_or_else(|| {
             AccessError::Revoked(format!("agent {} no longer exists", verified.agent()))
         })?;
@@ -807,7 +810,8 @@ impl TokenService {
             caveats: presented.caveats,
             token: verified,
             agent,
-            rights,
+            rights: checked.rights,
+            acting_generation: checked.acting_generation,
         })
     }
 

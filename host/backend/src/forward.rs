@@ -416,7 +416,9 @@ impl Inner {
                         .ancestors()
                         .last()
                         .map_or_else(|| agent.clone(), |a| a.agent.clone()),
-                    generation: access.agent.generation,
+                    // The acting agent's: an approval dies with its
+                    // re-registration, a sub-agent's included.
+                    generation: access.acting_generation,
                 };
                 let result = match proof {
                     Ok(()) => match inner

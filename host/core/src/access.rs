@@ -135,6 +135,17 @@ pub struct LiveAgent<'a> {
     pub grants: std::borrow::Cow<'a, [GrantName]>,
 }
 
+/// What a token that passed [`check_lineage`] may do, and the registry
+/// generation of the agent acting with it (the last sub-agent its chain
+/// names, else the token's agent): an approval is bound to that one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checked {
+    /// The rights.
+    pub rights: Rights,
+    /// The acting agent's generation.
+    pub acting_generation: u64,
+}
+
 /// The revocation and registry checks of a token, and what it may do: the
 /// token itself, each ancestor (its revocations, and its agent still at the
 /// generation it had), the token's agent at the token's generation; then
@@ -148,7 +159,7 @@ pub fn check_lineage<'r>(
     caveats: &[Caveat],
     revoked: &RevocationSet,
     mut agent: impl FnMut(&str) -> Result<Option<LiveAgent<'r>>, AccessError>,
-) -> Result<Rights, AccessError> {
+) -> Result<Checked, AccessError> {
     if let Some(reason) = revoked.check(token) {
         return Err(AccessError::Revoked(reason));
     }
@@ -189,6 +200,7 @@ pub fn check_lineage<'r>(
         }
     }
     let mut rights = rights_of(token, caveats)?;
+    let mut acting_generation = token.generation();
     // A chain naming sub-agents holds at most what each of them holds now,
     // and nothing while one is unknown or revoked: a parent cannot lend
     // its rights to an agent nobody registered.
@@ -202,8 +214,12 @@ pub fn check_lineage<'r>(
             return Err(AccessError::Revoked(format!("sub-agent {name}: {reason}")));
         }
         rights.grants.retain(|g| sub.grants.contains(g));
+        acting_generation = sub.generation;
     }
-    Ok(rights)
+    Ok(Checked {
+        rights,
+        acting_generation,
+    })
 }
 
 /// Every agent acting for a user (the token's, its ancestors', the chain's
@@ -342,8 +358,9 @@ mod tests {
             }
         };
         let none = RevocationSet::default();
-        let rights = check_lineage(&t, &[], &none, registry(2)).expect("live");
-        assert_eq!(rights.grants, grants(&["a", "b"]));
+        let checked = check_lineage(&t, &[], &none, registry(2)).expect("live");
+        assert_eq!(checked.rights.grants, grants(&["a", "b"]));
+        assert_eq!(checked.acting_generation, 2);
         let e = check_lineage(&t, &[], &none, registry(3)).expect_err("moved");
         assert_eq!(
             e,
@@ -359,8 +376,9 @@ mod tests {
         // A chain naming a sub-agent keeps only what the sub-agent holds;
         // an unregistered one holds nothing.
         let sub = [Caveat::Agent("sub".into())];
-        let rights = check_lineage(&t, &sub, &none, registry(2)).expect("sub-agent");
-        assert_eq!(rights.grants, held);
+        let checked = check_lineage(&t, &sub, &none, registry(2)).expect("sub-agent");
+        assert_eq!(checked.rights.grants, held);
+        assert_eq!(checked.acting_generation, 1, "the sub-agent's");
         let ghost = [Caveat::Agent("ghost".into())];
         let e = check_lineage(&t, &ghost, &none, registry(2)).expect_err("ghost");
         assert_eq!(

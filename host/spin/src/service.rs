@@ -170,7 +170,8 @@ impl Service {
                 generation: a.generation,
                 grants: a.grants.as_slice().into(),
             }))
-        })?;
+        })?
+        .rights;
         check_users(&config.backend.user_issuers, &verified, &rights)?;
         let agent = config.agent(verified.agent()).ok_or_else(|| {
             AccessError::Revoked(format!("agent {} no longer exists", verified.agent()))
