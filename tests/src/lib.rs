@@ -2,6 +2,7 @@
 //! source by `build.rs`, a real upstream on loopback, and a harness that joins
 //! the runtime and the backend in embedded mode.
 
+pub mod direct_send;
 pub mod spin_host;
 
 use anyhow::Context as _;

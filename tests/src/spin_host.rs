@@ -598,7 +598,13 @@ impl WasiHttpHooks for OutboundHooks {
                     "the Spin test host sends plain http:// only".to_owned(),
                 )));
             }
-            let (response, conn) = send_plain(request, options.unwrap_or_default()).await?;
+            let (response, conn) = crate::direct_send::send(
+                request,
+                options.unwrap_or_default(),
+                CONNECT_TIMEOUT,
+                REQUEST_TIMEOUT,
+            )
+            .await?;
             let io: IoFuture = Box::new(async move {
                 conn.await.map_err(HttpError::from)?;
                 Ok(())
@@ -606,75 +612,6 @@ impl WasiHttpHooks for OutboundHooks {
             Ok((response, io))
         })
     }
-}
-
-/// One request on a new connection; the connection lives as long as the
-/// response body is read.
-async fn send_plain(
-    mut request: http::Request<WasiBody>,
-    options: RequestOptions,
-) -> Result<
-    (
-        http::Response<WasiBody>,
-        impl Future<Output = Result<(), hyper::Error>> + Send,
-    ),
-    HttpError,
-> {
-    let authority = request
-        .uri()
-        .authority()
-        .ok_or(HttpError::HttpRequestUriInvalid)?;
-    let authority = match authority.port_u16() {
-        Some(_) => authority.to_string(),
-        None => format!("{}:80", authority.host()),
-    };
-    let stream = tokio::time::timeout(
-        options.connect_timeout.unwrap_or(CONNECT_TIMEOUT),
-        tokio::net::TcpStream::connect(&authority),
-    )
-    .await
-    .map_err(|_| HttpError::ConnectionTimeout)?
-    .map_err(HttpError::Connect)?;
-    let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
-        .handshake(TokioIo::new(stream))
-        .await?;
-    // Origin form on the wire, as wasmtime's own sender does.
-    let path = request
-        .uri()
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_owned();
-    *request.uri_mut() = path.parse().map_err(|_| HttpError::HttpRequestUriInvalid)?;
-    let mut conn = Some(Box::pin(conn));
-    let send = tokio::time::timeout(
-        options.first_byte_timeout.unwrap_or(REQUEST_TIMEOUT),
-        sender.send_request(request),
-    );
-    tokio::pin!(send);
-    // Drive the connection while waiting for the head.
-    let response = loop {
-        match conn.as_mut() {
-            Some(c) => tokio::select! {
-                r = &mut send => break r,
-                done = c => {
-                    done?;
-                    conn = None;
-                }
-            },
-            None => break (&mut send).await,
-        }
-    };
-    let response = response.map_err(|_| HttpError::ConnectionReadTimeout)??;
-    let rest = async move {
-        match conn {
-            Some(c) => c.await,
-            None => Ok(()),
-        }
-    };
-    Ok((
-        response.map(|b| b.map_err(HttpError::from).boxed_unsync()),
-        rest,
-    ))
 }
 
 // ---- spin:sqlite/sqlite@3.0.0 ----------------------------------------------

@@ -122,7 +122,13 @@ impl WasiHttpHooks for DirectSend {
     ) -> Box<dyn Future<Output = Result<(http::Response<WasiBody>, IoFuture), HttpError>> + Send>
     {
         Box::new(async move {
-            let (response, conn) = send_direct(request).await?;
+            let (response, conn) = edgeward_tests::direct_send::send(
+                request,
+                RequestOptions::default(),
+                Duration::from_secs(600),
+                Duration::from_secs(600),
+            )
+            .await?;
             let io: IoFuture = Box::new(async move {
                 conn.await.map_err(HttpError::from)?;
                 Ok(())
@@ -130,66 +136,6 @@ impl WasiHttpHooks for DirectSend {
             Ok((response, io))
         })
     }
-}
-
-async fn send_direct(
-    mut request: http::Request<WasiBody>,
-) -> Result<
-    (
-        http::Response<WasiBody>,
-        impl Future<Output = Result<(), hyper::Error>> + Send,
-    ),
-    HttpError,
-> {
-    let authority = request
-        .uri()
-        .authority()
-        .ok_or(HttpError::HttpRequestUriInvalid)?
-        .to_string();
-    let stream = tokio::time::timeout(
-        Duration::from_secs(600),
-        tokio::net::TcpStream::connect(&authority),
-    )
-    .await
-    .map_err(|_| HttpError::ConnectionTimeout)?
-    .map_err(HttpError::Connect)?;
-    let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
-        .handshake(hyper_util::rt::TokioIo::new(stream))
-        .await?;
-    // Origin form on the wire, as the default sender does.
-    let path = request
-        .uri()
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_owned();
-    *request.uri_mut() = path.parse().map_err(|_| HttpError::HttpRequestUriInvalid)?;
-    let mut conn = Some(Box::pin(conn));
-    let send = sender.send_request(request);
-    tokio::pin!(send);
-    // Drive the connection while waiting for the head, as the default
-    // sender's poll loop does.
-    let response = loop {
-        match conn.as_mut() {
-            Some(c) => tokio::select! {
-                r = &mut send => break r?,
-                done = c => {
-                    done?;
-                    conn = None;
-                }
-            },
-            None => break (&mut send).await?,
-        }
-    };
-    let rest = async move {
-        match conn {
-            Some(c) => c.await,
-            None => Ok(()),
-        }
-    };
-    Ok((
-        response.map(|b| b.map_err(HttpError::from).boxed_unsync()),
-        rest,
-    ))
 }
 
 /// The floor: a native client on a kept-alive connection, no wasm at all.
