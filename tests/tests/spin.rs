@@ -553,6 +553,19 @@ impl Steps<'_> {
         })
     }
 
+    /// [`Steps::exchange`] for the common case: `agent` (`hello` or
+    /// `hostile`, each with its own component) on `dev-ed`, all its grants.
+    async fn on_dev_ed(&mut self, name: &str, agent: &str, seed: u64) -> Option<Instance> {
+        let component = if agent == "hello" {
+            HELLO_WASM
+        } else {
+            HOSTILE_WASM
+        };
+        let signer = &self.k.ed;
+        self.exchange(name, "dev-ed", signer, agent, component, seed, &[])
+            .await
+    }
+
     /// One egress step: `method url` through the route, with a proof from
     /// `key` for `presented`, extra headers and a body.
     #[allow(clippy::too_many_arguments)]
@@ -634,15 +647,7 @@ async fn scenario(b: &Backend, up: &Upstream) -> Vec<(String, Outcome)> {
     let k = s.k;
     let o = up.origin();
     let good = s
-        .exchange(
-            "exchange: a good attestation (Ed25519 device)",
-            "dev-ed",
-            &k.ed,
-            "hello",
-            HELLO_WASM,
-            1,
-            &[],
-        )
+        .on_dev_ed("exchange: a good attestation (Ed25519 device)", "hello", 1)
         .await
         .expect("good instance");
     let es = s
@@ -752,25 +757,13 @@ async fn scenario(b: &Backend, up: &Upstream) -> Vec<(String, Outcome)> {
         s.note("exchange: the subject is another attestation", outcome(&r));
     }
     let hostile = s
-        .exchange(
-            "exchange: hostile's one instance",
-            "dev-ed",
-            &k.ed,
-            "hostile",
-            HOSTILE_WASM,
-            10,
-            &[],
-        )
+        .on_dev_ed("exchange: hostile's one instance", "hostile", 10)
         .await
         .expect("hostile instance");
-    s.exchange(
+    s.on_dev_ed(
         "exchange: hostile's second instance (over the cap)",
-        "dev-ed",
-        &k.ed,
         "hostile",
-        HOSTILE_WASM,
         11,
-        &[],
     )
     .await;
 
@@ -988,14 +981,10 @@ async fn scenario(b: &Backend, up: &Upstream) -> Vec<(String, Outcome)> {
     })
     .await;
     let hostile = s
-        .exchange(
+        .on_dev_ed(
             "exchange: hostile again once its instance is revoked (the slot is free)",
-            "dev-ed",
-            &k.ed,
             "hostile",
-            HOSTILE_WASM,
             14,
-            &[],
         )
         .await
         .expect("a new hostile instance");
@@ -1018,16 +1007,8 @@ async fn scenario(b: &Backend, up: &Upstream) -> Vec<(String, Outcome)> {
         before_generation: None,
     })
     .await;
-    s.exchange(
-        "exchange: a revoked agent",
-        "dev-ed",
-        &k.ed,
-        "hostile",
-        HOSTILE_WASM,
-        13,
-        &[],
-    )
-    .await;
+    s.on_dev_ed("exchange: a revoked agent", "hostile", 13)
+        .await;
     s.get(
         "egress: a token of a revoked agent",
         &hostile,
@@ -1035,15 +1016,7 @@ async fn scenario(b: &Backend, up: &Upstream) -> Vec<(String, Outcome)> {
     )
     .await;
     let last = s
-        .exchange(
-            "exchange: hello before the kill switch",
-            "dev-ed",
-            &k.ed,
-            "hello",
-            HELLO_WASM,
-            15,
-            &[],
-        )
+        .on_dev_ed("exchange: hello before the kill switch", "hello", 15)
         .await
         .expect("a hello instance");
     b.revoke(&RevocationKind::All { at: 0 }).await;
@@ -1230,17 +1203,9 @@ async fn the_admin_route_is_authenticated_and_refuses_bad_bodies_without_a_chang
         got: Vec::new(),
     };
     assert!(
-        s.exchange(
-            "after refused admin calls",
-            "dev-ed",
-            &k.ed,
-            "hello",
-            HELLO_WASM,
-            21,
-            &[]
-        )
-        .await
-        .is_some()
+        s.on_dev_ed("after refused admin calls", "hello", 21)
+            .await
+            .is_some()
     );
 }
 
@@ -1457,7 +1422,7 @@ async fn a_revoked_agent_comes_back_only_when_reissued() {
         got: Vec::new(),
     };
     let old = s
-        .exchange("before", "dev-ed", &k.ed, "hello", HELLO_WASM, 31, &[])
+        .on_dev_ed("before", "hello", 31)
         .await
         .expect("an instance");
     b.revoke(&RevocationKind::Agent {
@@ -1465,11 +1430,7 @@ async fn a_revoked_agent_comes_back_only_when_reissued() {
         before_generation: None,
     })
     .await;
-    assert!(
-        s.exchange("revoked", "dev-ed", &k.ed, "hello", HELLO_WASM, 32, &[])
-            .await
-            .is_none()
-    );
+    assert!(s.on_dev_ed("revoked", "hello", 32).await.is_none());
     let reissue = |credential: &'static str, body: &'static str| {
         b.send(
             http::Request::post(format!("{}/v1/admin/reissue", b.url))
@@ -1489,7 +1450,7 @@ async fn a_revoked_agent_comes_back_only_when_reissued() {
     let v: Value = serde_json::from_slice(r.body()).expect("json");
     assert_eq!(v["generation"], 2);
     let new = s
-        .exchange("reissued", "dev-ed", &k.ed, "hello", HELLO_WASM, 33, &[])
+        .on_dev_ed("reissued", "hello", 33)
         .await
         .expect("exchanges again at generation 2");
     let url = format!("{o}/v1/forecast");
@@ -1544,12 +1505,9 @@ async fn a_redeployed_config_is_imported_into_the_registry() {
         got: Vec::new(),
     };
     let url = format!("{o}/v1/forecast");
-    let hello = s
-        .exchange("hello", "dev-ed", &k.ed, "hello", HELLO_WASM, 41, &[])
-        .await
-        .expect("hello");
+    let hello = s.on_dev_ed("hello", "hello", 41).await.expect("hello");
     let hostile = s
-        .exchange("hostile", "dev-ed", &k.ed, "hostile", HOSTILE_WASM, 42, &[])
+        .on_dev_ed("hostile", "hostile", 42)
         .await
         .expect("hostile");
     assert_eq!(
@@ -1619,19 +1577,7 @@ async fn a_redeployed_config_is_imported_into_the_registry() {
     let r = s3.get("hostile's old token", &hostile, &url).await;
     assert_eq!(outcome(&r).code, "revoked");
     assert!(detail(&r).contains("generation 2"), "{}", detail(&r));
-    assert!(
-        s3.exchange(
-            "hostile again",
-            "dev-ed",
-            &k.ed,
-            "hostile",
-            HOSTILE_WASM,
-            44,
-            &[]
-        )
-        .await
-        .is_some()
-    );
+    assert!(s3.on_dev_ed("hostile again", "hostile", 44).await.is_some());
 }
 
 /// Single use holds across concurrent instances (each request is its own
